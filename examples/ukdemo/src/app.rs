@@ -1,0 +1,74 @@
+//! The application: a loop that calls [`tick`] once per iteration, counts the
+//! calls in [`TICKS`] and prints one numbered console line per iteration at a
+//! steady rate. While it waits for the next line it polls the debug stub, so
+//! a debugger's Ctrl-C stops it within a millisecond.
+
+use crate::{println, pvh, time};
+use core::ptr::{addr_of, addr_of_mut};
+
+/// How many times `tick` ran. Read and written volatile, so a debugger's
+/// `set var ukdemo::app::TICKS = ...` shows in the next console line.
+pub static mut TICKS: u64 = 0;
+
+/// Iteration at which `tick` panics (`ukdemo.panic=N`), or `u64::MAX`.
+static mut PANIC_AT: u64 = u64::MAX;
+/// Iteration at which `tick` writes through a null pointer (`ukdemo.fault=N`).
+static mut FAULT_AT: u64 = u64::MAX;
+
+fn ticks() -> u64 {
+    // SAFETY: single CPU, no interrupts touch TICKS; volatile because a
+    // debugger may change it while the program is stopped.
+    unsafe { addr_of!(TICKS).read_volatile() }
+}
+
+/// One unit of work: counts itself and honours the panic and fault options.
+#[inline(never)]
+pub fn tick(n: u64) -> u64 {
+    let t = ticks() + 1;
+    // SAFETY: as in `ticks`.
+    unsafe { addr_of_mut!(TICKS).write_volatile(t) };
+    // SAFETY: written once before the loop starts.
+    let (panic_at, fault_at) = unsafe { (PANIC_AT, FAULT_AT) };
+    if n == panic_at {
+        panic!("tick {} asked to panic", n);
+    }
+    if n == fault_at {
+        // SAFETY: none: this write faults on purpose (page 0 is not mapped),
+        // to show a page fault stopping in the debugger.
+        unsafe { core::ptr::null_mut::<u64>().write_volatile(n) };
+    }
+    t
+}
+
+fn option_u64(key: &str) -> Option<u64> {
+    pvh::option(key)?.parse().ok()
+}
+
+/// Runs forever.
+pub fn run() -> ! {
+    let rate = option_u64("ukdemo.rate").filter(|&r| r > 0).unwrap_or(10);
+    // SAFETY: written before the loop, read only by `tick`.
+    unsafe {
+        PANIC_AT = option_u64("ukdemo.panic").unwrap_or(u64::MAX);
+        FAULT_AT = option_u64("ukdemo.fault").unwrap_or(u64::MAX);
+    }
+    let period = time::tsc_hz() / rate;
+    let mut next = time::rdtsc();
+    let mut n: u64 = 0;
+    loop {
+        tick(n);
+        println!("line {} ticks {}", n, ticks());
+        n += 1;
+        next += period;
+        let now = time::rdtsc();
+        if now > next + period {
+            // We were stopped (in a debugger): restart the cadence from now
+            // rather than printing a burst of lines to catch up.
+            next = now;
+        }
+        while time::rdtsc() < next {
+            ukdb_stub::poll();
+            core::hint::spin_loop();
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Exceptions: an IDT whose 32 entries all save the full register state into
+//! a [`TrapFrame`] and hand it to [`trap_dispatch`], which offers it to the
+//! debug stub first.
+
+use core::arch::{asm, global_asm};
+use core::ptr::addr_of;
+use ukdb_stub::{TrapFrame, TRAP_FRAME_SIZE};
+
+// One entry stub per vector: push a zero error code where the CPU pushes none,
+// push the vector, and join the common path, which saves the general-purpose
+// registers in TrapFrame order, calls `trap_dispatch(frame)` on a 16-byte
+// aligned stack, restores them (with whatever the debugger changed) and irets.
+macro_rules! vectors {
+    ($($v:literal $err:literal),* $(,)?) => {
+        global_asm!(
+            concat!($(
+                ".section .text.trap, \"ax\"\n",
+                ".p2align 4\n",
+                "trap_vector_", stringify!($v), ":\n",
+                ".if ", stringify!($err), " == 0\n push 0\n .endif\n",
+                "push ", stringify!($v), "\n",
+                "jmp trap_common\n",
+            )*),
+            ".section .rodata.trap_table, \"a\"\n",
+            ".p2align 3\n",
+            "trap_vector_table:\n",
+            $(concat!(".quad trap_vector_", stringify!($v), "\n"),)*
+        );
+    };
+}
+
+vectors!(
+    0 0, 1 0, 2 0, 3 0, 4 0, 5 0, 6 0, 7 0, 8 1, 9 0, 10 1, 11 1, 12 1, 13 1, 14 1, 15 0,
+    16 0, 17 1, 18 0, 19 0, 20 0, 21 1, 22 0, 23 0, 24 0, 25 0, 26 0, 27 0, 28 0, 29 1, 30 1, 31 0,
+);
+
+global_asm!(
+    r#"
+    .section .text.trap, "ax"
+    .p2align 4
+trap_common:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    mov rbx, rsp
+    and rsp, -16
+    call trap_dispatch
+    mov rsp, rbx
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
+    "#
+);
+
+// The frame the assembly builds is exactly TrapFrame: 15 registers, vector,
+// error code and the 5-word hardware frame.
+const _: () = assert!(TRAP_FRAME_SIZE == (15 + 2 + 5) * 8);
+
+extern "C" {
+    static trap_vector_table: [u64; 32];
+}
+
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+static mut IDT: [Gate; 32] = [Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    attributes: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+}; 32];
+
+#[repr(C, packed)]
+struct Pointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Fills and loads the IDT: interrupt gates (IF cleared on entry) for 0-31.
+pub fn init() {
+    // SAFETY: single-threaded boot; the IDT is written before it is loaded and
+    // never again, and trap_vector_table is the table the assembly defines.
+    unsafe {
+        let table = &*addr_of!(trap_vector_table);
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        for (gate, &handler) in idt.iter_mut().zip(table.iter()) {
+            *gate = Gate {
+                offset_low: handler as u16,
+                selector: 0x08,
+                ist: 0,
+                attributes: 0x8E,
+                offset_mid: (handler >> 16) as u16,
+                offset_high: (handler >> 32) as u32,
+                reserved: 0,
+            };
+        }
+        let ptr = Pointer {
+            limit: (core::mem::size_of::<[Gate; 32]>() - 1) as u16,
+            base: addr_of!(IDT) as u64,
+        };
+        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
+    }
+}
+
+const NAMES: [&str; 32] = [
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack fault",
+    "general protection",
+    "page fault",
+    "reserved",
+    "x87 error",
+    "alignment check",
+    "machine check",
+    "SIMD error",
+    "virtualization",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security",
+    "reserved",
+];
+
+#[no_mangle]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if ukdb_stub::handle_trap(frame) {
+        return;
+    }
+    let name = NAMES.get(frame.vector as usize).copied().unwrap_or("?");
+    crate::println!(
+        "fatal: {} (vector {}, error {:#x}) at rip {:#x}, rsp {:#x}",
+        name,
+        frame.vector,
+        frame.error_code,
+        frame.rip,
+        frame.rsp
+    );
+    crate::halt();
+}

@@ -1,0 +1,179 @@
+//! Hardware breakpoints and watchpoints: allocation of the four x86 debug
+//! address registers and the DR7 encoding. Pure logic, host-tested; the
+//! stub loads the result with `mov drN`.
+
+/// What a debug register slot watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Instruction fetch at the address (a hardware breakpoint).
+    Exec,
+    /// Data writes.
+    Write,
+    /// Data reads or writes (x86 has no read-only watch).
+    ReadWrite,
+}
+
+/// One armed slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Address (aligned to `len` for data slots).
+    pub addr: u64,
+    /// Bytes covered: 1 for Exec; 1, 2, 4 or 8 for data.
+    pub len: u64,
+    /// What triggers it.
+    pub kind: SlotKind,
+}
+
+/// The four slots.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DebugRegs {
+    slots: [Option<Slot>; 4],
+}
+
+/// Why a slot could not be armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotError {
+    /// All four registers are in use.
+    Full,
+    /// Length not 1, 2, 4 or 8, or the address not aligned to it.
+    Unsupported,
+}
+
+impl DebugRegs {
+    /// No slot armed.
+    pub const fn new() -> Self {
+        DebugRegs { slots: [None; 4] }
+    }
+
+    /// Arms a slot; arming the same slot twice is one slot.
+    pub fn add(&mut self, slot: Slot) -> Result<usize, SlotError> {
+        let len_ok = match slot.kind {
+            SlotKind::Exec => slot.len == 1,
+            _ => matches!(slot.len, 1 | 2 | 4 | 8) && slot.addr % slot.len == 0,
+        };
+        if !len_ok {
+            return Err(SlotError::Unsupported);
+        }
+        if let Some(i) = self.slots.iter().position(|s| *s == Some(slot)) {
+            return Ok(i);
+        }
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.is_none())
+            .ok_or(SlotError::Full)?;
+        self.slots[i] = Some(slot);
+        Ok(i)
+    }
+
+    /// Disarms a slot; `false` when it was not armed.
+    pub fn remove(&mut self, slot: Slot) -> bool {
+        match self.slots.iter().position(|s| *s == Some(slot)) {
+            Some(i) => {
+                self.slots[i] = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Disarms every slot.
+    pub fn clear(&mut self) {
+        self.slots = [None; 4];
+    }
+
+    /// The slot that DR6 says fired (lowest first).
+    pub fn fired(&self, dr6: u64) -> Option<Slot> {
+        (0..4)
+            .find(|i| dr6 & (1 << i) != 0)
+            .and_then(|i| self.slots[i])
+    }
+
+    /// The values for DR0-DR3 and DR7.
+    pub fn encode(&self) -> ([u64; 4], u64) {
+        let mut addrs = [0; 4];
+        let mut dr7 = 0u64;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(s) = slot else { continue };
+            addrs[i] = s.addr;
+            let rw = match s.kind {
+                SlotKind::Exec => 0b00,
+                SlotKind::Write => 0b01,
+                SlotKind::ReadWrite => 0b11,
+            };
+            let len = match s.len {
+                2 => 0b01,
+                8 => 0b10,
+                4 => 0b11,
+                _ => 0b00,
+            };
+            // Gi (global enable), then RW and LEN fields.
+            dr7 |= 1 << (2 * i + 1);
+            dr7 |= (rw | len << 2) << (16 + 4 * i);
+        }
+        if dr7 != 0 {
+            dr7 |= 1 << 9; // GE: exact data breakpoints
+        }
+        (addrs, dr7)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(addr: u64, len: u64, kind: SlotKind) -> Slot {
+        Slot { addr, len, kind }
+    }
+
+    #[test]
+    fn encodes_each_kind_and_length() {
+        let mut d = DebugRegs::new();
+        assert_eq!(d.encode(), ([0; 4], 0));
+        assert_eq!(d.add(slot(0x1000, 1, SlotKind::Exec)), Ok(0));
+        assert_eq!(d.add(slot(0x2000, 8, SlotKind::Write)), Ok(1));
+        assert_eq!(d.add(slot(0x3004, 4, SlotKind::ReadWrite)), Ok(2));
+        assert_eq!(d.add(slot(0x4002, 2, SlotKind::Write)), Ok(3));
+        let (addrs, dr7) = d.encode();
+        assert_eq!(addrs, [0x1000, 0x2000, 0x3004, 0x4002]);
+        // LEN/RW nibbles from slot 3 down: 0101, 1111, 1001, 0000.
+        assert_eq!(dr7, 0x5F90_0000 | 0b1010_1010 | 1 << 9);
+    }
+
+    #[test]
+    fn full_duplicate_and_unaligned() {
+        let mut d = DebugRegs::new();
+        for i in 0..4 {
+            assert_eq!(d.add(slot(0x1000 + i, 1, SlotKind::Exec)), Ok(i as usize));
+        }
+        assert_eq!(d.add(slot(0x1000, 1, SlotKind::Exec)), Ok(0));
+        assert_eq!(d.add(slot(0x9000, 1, SlotKind::Exec)), Err(SlotError::Full));
+        assert!(d.remove(slot(0x1002, 1, SlotKind::Exec)));
+        assert!(!d.remove(slot(0x1002, 1, SlotKind::Exec)));
+        assert_eq!(d.add(slot(0x9000, 1, SlotKind::Exec)), Ok(2));
+        let mut e = DebugRegs::new();
+        assert_eq!(
+            e.add(slot(0x1001, 4, SlotKind::Write)),
+            Err(SlotError::Unsupported)
+        );
+        assert_eq!(
+            e.add(slot(0x1000, 3, SlotKind::Write)),
+            Err(SlotError::Unsupported)
+        );
+        assert_eq!(
+            e.add(slot(0x1000, 2, SlotKind::Exec)),
+            Err(SlotError::Unsupported)
+        );
+    }
+
+    #[test]
+    fn dr6_names_the_slot() {
+        let mut d = DebugRegs::new();
+        d.add(slot(0x10, 1, SlotKind::Exec)).unwrap();
+        d.add(slot(0x20, 8, SlotKind::Write)).unwrap();
+        assert_eq!(d.fired(0b10), Some(slot(0x20, 8, SlotKind::Write)));
+        assert_eq!(d.fired(0x4000), None);
+        d.clear();
+        assert_eq!(d.fired(0b1), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! The public entry points (feature `enabled`). The no-op build in
+//! `noop.rs` has the same signatures.
+
+use super::global::Global;
+use super::session::{self, Why};
+use crate::config::Config;
+use crate::framing::{Framer, Stream};
+use crate::TrapFrame;
+use core::arch::naked_asm;
+
+pub use super::transport::{Transport, Uart16550};
+
+/// The channel and its framing, shared by the session (RSP) and the console.
+pub(crate) struct Line {
+    pub transport: Transport,
+    pub framer: Framer,
+}
+
+impl Line {
+    /// Writes bytes of one stream, framed if the host asked for framing.
+    pub fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        let transport = &mut self.transport;
+        self.framer.write(stream, bytes, |b| transport.write(b));
+    }
+}
+
+pub(crate) static LINE: Global<Option<Line>> = Global::new(None);
+
+/// Writes a stub message to the console, if the line is free.
+pub(crate) fn say(parts: &[&str]) {
+    if let Some(mut line) = LINE.lock() {
+        if let Some(line) = line.as_mut() {
+            for p in parts {
+                line.write(Stream::Console, p.as_bytes());
+            }
+        }
+    }
+}
+
+/// Starts the stub on `transport`, with the `ukdb.*` options of `cmdline`
+/// (see the `config` module: `ukdb.wait`, `ukdb.trap=int3|ud`, `ukdb.off`).
+/// Call once, after the IDT routes exceptions to [`handle_trap`] and before
+/// [`wait_for_debugger`].
+pub fn init(transport: impl Into<Transport>, cmdline: &str) {
+    let (config, bad) = Config::parse(cmdline);
+    if config.off {
+        return;
+    }
+    let mut transport = transport.into();
+    transport.init();
+    let name = transport.describe();
+    match LINE.lock() {
+        Some(mut line) => {
+            *line = Some(Line {
+                transport,
+                framer: Framer::new(),
+            })
+        }
+        None => return,
+    }
+    session::init(config);
+    let trap = match config.trap {
+        crate::config::TrapInsn::Int3 => "int3",
+        crate::config::TrapInsn::Ud => "ud",
+    };
+    say(&[
+        "ukdb: stub ready on ",
+        name,
+        ", breakpoints use ",
+        trap,
+        "\n",
+    ]);
+    if let Some(bad) = bad {
+        say(&["ukdb: ignoring unknown option '", bad.0, "'\n"]);
+    }
+}
+
+/// Offers an exception to the debugger. Call it first in the handler of
+/// every vector 0-31 with the frame the entry code saved. Returns `true` when
+/// the stub handled it: the handler then returns and the entry code restores
+/// the (possibly changed) frame and executes `iretq`. Returns `false` when the
+/// unikernel should handle it (stub not started, NMI, machine check, or a
+/// trap inside the stub itself).
+pub fn handle_trap(frame: &mut TrapFrame) -> bool {
+    session::on_trap(frame)
+}
+
+/// Lets the stub notice a debugger while the unikernel runs: a Ctrl-C, a new
+/// debugger connecting, or the bridge's control bytes. Call it from the idle
+/// loop or a timer; it costs one status-register read when nothing waits.
+pub fn poll() {
+    let waiting = match LINE.lock() {
+        Some(mut line) => line.as_mut().is_some_and(|l| l.transport.has_input()),
+        None => false,
+    };
+    if waiting {
+        soft_entry(Why::Poll as u64);
+    }
+}
+
+/// With `ukdb.wait` on the command line, stops here until a debugger
+/// attaches and continues. Call it just before the application starts.
+pub fn wait_for_debugger() {
+    if session::wants_wait() {
+        say(&["ukdb: waiting for a debugger (ukdb.wait)\n"]);
+        soft_entry(Why::Wait as u64);
+    }
+}
+
+/// Stops into the debugger with the panic message (sent to gdb, kept for
+/// `monitor why`). Call it from the panic handler. It returns only when the
+/// stub is not running; otherwise every `continue` stops here again, and a
+/// new debugger can attach at any time.
+pub fn on_panic(info: &core::panic::PanicInfo<'_>) {
+    if !session::record_panic(info) {
+        return;
+    }
+    loop {
+        soft_entry(Why::Panic as u64);
+    }
+}
+
+/// Writes console text. On a channel shared with the console the stub
+/// writes it (framed when the bridge asked for framing) and returns `true`;
+/// otherwise (no stub, another transport, or called from inside the stub)
+/// it returns `false` and the unikernel writes the bytes itself.
+pub fn console_write(bytes: &[u8]) -> bool {
+    match LINE.lock() {
+        Some(mut line) => match line.as_mut() {
+            Some(l) if l.transport.carries_console() => {
+                l.write(Stream::Console, bytes);
+                true
+            }
+            _ => false,
+        },
+        None => false,
+    }
+}
+
+/// Stops into the debugger here, like a compiled-in breakpoint (kgdb's
+/// `kgdb_breakpoint`). Does nothing when the stub is not running.
+pub fn breakpoint() {
+    if session::is_running() {
+        soft_entry(Why::Break as u64);
+    }
+}
+
+/// Enters the stub from ordinary code with a full [`TrapFrame`], as if an
+/// exception had been taken right after the `call`: `rip` is the return
+/// address and `rsp` the caller's stack pointer after the return, so the
+/// debugger sees the caller. Restores everything (with the debugger's
+/// changes, and the trap flag for a single step) with `iretq`.
+#[unsafe(naked)]
+extern "C" fn soft_entry(why: u64) {
+    naked_asm!(
+        // On entry [rsp] is the return address. Build the hardware-style
+        // part of the frame below it: vector, error code, rip, cs, rflags,
+        // rsp, ss, at [rsp+0] .. [rsp+48] after the `sub`.
+        "pushfq",
+        "cli",
+        "sub rsp, 56",
+        "mov [rsp + 8], rax",
+        "mov rax, [rsp + 64]",
+        "mov [rsp + 16], rax",
+        "xor eax, eax",
+        "mov ax, cs",
+        "mov [rsp + 24], rax",
+        "mov rax, [rsp + 56]",
+        "mov [rsp + 32], rax",
+        "lea rax, [rsp + 72]",
+        "mov [rsp + 40], rax",
+        "xor eax, eax",
+        "mov ax, ss",
+        "mov [rsp + 48], rax",
+        "mov qword ptr [rsp], {vector}",
+        "mov rax, [rsp + 8]",
+        "mov qword ptr [rsp + 8], 0",
+        // The general-purpose registers, in TrapFrame order.
+        "push rax",
+        "push rbx",
+        "push rcx",
+        "push rdx",
+        "push rsi",
+        "push rdi",
+        "push rbp",
+        "push r8",
+        "push r9",
+        "push r10",
+        "push r11",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov rsi, rdi",
+        "mov rdi, rsp",
+        "mov rbx, rsp",
+        "and rsp, -16",
+        "call {handler}",
+        "mov rsp, rbx",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        "add rsp, 16",
+        "iretq",
+        vector = const crate::SOFT_ENTRY_VECTOR,
+        handler = sym soft_trap,
+    );
+}
+
+extern "C" fn soft_trap(frame: &mut TrapFrame, why: u64) {
+    session::on_soft_entry(frame, why);
+}

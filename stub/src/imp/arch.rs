@@ -1,0 +1,195 @@
+//! The x86_64 boundary: every privileged instruction the stub executes is a
+//! function here, so the rest of the stub is plain logic.
+//!
+//! # Safety
+//! The stub runs in ring 0 with interrupts off and the rest of the world
+//! stopped. Each function documents what it needs beyond that.
+
+use core::arch::asm;
+
+/// CR0.WP: supervisor writes honour read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// RFLAGS.TF: trap after the next instruction.
+pub const RFLAGS_TF: u64 = 1 << 8;
+/// RFLAGS.IF: maskable interrupts enabled.
+pub const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.RF: suppress instruction breakpoints for one instruction.
+pub const RFLAGS_RF: u64 = 1 << 16;
+
+const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_GS_BASE: u32 = 0xC000_0101;
+
+/// Reads CR0.
+pub fn cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// The caller changes only bits whose effect it controls (here: WP, around
+/// a write the page walk already approved).
+pub unsafe fn set_cr0(v: u64) {
+    // SAFETY: per the function contract.
+    unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Reads CR2 (the address of the last page fault).
+pub fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3 (the page-table root).
+pub fn cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads an MSR the CPU is known to have.
+fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only called with architectural MSRs every x86_64 CPU has.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes an MSR the CPU is known to have.
+///
+/// # Safety
+/// The value must be valid for that MSR (canonical, for the segment bases).
+unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: per the function contract.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// FS.base and GS.base.
+pub fn segment_bases() -> (u64, u64) {
+    (rdmsr(MSR_FS_BASE), rdmsr(MSR_GS_BASE))
+}
+
+/// Sets FS.base and GS.base; non-canonical values are refused.
+pub fn set_segment_bases(fs: u64, gs: u64) -> bool {
+    if !crate::paging::is_canonical(fs) || !crate::paging::is_canonical(gs) {
+        return false;
+    }
+    // SAFETY: both values are canonical, which is all these MSRs require.
+    unsafe {
+        wrmsr(MSR_FS_BASE, fs);
+        wrmsr(MSR_GS_BASE, gs);
+    }
+    true
+}
+
+/// The data segment selectors: ds, es, fs, gs.
+pub fn data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment selectors has no side effects.
+    unsafe {
+        asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack, preserves_flags));
+    }
+    [ds, es, fs, gs]
+}
+
+/// The x87/SSE state, as `fxsave` stores it.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// All zero.
+    pub const fn zeroed() -> Self {
+        FxArea([0; 512])
+    }
+
+    /// Saves the live x87/SSE state here.
+    pub fn save(&mut self) {
+        // SAFETY: self is a 512-byte, 16-byte aligned buffer; fxsave only writes it.
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack, preserves_flags))
+        };
+    }
+
+    /// Loads the state back. A debugger may have written reserved MXCSR
+    /// bits, which would make `fxrstor` fault: those are cleared first.
+    pub fn restore(&mut self) {
+        let mxcsr = u32::from_le_bytes([self.0[24], self.0[25], self.0[26], self.0[27]]) & 0xffff;
+        self.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+        // SAFETY: a 512-byte aligned area that `save` filled, with MXCSR made valid.
+        unsafe {
+            asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
+        };
+    }
+}
+
+/// The debug registers the stub uses.
+pub mod dr {
+    use core::arch::asm;
+
+    /// Reads DR6 (what triggered a #DB).
+    pub fn dr6() -> u64 {
+        let v: u64;
+        // SAFETY: reading DR6 has no side effects.
+        unsafe { asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+
+    /// Clears DR6's sticky status bits.
+    pub fn clear_dr6() {
+        // SAFETY: writing the architectural reset value to DR6.
+        unsafe {
+            asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nomem, nostack, preserves_flags))
+        };
+    }
+
+    /// Loads the four address registers and DR7.
+    pub fn load(addrs: [u64; 4], dr7: u64) {
+        // SAFETY: debug registers only arm breakpoints; DR7 is written last so
+        // no slot is live with a stale address, and reserved bits are kept
+        // clear by the caller's encoding.
+        unsafe {
+            asm!("mov dr7, {}", in(reg) 0u64, options(nomem, nostack, preserves_flags));
+            asm!("mov dr0, {}", in(reg) addrs[0], options(nomem, nostack, preserves_flags));
+            asm!("mov dr1, {}", in(reg) addrs[1], options(nomem, nostack, preserves_flags));
+            asm!("mov dr2, {}", in(reg) addrs[2], options(nomem, nostack, preserves_flags));
+            asm!("mov dr3, {}", in(reg) addrs[3], options(nomem, nostack, preserves_flags));
+            asm!("mov dr7, {}", in(reg) dr7, options(nomem, nostack, preserves_flags));
+        }
+    }
+}
+
+/// One byte from an I/O port.
+///
+/// # Safety
+/// `port` belongs to a device the caller drives.
+pub unsafe fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: per the function contract.
+    unsafe {
+        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// One byte to an I/O port.
+///
+/// # Safety
+/// `port` belongs to a device the caller drives.
+pub unsafe fn outb(port: u16, v: u8) {
+    // SAFETY: per the function contract.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
+}

@@ -1,0 +1,62 @@
+//! Global state without a heap or locks: one CPU, and the stub runs with
+//! interrupts off. The only way to reach a [`Global`] twice at once is
+//! re-entry (a fault or panic inside the stub, or console output from
+//! inside the stub), and [`Global::lock`] refuses that instead of aliasing.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// A value reached through a try-lock.
+pub struct Global<T> {
+    busy: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: access goes only through `lock`, whose atomic flag admits one
+// holder at a time.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    /// A new global.
+    pub const fn new(value: T) -> Self {
+        Global {
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, unless someone holds it already.
+    pub fn lock(&self) -> Option<Guard<'_, T>> {
+        if self.busy.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        Some(Guard { global: self })
+    }
+}
+
+/// Exclusive access until dropped.
+pub struct Guard<'a, T> {
+    global: &'a Global<T>,
+}
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the busy flag makes this guard the only access.
+        unsafe { &*self.global.value.get() }
+    }
+}
+
+impl<T> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the busy flag makes this guard the only access.
+        unsafe { &mut *self.global.value.get() }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        self.global.busy.store(false, Ordering::Release);
+    }
+}

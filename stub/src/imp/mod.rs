@@ -1,0 +1,16 @@
+//! The stub itself (feature `enabled`).
+//!
+//! - [`api`]: the public entry points, and the assembly that lets the stub
+//!   stop the unikernel from ordinary code (poll, wait, panic).
+//! - [`session`]: the debug session: drives gdbstub's state machine with the
+//!   world stopped, handles new and vanished debuggers.
+//! - [`target`]: gdbstub's `Target`: registers from the trap frame, checked
+//!   memory, breakpoints, resume, monitor commands (one file per extension).
+//! - [`transport`]: the byte channels; [`arch`]: every privileged instruction.
+
+pub(crate) mod api;
+mod arch;
+mod global;
+mod session;
+mod target;
+mod transport;

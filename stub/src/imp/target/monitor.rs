@@ -1,0 +1,98 @@
+//! `monitor` commands: `why` (the last stop reason, with the panic message),
+//! `breakpoints`, `help`.
+
+use super::{Reason, UkTarget};
+use gdbstub::outputln;
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
+
+const VECTOR_NAMES: [&str; 32] = [
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack fault",
+    "general protection fault",
+    "page fault",
+    "reserved",
+    "x87 error",
+    "alignment check",
+    "machine check",
+    "SIMD error",
+    "virtualization",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security",
+    "reserved",
+];
+
+impl MonitorCmd for UkTarget {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), Self::Error> {
+        match cmd {
+            b"why" => match self.reason {
+                Reason::None => outputln!(out, "running"),
+                Reason::Wait => outputln!(out, "waiting for a debugger at boot (ukdb.wait)"),
+                Reason::Interrupt => outputln!(out, "interrupted by the debugger"),
+                Reason::Breakpoint => outputln!(out, "software breakpoint"),
+                Reason::Hardware => outputln!(out, "hardware breakpoint or watchpoint"),
+                Reason::Step => outputln!(out, "single step"),
+                Reason::Trap => outputln!(out, "compiled-in breakpoint"),
+                Reason::Exception(vector, error, cr2) => {
+                    let name = VECTOR_NAMES
+                        .get(vector as usize)
+                        .copied()
+                        .unwrap_or("exception");
+                    if vector == 14 {
+                        outputln!(
+                            out,
+                            "{} (vector {}, error {:#x}) at address {:#x}",
+                            name,
+                            vector,
+                            error,
+                            cr2
+                        );
+                    } else {
+                        outputln!(out, "{} (vector {}, error {:#x})", name, vector, error);
+                    }
+                }
+                Reason::Panic => {
+                    out.write_raw(b"panic: ");
+                    out.write_raw(self.panic_text());
+                    out.write_raw(b"\n");
+                }
+            },
+            b"breakpoints" => outputln!(out, "{} software breakpoint(s) planted", self.bps.len()),
+            b"" | b"help" => {
+                outputln!(out, "ukdb monitor commands:");
+                outputln!(
+                    out,
+                    "  why          why the unikernel stopped (with the panic message)"
+                );
+                outputln!(
+                    out,
+                    "  breakpoints  how many software breakpoints are planted"
+                );
+            }
+            _ => outputln!(out, "unknown command; try 'monitor help'"),
+        }
+        Ok(())
+    }
+}

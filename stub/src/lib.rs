@@ -1,0 +1,52 @@
+//! `ukdb-stub`: a GDB Remote Serial Protocol stub for x86_64 unikernels.
+//!
+//! The unikernel calls a handful of functions, in every build:
+//!
+//! | call | where | what the stub does |
+//! |------|-------|--------------------|
+//! | [`init`] | once, early in boot | takes the transport, reads `ukdb.*` options from the command line |
+//! | [`handle_trap`] | the exception handler, for every vector 0-31 | breakpoints, single-step, watchpoints, faults: stops and serves the debugger; returns `true` when it handled the trap |
+//! | [`poll`] | the idle loop or a timer | notices a debugger's Ctrl-C or a new debugger and stops there |
+//! | [`wait_for_debugger`] | before the app starts | with `ukdb.wait`, stops until a debugger attaches and continues |
+//! | [`on_panic`] | the panic handler | stops with the panic message and the panic site on the stack |
+//! | [`console_write`] | the console | on a line shared with the debugger, writes console text so it never splits a packet |
+//!
+//! Without the `enabled` feature each of these is an inlined no-op
+//! ([`handle_trap`] returns `false`, [`console_write`] returns `false`), so the
+//! production image needs no `cfg` and contains no stub code.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the design and
+//! `docs/debugging.md` for integrating the stub into a unikernel.
+#![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
+
+mod frame;
+pub use frame::{TrapFrame, SOFT_ENTRY_VECTOR, TRAP_FRAME_SIZE};
+
+#[cfg(feature = "enabled")]
+mod imp;
+#[cfg(feature = "enabled")]
+pub use imp::api::*;
+
+#[cfg(not(feature = "enabled"))]
+mod noop;
+#[cfg(not(feature = "enabled"))]
+pub use noop::*;
+
+/// `true` when the stub is compiled in.
+pub const ENABLED: bool = cfg!(feature = "enabled");
+
+// The parts that are pure logic are compiled for host unit tests in every
+// configuration, so `cargo test -p ukdb-stub` exercises them without hardware.
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod config;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod debugregs;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod framing;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod paging;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod swbreak;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod uart;

@@ -1,0 +1,164 @@
+//! The 16550 UART protocol, generic over how its registers are reached
+//! ([`UartRegs`]), so the logic runs in host tests against a fake.
+
+/// Register offsets from the base.
+const DATA: u16 = 0;
+const IER: u16 = 1;
+const FCR: u16 = 2;
+const LCR: u16 = 3;
+const MCR: u16 = 4;
+const LSR: u16 = 5;
+
+const LSR_DATA_READY: u8 = 1 << 0;
+const LSR_THR_EMPTY: u8 = 1 << 5;
+
+/// Access to a UART's eight registers.
+///
+/// # Implementation safety
+/// Implementations reach the registers of one real UART (or a model of
+/// one) and nothing else; the UART driver calls nothing but these two.
+pub trait UartRegs {
+    /// Reads register `offset` (0-7).
+    fn read(&mut self, offset: u16) -> u8;
+    /// Writes register `offset` (0-7).
+    fn write(&mut self, offset: u16, value: u8);
+}
+
+/// A polled 16550: no interrupts, FIFOs on.
+#[derive(Debug)]
+pub struct Uart<R> {
+    regs: R,
+}
+
+impl<R: UartRegs> Uart<R> {
+    /// Wraps the registers; call [`Uart::init`] before use.
+    pub const fn new(regs: R) -> Self {
+        Uart { regs }
+    }
+
+    /// 115200 baud, 8N1, FIFOs on, interrupts off. The unikernel may have
+    /// done the same already; doing it twice is harmless.
+    pub fn init(&mut self) {
+        self.regs.write(IER, 0x00);
+        self.regs.write(LCR, 0x80);
+        self.regs.write(DATA, 0x01);
+        self.regs.write(IER, 0x00);
+        self.regs.write(LCR, 0x03);
+        self.regs.write(FCR, 0xC7);
+        self.regs.write(MCR, 0x03);
+    }
+
+    /// A received byte, if one is waiting.
+    pub fn try_read(&mut self) -> Option<u8> {
+        (self.regs.read(LSR) & LSR_DATA_READY != 0).then(|| self.regs.read(DATA))
+    }
+
+    /// Whether a received byte is waiting (without taking it).
+    pub fn has_input(&mut self) -> bool {
+        self.regs.read(LSR) & LSR_DATA_READY != 0
+    }
+
+    /// Sends a byte, waiting for room in the transmitter.
+    pub fn write(&mut self, byte: u8) {
+        while self.regs.read(LSR) & LSR_THR_EMPTY == 0 {
+            core::hint::spin_loop();
+        }
+        self.regs.write(DATA, byte);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A UART model: a receive queue, a transmit log, and a transmitter that
+    /// is busy for `busy` LSR reads after each byte.
+    #[derive(Default)]
+    struct Fake {
+        rx: VecDeque<u8>,
+        tx: Vec<u8>,
+        busy: u32,
+        busy_left: u32,
+        writes: Vec<(u16, u8)>,
+    }
+
+    impl UartRegs for Fake {
+        fn read(&mut self, offset: u16) -> u8 {
+            match offset {
+                LSR => {
+                    let ready = if self.rx.is_empty() {
+                        0
+                    } else {
+                        LSR_DATA_READY
+                    };
+                    let empty = if self.busy_left == 0 {
+                        LSR_THR_EMPTY
+                    } else {
+                        self.busy_left -= 1;
+                        0
+                    };
+                    ready | empty
+                }
+                DATA => self.rx.pop_front().expect("read DATA with no byte ready"),
+                _ => 0,
+            }
+        }
+        fn write(&mut self, offset: u16, value: u8) {
+            self.writes.push((offset, value));
+            if offset == DATA && self.writes.iter().any(|&(o, v)| o == LCR && v == 0x03) {
+                assert_eq!(
+                    self.busy_left, 0,
+                    "wrote DATA while the transmitter was busy"
+                );
+                self.tx.push(value);
+                self.busy_left = self.busy;
+            }
+        }
+    }
+
+    #[test]
+    fn reads_only_when_data_is_ready() {
+        let mut u = Uart::new(Fake {
+            rx: VecDeque::from(vec![b'$', 0x03]),
+            ..Fake::default()
+        });
+        u.init();
+        assert!(u.has_input());
+        assert_eq!(u.try_read(), Some(b'$'));
+        assert_eq!(u.try_read(), Some(0x03));
+        assert!(!u.has_input());
+        assert_eq!(u.try_read(), None);
+    }
+
+    #[test]
+    fn waits_for_the_transmitter() {
+        let mut u = Uart::new(Fake {
+            busy: 3,
+            ..Fake::default()
+        });
+        u.init();
+        for &b in b"+$OK#9a" {
+            u.write(b);
+        }
+        assert_eq!(u.regs.tx, b"+$OK#9a");
+    }
+
+    #[test]
+    fn init_programs_115200_8n1() {
+        let mut u = Uart::new(Fake::default());
+        u.init();
+        assert_eq!(
+            u.regs.writes,
+            vec![
+                (IER, 0),
+                (LCR, 0x80),
+                (DATA, 1),
+                (IER, 0),
+                (LCR, 3),
+                (FCR, 0xC7),
+                (MCR, 3)
+            ]
+        );
+    }
+}

@@ -37,14 +37,15 @@ impl<R: UartRegs> Uart<R> {
     }
 
     /// 115200 baud, 8N1, FIFOs on, interrupts off. The unikernel may have
-    /// done the same already; doing it twice is harmless.
+    /// done the same already; doing it twice is harmless. The receive FIFO
+    /// is not cleared: it may already hold a debugger's first bytes.
     pub fn init(&mut self) {
         self.regs.write(IER, 0x00);
         self.regs.write(LCR, 0x80);
         self.regs.write(DATA, 0x01);
         self.regs.write(IER, 0x00);
         self.regs.write(LCR, 0x03);
-        self.regs.write(FCR, 0xC7);
+        self.regs.write(FCR, 0xC1);
         self.regs.write(MCR, 0x03);
     }
 

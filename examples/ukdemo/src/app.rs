@@ -68,7 +68,6 @@ pub fn run() -> ! {
         }
         while time::rdtsc() < next {
             ukdb_stub::poll();
-            core::hint::spin_loop();
         }
     }
 }

@@ -1,0 +1,3 @@
+//! One module per `ukdb` subcommand, each with its clap arguments and `run()`.
+
+pub mod bridge;

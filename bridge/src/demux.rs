@@ -1,0 +1,509 @@
+//! The stub -> host demultiplexer (sans-I/O).
+//!
+//! Feed it the bytes read from the unikernel's serial line, in order and in
+//! chunks of any size; it returns what they mean. Its state persists across
+//! chunks, so a `DLE` at the end of one read and its second byte at the start
+//! of the next are understood as one sequence.
+//!
+//! The rules, from `docs/wire-protocol.md`:
+//!
+//! * before the stub's first `DLE 'F'` every byte is console text (the stub is
+//!   still in raw mode);
+//! * `DLE 'F'` is the stub's sync: framing is on and the channel is the console;
+//! * `DLE 'C'` / `DLE 'D'` switch to the console / debugger channel;
+//! * `DLE DLE` is one literal `0x10` in the current channel;
+//! * a `DLE` followed by any other byte is a framing error and both bytes are
+//!   kept as console text, so that nothing is lost;
+//! * any other byte is payload of the current channel.
+//!
+//! Payload bytes are never dropped or reordered: concatenating the payloads of
+//! the returned [`Event::Console`] (or [`Event::Debugger`]) events gives exactly
+//! the console (or debugger) byte stream. The only byte ever held back is a
+//! `DLE` waiting for its second byte; [`Demux::finish`] releases it at the end
+//! of the stream.
+
+use crate::wire::{CONSOLE, DEBUGGER, DLE, SYNC};
+
+/// The two logical channels of the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Console text, for the user.
+    Console,
+    /// RSP, for the debugger.
+    Debugger,
+}
+
+/// What a stretch of the stub's stream means, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Console text. Consecutive console bytes are coalesced into one event.
+    Console(Vec<u8>),
+    /// RSP bytes for the debugger. Consecutive debugger bytes are coalesced.
+    Debugger(Vec<u8>),
+    /// The stub's `DLE 'F'`: framing is on (again); the channel is the console.
+    Sync,
+    /// A `DLE 'C'` or `DLE 'D'` channel switch.
+    Switch(Channel),
+    /// `DLE` followed by this byte, which has no meaning in framed mode. Both
+    /// bytes are kept as console text, in a [`Event::Console`] right after.
+    FramingError(u8),
+}
+
+/// The stub -> host framed-stream parser. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Demux {
+    framed: bool,
+    channel: Channel,
+    pending_dle: bool,
+}
+
+impl Default for Demux {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Demux {
+    /// A parser for a fresh connection: raw mode, nothing pending.
+    pub fn new() -> Self {
+        Self {
+            framed: false,
+            channel: Channel::Console,
+            pending_dle: false,
+        }
+    }
+
+    /// `true` once the stub's sync (`DLE 'F'`) has been seen.
+    pub fn is_framed(&self) -> bool {
+        self.framed
+    }
+
+    /// The channel that payload bytes currently belong to.
+    pub fn channel(&self) -> Channel {
+        if self.framed {
+            self.channel
+        } else {
+            Channel::Console
+        }
+    }
+
+    /// `true` when a `DLE` at the end of the input so far is waiting for its
+    /// second byte.
+    pub fn has_pending(&self) -> bool {
+        self.pending_dle
+    }
+
+    /// Parses the next chunk of the stream and returns its events.
+    pub fn feed(&mut self, input: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.feed_into(input, &mut out);
+        out
+    }
+
+    /// Like [`Demux::feed`], appending the events to `out`.
+    pub fn feed_into(&mut self, input: &[u8], out: &mut Vec<Event>) {
+        for &byte in input {
+            self.byte(byte, out);
+        }
+    }
+
+    /// Ends the stream: a `DLE` still waiting for its second byte is released
+    /// as console text (nothing is lost).
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        if std::mem::take(&mut self.pending_dle) {
+            payload(&mut out, Channel::Console, DLE);
+        }
+        out
+    }
+
+    fn byte(&mut self, byte: u8, out: &mut Vec<Event>) {
+        if !std::mem::take(&mut self.pending_dle) {
+            if byte == DLE {
+                self.pending_dle = true;
+            } else {
+                payload(out, self.channel(), byte);
+            }
+            return;
+        }
+        // `byte` is the second byte of a DLE sequence.
+        if byte == SYNC {
+            self.framed = true;
+            self.channel = Channel::Console;
+            out.push(Event::Sync);
+            return;
+        }
+        if !self.framed {
+            // Raw mode: the DLE was console text, and `byte` starts afresh (it
+            // may itself be a DLE, e.g. the first of `DLE DLE 'F'`).
+            payload(out, Channel::Console, DLE);
+            self.byte(byte, out);
+            return;
+        }
+        match byte {
+            CONSOLE => {
+                self.channel = Channel::Console;
+                out.push(Event::Switch(Channel::Console));
+            }
+            DEBUGGER => {
+                self.channel = Channel::Debugger;
+                out.push(Event::Switch(Channel::Debugger));
+            }
+            DLE => payload(out, self.channel, DLE),
+            other => {
+                out.push(Event::FramingError(other));
+                payload(out, Channel::Console, DLE);
+                payload(out, Channel::Console, other);
+            }
+        }
+    }
+}
+
+/// Appends one payload byte, coalescing with a directly preceding payload
+/// event of the same channel.
+fn payload(out: &mut Vec<Event>, channel: Channel, byte: u8) {
+    match (out.last_mut(), channel) {
+        (Some(Event::Console(bytes)), Channel::Console)
+        | (Some(Event::Debugger(bytes)), Channel::Debugger) => bytes.push(byte),
+        (_, Channel::Console) => out.push(Event::Console(vec![byte])),
+        (_, Channel::Debugger) => out.push(Event::Debugger(vec![byte])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: u8 = DLE;
+
+    fn console(bytes: &[u8]) -> Event {
+        Event::Console(bytes.to_vec())
+    }
+
+    fn debugger(bytes: &[u8]) -> Event {
+        Event::Debugger(bytes.to_vec())
+    }
+
+    /// The console and debugger byte streams that `events` carry.
+    fn streams(events: &[Event]) -> (Vec<u8>, Vec<u8>) {
+        let (mut c, mut d) = (Vec::new(), Vec::new());
+        for event in events {
+            match event {
+                Event::Console(bytes) => c.extend_from_slice(bytes),
+                Event::Debugger(bytes) => d.extend_from_slice(bytes),
+                _ => {}
+            }
+        }
+        (c, d)
+    }
+
+    /// The non-payload events, in order.
+    fn controls(events: &[Event]) -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| !matches!(e, Event::Console(_) | Event::Debugger(_)))
+            .cloned()
+            .collect()
+    }
+
+    /// Feeds `input` in the given chunks, then finishes.
+    fn run_chunks(chunks: &[&[u8]]) -> Vec<Event> {
+        let mut demux = Demux::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            demux.feed_into(chunk, &mut out);
+        }
+        out.extend(demux.finish());
+        out
+    }
+
+    fn run(input: &[u8]) -> Vec<Event> {
+        run_chunks(&[input])
+    }
+
+    /// Asserts that every way of splitting `input` into two chunks, and
+    /// feeding it one byte at a time, gives the same streams and control
+    /// events as feeding it whole.
+    fn assert_chunking_invariant(input: &[u8]) {
+        let whole = run(input);
+        let expect = (streams(&whole), controls(&whole));
+        for split in 0..=input.len() {
+            let (a, b) = input.split_at(split);
+            let got = run_chunks(&[a, b]);
+            assert_eq!((streams(&got), controls(&got)), expect, "split at {split}");
+        }
+        let singles: Vec<&[u8]> = input.chunks(1).collect();
+        let got = run_chunks(&singles);
+        assert_eq!((streams(&got), controls(&got)), expect, "byte by byte");
+    }
+
+    #[test]
+    fn before_sync_every_byte_is_console() {
+        for b in 0..=255u8 {
+            let mut demux = Demux::new();
+            let mut events = demux.feed(&[b]);
+            events.extend(demux.finish());
+            assert_eq!(events, vec![console(&[b])], "byte {b:#04x}");
+            assert!(!demux.is_framed());
+        }
+    }
+
+    #[test]
+    fn before_sync_dle_pairs_are_console() {
+        // Every DLE pair other than DLE 'F' is two console bytes in raw mode,
+        // including the framed-mode escapes C, D, R, X and DLE DLE.
+        for b in (0..=255u8).filter(|&b| b != SYNC && b != D) {
+            assert_eq!(run(&[D, b]), vec![console(&[D, b])], "DLE {b:#04x}");
+        }
+        // DLE DLE: the second DLE waits for its successor, then is released
+        // by finish().
+        let mut demux = Demux::new();
+        assert_eq!(demux.feed(&[D, D]), vec![console(&[D])]);
+        assert_eq!(demux.finish(), vec![console(&[D])]);
+        assert_eq!(run(b"a\x10Cb\x10Dc"), vec![console(b"a\x10Cb\x10Dc")]);
+    }
+
+    #[test]
+    fn sync_turns_framing_on() {
+        let mut demux = Demux::new();
+        assert_eq!(
+            demux.feed(b"boot\r\n\x10Fhello"),
+            vec![console(b"boot\r\n"), Event::Sync, console(b"hello")]
+        );
+        assert!(demux.is_framed());
+        assert_eq!(demux.channel(), Channel::Console);
+    }
+
+    #[test]
+    fn sync_after_dle_in_raw_mode() {
+        // DLE DLE 'F' in raw mode: the first DLE is console text, the second
+        // starts the sync.
+        assert_eq!(
+            run(b"x\x10\x10Fy"),
+            vec![console(b"x\x10"), Event::Sync, console(b"y")]
+        );
+    }
+
+    #[test]
+    fn after_sync_every_plain_byte_is_payload_of_current_channel() {
+        for b in (0..=255u8).filter(|&b| b != D) {
+            assert_eq!(
+                run(&[D, SYNC, b]),
+                vec![Event::Sync, console(&[b])],
+                "console {b:#04x}"
+            );
+            assert_eq!(
+                run(&[D, SYNC, D, DEBUGGER, b]),
+                vec![
+                    Event::Sync,
+                    Event::Switch(Channel::Debugger),
+                    debugger(&[b])
+                ],
+                "debugger {b:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_escape_after_sync() {
+        for b in 0..=255u8 {
+            let got = run(&[D, SYNC, D, DEBUGGER, D, b]);
+            let mut expect = vec![Event::Sync, Event::Switch(Channel::Debugger)];
+            match b {
+                SYNC => expect.push(Event::Sync),
+                CONSOLE => expect.push(Event::Switch(Channel::Console)),
+                DEBUGGER => expect.push(Event::Switch(Channel::Debugger)),
+                D => expect.push(debugger(&[D])),
+                other => {
+                    expect.push(Event::FramingError(other));
+                    expect.push(console(&[D, other]));
+                }
+            }
+            assert_eq!(got, expect, "DLE {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn dle_dle_is_a_literal_in_each_channel() {
+        assert_eq!(
+            run(b"\x10F\x10\x10\x10D\x10\x10"),
+            vec![
+                Event::Sync,
+                console(&[D]),
+                Event::Switch(Channel::Debugger),
+                debugger(&[D]),
+            ]
+        );
+        // Four DLEs are two literals; three are one literal and a held DLE.
+        assert_eq!(
+            run(b"\x10F\x10\x10\x10\x10"),
+            vec![Event::Sync, console(&[D, D])]
+        );
+        let mut demux = Demux::new();
+        assert_eq!(
+            demux.feed(b"\x10F\x10\x10\x10"),
+            vec![Event::Sync, console(&[D])]
+        );
+        assert!(demux.has_pending());
+        assert_eq!(demux.feed(b"\x10"), vec![console(&[D])]);
+        assert!(!demux.has_pending());
+    }
+
+    #[test]
+    fn sync_resets_channel_to_console() {
+        assert_eq!(
+            run(b"\x10F\x10Dab\x10Fcd"),
+            vec![
+                Event::Sync,
+                Event::Switch(Channel::Debugger),
+                debugger(b"ab"),
+                Event::Sync,
+                console(b"cd"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_escape_is_kept_as_console_in_place() {
+        // In the debugger channel, the two bytes go to the console and the
+        // channel stays the debugger's.
+        assert_eq!(
+            run(b"\x10F\x10D$O\x10Zk#00"),
+            vec![
+                Event::Sync,
+                Event::Switch(Channel::Debugger),
+                debugger(b"$O"),
+                Event::FramingError(b'Z'),
+                console(&[D, b'Z']),
+                debugger(b"k#00"),
+            ]
+        );
+        // In the console channel, order is kept.
+        let got = run(b"\x10Fab\x10Xcd");
+        assert_eq!(streams(&got).0, b"ab\x10Xcd".to_vec());
+        assert!(got.contains(&Event::FramingError(b'X')));
+    }
+
+    #[test]
+    fn dle_at_chunk_boundary() {
+        let mut demux = Demux::new();
+        assert_eq!(demux.feed(b"abc\x10"), vec![console(b"abc")]);
+        assert!(demux.has_pending());
+        assert_eq!(demux.feed(b"F"), vec![Event::Sync]);
+        assert_eq!(demux.feed(b"x\x10"), vec![console(b"x")]);
+        assert_eq!(
+            demux.feed(b"D$OK#9a\x10"),
+            vec![Event::Switch(Channel::Debugger), debugger(b"$OK#9a")]
+        );
+        assert_eq!(demux.feed(b"\x10"), vec![debugger(&[D])]);
+        assert_eq!(demux.feed(b"\x10"), vec![]);
+        assert_eq!(
+            demux.feed(b"C\n"),
+            vec![Event::Switch(Channel::Console), console(b"\n")]
+        );
+        assert_eq!(demux.feed(b""), vec![]);
+        assert!(!demux.has_pending());
+    }
+
+    #[test]
+    fn dle_at_boundary_before_sync() {
+        let mut demux = Demux::new();
+        assert_eq!(demux.feed(b"\x10"), vec![]);
+        assert_eq!(demux.feed(b"x"), vec![console(b"\x10x")]);
+        assert_eq!(demux.feed(b"\x10"), vec![]);
+        assert_eq!(demux.feed(b"F"), vec![Event::Sync]);
+        assert!(demux.is_framed());
+    }
+
+    #[test]
+    fn finish_releases_a_held_dle() {
+        let mut demux = Demux::new();
+        assert_eq!(demux.feed(b"tail\x10"), vec![console(b"tail")]);
+        assert_eq!(demux.finish(), vec![console(&[D])]);
+        assert_eq!(demux.finish(), vec![]);
+
+        let mut demux = Demux::new();
+        demux.feed(b"\x10F\x10D\x10");
+        // Even in the debugger channel: an unfinished escape is a framing
+        // error, kept as console text.
+        assert_eq!(demux.finish(), vec![console(&[D])]);
+    }
+
+    #[test]
+    fn interleaved_console_and_rsp() {
+        let input: &[u8] =
+            b"early boot\n\x10F\x10Cline 1\n\x10D+$qSupported:multi\x10\x10#xx\x10Cline 2\n\x10D$OK#9a\x10C";
+        let events = run(input);
+        assert_eq!(
+            events,
+            vec![
+                console(b"early boot\n"),
+                Event::Sync,
+                Event::Switch(Channel::Console),
+                console(b"line 1\n"),
+                Event::Switch(Channel::Debugger),
+                debugger(b"+$qSupported:multi\x10#xx"),
+                Event::Switch(Channel::Console),
+                console(b"line 2\n"),
+                Event::Switch(Channel::Debugger),
+                debugger(b"$OK#9a"),
+                Event::Switch(Channel::Console),
+            ]
+        );
+        assert_chunking_invariant(input);
+    }
+
+    #[test]
+    fn chunking_never_changes_the_result() {
+        let inputs: [&[u8]; 7] = [
+            b"",
+            b"\x10",
+            b"\x10\x10\x10",
+            b"a\x10\x10Fb\x10Dc\x10\x10d\x10Ze\x10Cf\x10",
+            b"\x10F\x10D\x10\x10\x10\x10\x10C\x10\x10\x10F\x10D",
+            b"raw \x10C \x10D \x10\x10 \x10F framed \x10Q \x10\x10",
+            &[
+                0x10, 0x46, 0x10, 0x44, 0x00, 0xff, 0x10, 0x10, 0x7f, 0x10, 0x43, 0x80,
+            ],
+        ];
+        for input in inputs {
+            assert_chunking_invariant(input);
+        }
+        // All byte values, each preceded by a DLE, in both channels.
+        let mut all = b"\x10F".to_vec();
+        for b in 0..=255u8 {
+            all.extend_from_slice(&[b, D, b, D, DEBUGGER, b, D, b]);
+        }
+        assert_chunking_invariant(&all);
+    }
+
+    #[test]
+    fn no_byte_is_dropped_or_reordered() {
+        // Build a framed stream from known channel contents and check that
+        // the demultiplexer gives them back exactly.
+        let console_parts: [&[u8]; 3] =
+            [b"hello \x10 world\n", &[0u8, 1, 2, 0x10, 0xff], b"$#+-\x03"];
+        let debugger_parts: [&[u8]; 3] =
+            [b"+$qSupported#37", &[0x10, 0x10, 0x7d, 0x10], b"$T05#b9"];
+        let escape = |bytes: &[u8]| -> Vec<u8> {
+            bytes
+                .iter()
+                .flat_map(|&b| if b == D { vec![D, D] } else { vec![b] })
+                .collect()
+        };
+        let mut wire = b"pre\x10sync ".to_vec();
+        wire.extend_from_slice(&[D, SYNC]);
+        for (c, d) in console_parts.iter().zip(debugger_parts) {
+            wire.extend_from_slice(&[D, CONSOLE]);
+            wire.extend(escape(c));
+            wire.extend_from_slice(&[D, DEBUGGER]);
+            wire.extend(escape(d));
+        }
+        let (c, d) = streams(&run(&wire));
+        let mut expect_c = b"pre\x10sync ".to_vec();
+        expect_c.extend(console_parts.concat());
+        assert_eq!(c, expect_c);
+        assert_eq!(d, debugger_parts.concat());
+        assert_chunking_invariant(&wire);
+    }
+}

@@ -1,0 +1,77 @@
+//! `ukdb`: debug unikernels with gdb or lldb over their serial line.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod logging;
+
+/// Exit codes, as documented in `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: stopped by a signal (Ctrl-C, SIGTERM, SIGHUP).
+    Stopped = 0,
+    /// 1: an error (bad path, connection refused past the timeout, ...).
+    Error = 1,
+    // 2 is clap's exit code for usage errors.
+    /// 3: the unikernel's channel closed (the unikernel or QEMU exited).
+    ChannelClosed = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped by a signal (Ctrl-C, SIGTERM, SIGHUP)
+  1  error
+  2  usage error
+  3  the unikernel's channel closed (the unikernel or QEMU exited)";
+
+/// ukdb: debug unikernels with gdb or lldb over their serial line.
+#[derive(Debug, Parser)]
+#[command(name = "ukdb", version, after_long_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Bridge(cmd::bridge::Cmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ukdb: error: cannot start the async runtime: {err}");
+            return Exit::Error.into();
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
+        }
+    });
+    // Blocking stdout writes may still be in flight; don't wait for them forever.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            eprintln!("ukdb: error: {err:#}");
+            Exit::Error.into()
+        }
+    }
+}

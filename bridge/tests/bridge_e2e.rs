@@ -1,0 +1,430 @@
+//! End-to-end tests of `ukdb bridge`: the real binary between a fake stub
+//! (a Unix socket or a pty that the test owns) and debugger clients on TCP.
+
+mod support;
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+use support::{framed, packet, show, Bridge, Client, FakeStub, DLE};
+
+const SYNC: [u8; 2] = [DLE, b'F'];
+const DETACH: [u8; 2] = [DLE, b'X'];
+const RAW: [u8; 2] = [DLE, b'R'];
+
+fn unix_target(path: &Path) -> String {
+    format!("unix:{}", path.display())
+}
+
+/// Starts a bridge on a fresh Unix socket and completes the framing
+/// handshake: returns the bridge, the fake stub and the socket path.
+fn synced_bridge(dir: &Path, extra: &[&str]) -> (Bridge, FakeStub, String) {
+    let path = dir.join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let target = unix_target(&path);
+    let bridge = Bridge::start(&target, extra);
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+    bridge.stderr.wait_line("ukdb: stub answered; framing on");
+    (bridge, stub, target)
+}
+
+#[test]
+fn console_and_rsp_share_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let log = dir.path().join("console.log");
+    let listener = UnixListener::bind(&path).unwrap();
+    let target = unix_target(&path);
+    let mut bridge = Bridge::start(&target, &["--console-log", log.to_str().unwrap()]);
+    let addr = bridge.listen_addr();
+    assert!(addr.ip().is_loopback());
+    assert_ne!(addr.port(), 0);
+
+    // The bridge asks for framing first thing. Until the stub answers, all
+    // it sends is console text, DLE sequences included.
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+    stub.send(b"early boot\r\n\x10C raw\n");
+    stub.send(&SYNC);
+    stub.send(&framed(b'C', b"hello from the unikernel\n"));
+    bridge.stderr.wait_line("ukdb: stub answered; framing on");
+
+    // A debugger connects; its packet reaches the stub whole, even when it
+    // arrives in two writes.
+    let mut gdb = Client::connect(addr);
+    bridge
+        .stderr
+        .wait_line("ukdb: debugger connected (127.0.0.1:");
+    gdb.send(b"$qSupp");
+    gdb.send(b"orted#37");
+    stub.expect(b"$qSupported#37");
+
+    // The stub's reply, interleaved with console text; a DLE inside the
+    // reply (doubled on the wire), and a framing error kept as console text.
+    let reply = packet(b"PacketSize=4000;QStartNoAckMode+");
+    let binary = packet(b"b\x10\x10z");
+    let mut wire = framed(b'D', b"+");
+    wire.extend(framed(b'D', &reply[..10]));
+    wire.extend(framed(b'C', b"console in between\n"));
+    wire.extend(framed(b'D', &reply[10..]));
+    wire.extend(framed(b'C', b"odd \x10"));
+    wire.extend(b"\x10Zescape\n"); // DLE 'Z': not a known escape
+    wire.extend(framed(b'D', &binary));
+    stub.send(&wire);
+    let mut expect_reply = b"+".to_vec();
+    expect_reply.extend(&reply);
+    expect_reply.extend(&binary);
+    gdb.expect(&expect_reply);
+
+    // Acks and Ctrl-C go through at once.
+    gdb.send(b"+");
+    stub.expect(b"+");
+    gdb.send(&[0x03]);
+    stub.expect(&[0x03]);
+
+    // A second debugger is refused while the first is attached.
+    let second = Client::connect(addr);
+    second
+        .received
+        .wait_closed("the second client to be refused");
+    bridge.stderr.wait_line("refused debugger 127.0.0.1:");
+    assert_eq!(show(&second.received.bytes()), "");
+
+    // The first leaves in the middle of a packet: the partial packet is
+    // dropped and the stub is told the debugger is gone.
+    gdb.send(b"$m1000");
+    drop(gdb);
+    stub.expect(&DETACH);
+    bridge
+        .stderr
+        .wait_line("ukdb: debugger disconnected (127.0.0.1:");
+
+    // Stub output for nobody is discarded, console text still shown.
+    stub.send(&framed(b'D', &packet(b"OK")));
+    stub.send(&framed(b'C', b"nobody attached\n"));
+
+    // Debuggers may come back.
+    let mut gdb = Client::connect(addr);
+    bridge
+        .stderr
+        .wait_line("ukdb: debugger connected (127.0.0.1:");
+    gdb.send(&packet(b"g"));
+    stub.expect(&packet(b"g"));
+    stub.send(&framed(b'D', &packet(b"E01")));
+    gdb.expect(&packet(b"E01"));
+
+    // The unikernel goes away: the bridge says so and exits with 3.
+    stub.send(&framed(b'C', b"bye\n"));
+    drop(stub);
+    let status = bridge.wait_exit();
+    assert_eq!(status.code(), Some(3), "stderr:\n{}", bridge.stderr.text());
+    let closed_line = format!("ukdb: unikernel channel closed ({target})");
+    assert!(
+        bridge.stderr.text().lines().any(|l| l == closed_line),
+        "stderr:\n{}",
+        bridge.stderr.text()
+    );
+    gdb.received.wait_closed("the client to be closed");
+
+    let console: &[u8] = b"early boot\r\n\x10C raw\nhello from the unikernel\n\
+        console in between\nodd \x10\x10Zescape\nnobody attached\nbye\n";
+    assert_eq!(show(&bridge.stdout.bytes()), show(console));
+    assert_eq!(show(&std::fs::read(&log).unwrap()), show(console));
+}
+
+#[test]
+fn sigint_detaches_the_debugger_then_switches_to_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let mut gdb = Client::connect(bridge.listen_addr());
+    bridge.stderr.wait_line("ukdb: debugger connected");
+    gdb.send(&packet(b"?"));
+    stub.expect(&packet(b"?"));
+    // Half a packet is never forwarded, not even on the way out: whether or
+    // not the bridge has read it by the time of the signal, the stub must
+    // see nothing of it. (The reply round trip gives the bridge's debugger
+    // task a turn to read it.)
+    gdb.send(b"$vCont;");
+    stub.send(&framed(b'D', b"+"));
+    gdb.expect(b"+");
+
+    bridge.signal(Signal::SIGINT);
+    stub.expect(&DETACH);
+    stub.expect(&RAW);
+    let status = bridge.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", bridge.stderr.text());
+    stub.expect_closed();
+}
+
+#[test]
+fn sigterm_without_a_debugger_switches_to_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    bridge.signal(Signal::SIGTERM);
+    stub.expect(&RAW);
+    let status = bridge.wait_exit();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", bridge.stderr.text());
+    stub.expect_closed();
+}
+
+#[test]
+fn trace_logs_packets_and_control_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &["--trace"]);
+    let mut gdb = Client::connect(bridge.listen_addr());
+    gdb.send(b"+");
+    gdb.send(&packet(b"m1000,8"));
+    stub.expect(b"+");
+    stub.expect(&packet(b"m1000,8"));
+    let mut reply = framed(b'D', b"+");
+    reply.extend(framed(b'D', &packet(b"\x10\x01")));
+    stub.send(&reply);
+    gdb.expect(b"+");
+    gdb.expect(&packet(b"\x10\x01"));
+    gdb.send(&[0x03]);
+    stub.expect(&[0x03]);
+    drop(gdb);
+    stub.expect(&DETACH);
+
+    let stderr = &bridge.stderr;
+    stderr.wait_line("ukdb: bridge -> stub: DLE 'F' (switch to framed mode)");
+    stderr.wait_line("ukdb: stub -> bridge: DLE 'F' (framing on)");
+    stderr.wait_line("ukdb: gdb -> stub: + (ack)");
+    stderr.wait_line("ukdb: gdb -> stub: $m1000,8#92");
+    stderr.wait_line("ukdb: stub -> bridge: DLE 'D' (debugger)");
+    stderr.wait_line("ukdb: stub -> gdb: + (ack)");
+    stderr.wait_line("ukdb: stub -> gdb: $\\x10\\x01#11");
+    stderr.wait_line("ukdb: gdb -> stub: ^C (interrupt)");
+    stderr.wait_line("ukdb: bridge -> stub: DLE 'X' (debugger gone)");
+}
+
+#[test]
+fn waits_for_the_target_to_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.sock");
+    let target = unix_target(&path);
+    let bridge = Bridge::start(&target, &[]);
+    // The bridge is retrying: now QEMU "starts".
+    bridge
+        .stderr
+        .wait_line(&format!("ukdb: waiting for {target}"));
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+}
+
+#[test]
+fn gives_up_after_the_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = unix_target(&dir.path().join("never.sock"));
+    let mut bridge = Bridge::start(&target, &["--connect-timeout", "0.3"]);
+    let status = bridge.wait_exit();
+    assert_eq!(status.code(), Some(1), "stderr:\n{}", bridge.stderr.text());
+    bridge
+        .stderr
+        .wait_line(&format!("ukdb: error: cannot connect to {target}"));
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    for args in [
+        &["bridge"][..],
+        &["bridge", "--target", "/tmp/x"],
+        &["bridge", "--target", "unix:/tmp/x", "--listen", "nonsense"],
+        &[
+            "bridge",
+            "--target",
+            "unix:/tmp/x",
+            "--connect-timeout",
+            "-1",
+        ],
+        &["frobnicate"],
+    ] {
+        let mut bridge = Bridge::spawn(args);
+        let status = bridge.wait_exit();
+        assert_eq!(status.code(), Some(2), "{args:?}: {}", bridge.stderr.text());
+    }
+}
+
+#[test]
+fn stub_that_never_answers_is_console_only() {
+    // A production image: no stub, so the DLE 'F' is never answered and
+    // everything is console text, DLE sequences included.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut bridge = Bridge::start(&unix_target(&path), &[]);
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+    stub.send(b"plain \x10D console \x10\x10 $OK#9a\n");
+    bridge
+        .stdout
+        .wait_exact("the console", b"plain \x10D console \x10\x10 $OK#9a\n");
+    drop(stub);
+    assert_eq!(bridge.wait_exit().code(), Some(3));
+    assert!(!bridge.stderr.text().contains("framing on"));
+}
+
+#[test]
+fn pty_target() {
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    // Keep the test's slave descriptor open for the whole test, so that the
+    // master never sees the slave side closed.
+    let slave_path = nix::unistd::ttyname(&pty.slave).expect("ttyname");
+    let master = std::fs::File::from(pty.master);
+    let target = format!("pty:{}", slave_path.display());
+    let mut bridge = Bridge::start(&target, &[]);
+    let addr = bridge.listen_addr();
+
+    let mut stub = FakeStub::new(master.try_clone().unwrap(), master);
+    stub.expect(&SYNC);
+    // Raw mode: no echo of what the stub sends, no CR/LF translation.
+    stub.send(b"raw\n");
+    stub.send(&SYNC);
+    stub.send(&framed(b'C', b"framed\r\n"));
+    bridge.stderr.wait_line("ukdb: stub answered; framing on");
+    bridge.stdout.wait_exact("the console", b"raw\nframed\r\n");
+
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"qSupported"));
+    stub.expect(b"$qSupported#37");
+    stub.send(&framed(b'D', &packet(b"PacketSize=1000")));
+    gdb.expect(&packet(b"PacketSize=1000"));
+
+    bridge.signal(Signal::SIGTERM);
+    stub.expect(&DETACH);
+    stub.expect(&RAW);
+    assert_eq!(bridge.wait_exit().code(), Some(0));
+    assert_eq!(show(&stub.unexpected()), "");
+    drop(pty.slave);
+}
+
+#[test]
+fn warns_when_no_stub_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+    stub.send(b"a production image\n");
+    // The warning comes about 5 s after connecting (within the deadline).
+    bridge
+        .stderr
+        .wait_line("ukdb: warning: no ukdb stub answered within 5s");
+    bridge
+        .stdout
+        .wait_exact("the console", b"a production image\n");
+}
+
+#[test]
+fn debugger_on_a_unix_socket() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let gdb_path = dir.path().join("gdb.sock");
+    let listen = format!("unix:{}", gdb_path.display());
+    let serial = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&serial).unwrap();
+    let mut bridge = Bridge::spawn(&[
+        "bridge",
+        "--target",
+        &unix_target(&serial),
+        "--listen",
+        &listen,
+    ]);
+    bridge
+        .stderr
+        .wait_line(&format!("ukdb: listening on {listen}"));
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+
+    let mut gdb = std::os::unix::net::UnixStream::connect(&gdb_path).unwrap();
+    gdb.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    gdb.write_all(&packet(b"qSupported")).unwrap();
+    stub.expect(&packet(b"qSupported"));
+    stub.send(&framed(b'D', &packet(b"OK")));
+    let mut reply = vec![0; packet(b"OK").len()];
+    gdb.read_exact(&mut reply).unwrap();
+    assert_eq!(show(&reply), show(&packet(b"OK")));
+    drop(gdb);
+    stub.expect(&DETACH);
+
+    bridge.signal(Signal::SIGTERM);
+    stub.expect(&RAW);
+    assert_eq!(bridge.wait_exit().code(), Some(0));
+    assert!(
+        !gdb_path.exists(),
+        "the listening socket is removed on exit"
+    );
+}
+
+#[test]
+fn non_loopback_listen_address_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let _listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::spawn(&[
+        "bridge",
+        "--target",
+        &unix_target(&path),
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    bridge.stderr.wait_line("which is not a loopback address");
+    let line = bridge.stderr.wait_line("ukdb: listening on ");
+    assert!(line.starts_with("ukdb: listening on 0.0.0.0:"), "{line}");
+}
+
+#[test]
+fn tcp_target() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("tcp:{}", listener.local_addr().unwrap());
+    let mut bridge = Bridge::start(&target, &[]);
+    let mut stub = FakeStub::accept_tcp(&listener);
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+    stub.send(&framed(b'C', b"over tcp\n"));
+    let mut gdb = Client::connect(bridge.listen_addr());
+    gdb.send(&packet(b"qSupported"));
+    stub.expect(&packet(b"qSupported"));
+    stub.send(&framed(b'D', &packet(b"")));
+    gdb.expect(&packet(b""));
+    drop(stub);
+    assert_eq!(bridge.wait_exit().code(), Some(3));
+    bridge
+        .stderr
+        .wait_line(&format!("ukdb: unikernel channel closed ({target})"));
+    assert_eq!(show(&bridge.stdout.bytes()), "over tcp\\n");
+}
+
+#[test]
+fn oversized_packet_drops_the_debugger() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let addr = bridge.listen_addr();
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"?"));
+    stub.expect(&packet(b"?"));
+    // 1 MiB and a bit, never terminated. The bridge may close the
+    // connection before all of it is written.
+    let mut huge = vec![b'$'];
+    huge.resize((1 << 20) + 16, b'a');
+    let _ = gdb.stream.write_all(&huge);
+    bridge
+        .stderr
+        .wait_line("RSP packet larger than 1048576 bytes; dropping it");
+    gdb.received.wait_closed("the bridge to drop the debugger");
+    // Nothing of the oversized packet reached the stub, only the detach.
+    stub.expect(&DETACH);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+
+    // A well-behaved debugger is welcome afterwards.
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"g"));
+    stub.expect(&packet(b"g"));
+}

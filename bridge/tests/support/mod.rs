@@ -1,0 +1,378 @@
+//! Helpers for the end-to-end tests: the real `ukdb` binary, a fake stub on
+//! the other end of its channel, and waiting with deadlines.
+
+#![allow(dead_code)] // Not every test file uses every helper.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single expected thing may take before a test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The interval at which conditions without a wake-up (process exit, a
+/// non-blocking accept) are polled.
+const POLL: Duration = Duration::from_millis(10);
+
+pub const DLE: u8 = 0x10;
+
+/// Shows bytes readably in assertion messages.
+pub fn show(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// An RSP packet with its checksum: `$body#xx`.
+pub fn packet(body: &[u8]) -> Vec<u8> {
+    let sum = body.iter().fold(0u8, |acc, &b| acc.wrapping_add(b));
+    let mut out = vec![b'$'];
+    out.extend_from_slice(body);
+    out.extend_from_slice(format!("#{sum:02x}").as_bytes());
+    out
+}
+
+/// `DLE channel` followed by `data` with every DLE doubled, as a stub in
+/// framed mode writes it.
+pub fn framed(channel: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![DLE, channel];
+    for &b in data {
+        if b == DLE {
+            out.push(DLE);
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Everything read so far from a stream by a background thread, with a
+/// condition variable to wait on.
+#[derive(Clone, Default)]
+pub struct Capture {
+    inner: Arc<(Mutex<Captured>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl Capture {
+    /// Starts a thread that reads `reader` to its end.
+    pub fn spawn(mut reader: impl Read + Send + 'static) -> Self {
+        let capture = Capture::default();
+        let inner = Arc::clone(&capture.inner);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = reader.read(&mut buf).unwrap_or(0);
+                let (lock, cvar) = &*inner;
+                let mut captured = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if n == 0 {
+                    captured.closed = true;
+                    cvar.notify_all();
+                    return;
+                }
+                captured.bytes.extend_from_slice(&buf[..n]);
+                cvar.notify_all();
+            }
+        });
+        capture
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        self.inner
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes
+            .clone()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    /// Waits until `done(bytes, closed)` holds; panics with `what` and the
+    /// bytes so far after [`TIMEOUT`].
+    pub fn wait(&self, what: &str, done: impl Fn(&[u8], bool) -> bool) -> Vec<u8> {
+        let deadline = Instant::now() + TIMEOUT;
+        let (lock, cvar) = &*self.inner;
+        let mut captured = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if done(&captured.bytes, captured.closed) {
+                return captured.bytes.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let (bytes, closed) = (captured.bytes.clone(), captured.closed);
+                drop(captured); // don't poison the lock for the reader thread
+                panic!(
+                    "timed out waiting for {what}; got so far (closed: {closed}):\n{}",
+                    show(&bytes)
+                );
+            }
+            captured = cvar
+                .wait_timeout(captured, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for a whole line containing `needle` and returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        let find = |bytes: &[u8]| -> Option<String> {
+            String::from_utf8_lossy(bytes)
+                .split_inclusive('\n')
+                .filter(|line| line.ends_with('\n'))
+                .find(|line| line.contains(needle))
+                .map(|line| line.trim_end().to_owned())
+        };
+        let bytes = self.wait(&format!("a line with {needle:?}"), |b, _| find(b).is_some());
+        find(&bytes).unwrap()
+    }
+
+    /// Waits until the captured bytes are exactly `expect`.
+    pub fn wait_exact(&self, what: &str, expect: &[u8]) {
+        let got = self.wait(what, |b, closed| b.len() >= expect.len() || closed);
+        assert_eq!(show(&got), show(expect), "{what}");
+    }
+
+    /// Waits until the stream has ended.
+    pub fn wait_closed(&self, what: &str) -> Vec<u8> {
+        self.wait(what, |_, closed| closed)
+    }
+}
+
+/// The `ukdb` binary under test, with its stdout and stderr captured.
+pub struct Bridge {
+    pub child: Child,
+    pub stdout: Capture,
+    pub stderr: Capture,
+}
+
+impl Bridge {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ukdb"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ukdb");
+        let stdout = Capture::spawn(child.stdout.take().unwrap());
+        let stderr = Capture::spawn(child.stderr.take().unwrap());
+        Bridge {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `ukdb bridge --target TARGET --listen 127.0.0.1:0 EXTRA...`
+    pub fn start(target: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["bridge", "--target", target, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// The address from the stable `ukdb: listening on ADDR` line.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let line = self.stderr.wait_line("ukdb: listening on ");
+        let addr = line
+            .strip_prefix("ukdb: listening on ")
+            .expect("line format");
+        addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal ukdb");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the capture threads read the rest.
+                self.stdout.wait_closed("stdout to close");
+                self.stderr.wait_closed("stderr to close");
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ukdb did not exit; stderr:\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The unikernel's end of the channel: what the bridge sends is captured,
+/// what the test sends goes to the bridge.
+pub struct FakeStub {
+    writer: Box<dyn Write + Send>,
+    received: Capture,
+    consumed: usize,
+    /// Closes the connection for good: the reader thread holds a second
+    /// descriptor, so dropping the writer alone would not.
+    closer: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl FakeStub {
+    pub fn new(reader: impl Read + Send + 'static, writer: impl Write + Send + 'static) -> Self {
+        FakeStub {
+            writer: Box::new(writer),
+            received: Capture::spawn(reader),
+            consumed: 0,
+            closer: None,
+        }
+    }
+
+    /// Accepts the bridge's connection on `listener`, within [`TIMEOUT`].
+    pub fn accept(listener: &UnixListener) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "the bridge did not connect");
+                    thread::sleep(POLL);
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let reader: UnixStream = stream.try_clone().unwrap();
+        let closer = stream.try_clone().unwrap();
+        let mut stub = Self::new(reader, stream);
+        stub.closer = Some(Box::new(move || {
+            let _ = closer.shutdown(std::net::Shutdown::Both);
+        }));
+        stub
+    }
+
+    /// Accepts the bridge's TCP connection on `listener`, within [`TIMEOUT`].
+    pub fn accept_tcp(listener: &std::net::TcpListener) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "the bridge did not connect");
+                    thread::sleep(POLL);
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let reader = stream.try_clone().unwrap();
+        let closer = stream.try_clone().unwrap();
+        let mut stub = Self::new(reader, stream);
+        stub.closer = Some(Box::new(move || {
+            let _ = closer.shutdown(std::net::Shutdown::Both);
+        }));
+        stub
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Asserts that the next bytes from the bridge are exactly `expect`.
+    pub fn expect(&mut self, expect: &[u8]) {
+        let start = self.consumed;
+        let what = format!("the stub to receive {}", show(expect));
+        let got = self
+            .received
+            .wait(&what, |b, closed| b.len() >= start + expect.len() || closed);
+        let end = got.len().min(start + expect.len());
+        assert_eq!(show(&got[start..end]), show(expect), "bytes at the stub");
+        self.consumed = end;
+    }
+
+    /// Asserts that the bridge closed the channel with nothing more sent.
+    pub fn expect_closed(&mut self) {
+        let got = self.received.wait_closed("the bridge to close the channel");
+        assert_eq!(
+            show(&got[self.consumed..]),
+            "",
+            "bytes at the stub before close"
+        );
+    }
+
+    /// Everything received and not yet expected.
+    pub fn unexpected(&self) -> Vec<u8> {
+        self.received.bytes()[self.consumed..].to_vec()
+    }
+}
+
+impl Drop for FakeStub {
+    fn drop(&mut self) {
+        if let Some(close) = self.closer.take() {
+            close();
+        }
+    }
+}
+
+/// A debugger's connection, reading in the background.
+pub struct Client {
+    pub stream: std::net::TcpStream,
+    pub received: Capture,
+    consumed: usize,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(addr).expect("connect to the bridge");
+        stream.set_nodelay(true).unwrap();
+        let received = Capture::spawn(stream.try_clone().unwrap());
+        Client {
+            stream,
+            received,
+            consumed: 0,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Asserts that the next bytes from the bridge are exactly `expect`.
+    pub fn expect(&mut self, expect: &[u8]) {
+        let start = self.consumed;
+        let what = format!("the client to receive {}", show(expect));
+        let got = self
+            .received
+            .wait(&what, |b, closed| b.len() >= start + expect.len() || closed);
+        let end = got.len().min(start + expect.len());
+        assert_eq!(show(&got[start..end]), show(expect), "bytes at the client");
+        self.consumed = end;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // The reader thread holds a second descriptor: shut the connection
+        // down so that the bridge sees it end.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}

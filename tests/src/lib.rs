@@ -1,1 +1,460 @@
-//! Helpers for the end-to-end tests (see tests/tests/).
+//! The end-to-end harness: builds the example unikernel and the bridge once
+//! per test run, boots QEMU under TCG with the serial line on a unix socket,
+//! starts `ukdb bridge`, and drives real gdb and lldb in batch mode.
+//!
+//! Every wait is for a condition with a deadline ([`DEADLINE`]); nothing
+//! sleeps to synchronise.
+
+use regex::Regex;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long any one expected event may take. Generous: TCG on a loaded
+/// 2-core machine, with two VMs booting at once.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// What the tests run.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// `target/release/ukdb`.
+    pub ukdb: PathBuf,
+    /// The example image with the stub.
+    pub image: PathBuf,
+    /// The example image without it (production).
+    pub production: PathBuf,
+}
+
+fn cargo(dir: &Path, args: &[&str]) {
+    let status = Command::new("cargo")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("cannot run cargo");
+    assert!(
+        status.success(),
+        "cargo {} failed in {}",
+        args.join(" "),
+        dir.display()
+    );
+}
+
+/// Builds the bridge and both images, once per test binary.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let root = root();
+        // A release build takes a different lock than the test build that
+        // runs this, so it does not wait for it.
+        cargo(&root, &["build", "--release", "-p", "ukdb-bridge"]);
+        let example = root.join("examples/ukdemo");
+        cargo(&example, &["build", "--release"]);
+        cargo(
+            &example,
+            &[
+                "build",
+                "--release",
+                "--no-default-features",
+                "--target-dir",
+                "target/production",
+            ],
+        );
+        Artifacts {
+            ukdb: root.join("target/release/ukdb"),
+            image: example.join("target/x86_64-unknown-none/release/ukdemo"),
+            production: example.join("target/production/x86_64-unknown-none/release/ukdemo"),
+        }
+    })
+}
+
+/// Text that a reader thread appends to, with a way to wait for it.
+#[derive(Default)]
+pub struct Output {
+    state: Mutex<(String, bool)>,
+    changed: Condvar,
+}
+
+impl Output {
+    fn spawn_reader(self: &Arc<Self>, source: impl Read + Send + 'static) {
+        let out = Arc::clone(self);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(source);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        out.state
+                            .lock()
+                            .unwrap()
+                            .0
+                            .push_str(&String::from_utf8_lossy(&buf));
+                        out.changed.notify_all();
+                    }
+                }
+            }
+            out.state.lock().unwrap().1 = true;
+            out.changed.notify_all();
+        });
+    }
+
+    /// Everything so far.
+    pub fn text(&self) -> String {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    /// Waits for the end of the stream; returns everything.
+    pub fn wait_closed(&self, what: &str) -> String {
+        self.wait_state(what, |_, closed| closed)
+    }
+
+    /// Waits until `pred` holds for the text; panics with `what` and the
+    /// text at the deadline.
+    pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_state(what, |text, _| pred(text))
+    }
+
+    fn wait_state(&self, what: &str, pred: impl Fn(&str, bool) -> bool) -> String {
+        let end = Instant::now() + DEADLINE;
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if pred(&state.0, state.1) {
+                return state.0.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < end,
+                "timed out waiting for {what}; output so far:\n{}",
+                state.0
+            );
+            state = self.changed.wait_timeout(state, end - now).unwrap().0;
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Waits for exit, with the deadline.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "process {} did not exit", self.0.id());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A QEMU virtual machine running an image, its serial line on a socket.
+pub struct Vm {
+    _proc: Proc,
+    /// The serial line's unix socket.
+    pub sock: PathBuf,
+    /// QEMU's own output.
+    pub log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Vm {
+    /// Boots `image` on `machine` (`q35` or `microvm`) under TCG with the
+    /// kernel command line `append`.
+    pub fn boot(machine: &str, image: &Path, append: &str) -> Vm {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("serial.sock");
+        let log = dir.path().join("qemu.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("qemu-system-x86_64")
+            .args([
+                "-machine", machine, "-accel", "tcg", "-m", "128M", "-display", "none",
+            ])
+            .args(["-no-reboot", "-monitor", "none", "-kernel"])
+            .arg(image)
+            .args(["-append", append, "-serial"])
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("cannot start qemu-system-x86_64");
+        let mut vm = Vm {
+            _proc: Proc(child),
+            sock,
+            log,
+            dir,
+        };
+        let end = Instant::now() + DEADLINE;
+        while !vm.sock.exists() {
+            if let Some(status) = vm._proc.0.try_wait().unwrap() {
+                panic!(
+                    "qemu exited ({status}): {}",
+                    std::fs::read_to_string(&vm.log).unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "qemu did not create {}",
+                vm.sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        vm
+    }
+
+    /// A scratch directory that lives as long as the VM.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `ukdb bridge` attached to a VM's serial line.
+pub struct Bridge {
+    /// The bridge process.
+    pub proc: Proc,
+    /// `HOST:PORT` debuggers connect to.
+    pub addr: String,
+    /// The unikernel's console, as the bridge prints it.
+    pub console: Arc<Output>,
+    /// The bridge's messages.
+    pub stderr: Arc<Output>,
+}
+
+impl Bridge {
+    /// Starts the bridge and waits until it listens and the stub answered.
+    pub fn start(vm: &Vm) -> Bridge {
+        let bridge = Self::start_unsynced(vm);
+        bridge.stderr.wait("the stub to answer", |t| {
+            t.contains("ukdb: stub answered; framing on\n")
+        });
+        bridge
+    }
+
+    /// Starts the bridge and waits until it listens.
+    pub fn start_unsynced(vm: &Vm) -> Bridge {
+        let mut child = Command::new(&artifacts().ukdb)
+            .args(["bridge", "--target"])
+            .arg(format!("unix:{}", vm.sock.display()))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start ukdb");
+        let console = Arc::new(Output::default());
+        let stderr = Arc::new(Output::default());
+        console.spawn_reader(child.stdout.take().unwrap());
+        stderr.spawn_reader(child.stderr.take().unwrap());
+        let text = stderr.wait("the bridge to listen", |t| {
+            t.contains("ukdb: listening on ")
+        });
+        let addr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ukdb: listening on "))
+            .unwrap()
+            .to_string();
+        Bridge {
+            proc: Proc(child),
+            addr,
+            console,
+            stderr,
+        }
+    }
+
+    /// Waits for `n` more console lines of the app than there are now, and
+    /// returns all of them.
+    pub fn wait_more_lines(&self, n: usize) -> Vec<(u64, u64)> {
+        let have = app_lines(&self.console.text()).len();
+        let text = self.console.wait(&format!("{n} more app lines"), |t| {
+            app_lines(t).len() >= have + n
+        });
+        app_lines(&text)
+    }
+}
+
+/// The app's console lines, `line N ticks T`, as (N, T).
+pub fn app_lines(console: &str) -> Vec<(u64, u64)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("line ")?;
+            let (n, t) = rest.split_once(" ticks ")?;
+            Some((n.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A debugger process with its stdout and stderr in one [`Output`], in the
+/// order it wrote them.
+pub struct Debugger {
+    /// The process.
+    pub proc: Proc,
+    /// What it printed.
+    pub out: Arc<Output>,
+}
+
+impl Debugger {
+    fn spawn(mut cmd: Command) -> Debugger {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .spawn()
+            .expect("cannot start the debugger");
+        drop(cmd);
+        let out = Arc::new(Output::default());
+        out.spawn_reader(reader);
+        Debugger {
+            proc: Proc(child),
+            out,
+        }
+    }
+
+    /// gdb in batch mode: `target remote` to `remote`, then `cmds`.
+    pub fn gdb(image: &Path, remote: &str, cmds: &[&str]) -> Debugger {
+        let mut cmd = Command::new("gdb");
+        cmd.args([
+            "-batch",
+            "-nx",
+            "-ex",
+            "set pagination off",
+            "-ex",
+            "set confirm off",
+        ]);
+        cmd.arg(image);
+        cmd.args(["-ex", &format!("target remote {remote}")]);
+        for c in cmds {
+            cmd.args(["-ex", c]);
+        }
+        Self::spawn(cmd)
+    }
+
+    /// lldb in batch mode: the image, `gdb-remote` to `remote`, then `cmds`.
+    pub fn lldb(image: &Path, remote: &str, cmds: &[&str]) -> Debugger {
+        let mut cmd = Command::new("lldb");
+        cmd.args(["--no-lldbinit", "--batch", "-o"]);
+        cmd.arg(format!("target create {}", image.display()));
+        cmd.args(["-o", &format!("gdb-remote {remote}")]);
+        for c in cmds {
+            cmd.args(["-o", c]);
+        }
+        Self::spawn(cmd)
+    }
+
+    /// Waits for the debugger to exit successfully; returns its transcript.
+    pub fn finish(mut self) -> String {
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < end,
+                "the debugger did not finish:\n{}",
+                self.out.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let text = self.out.wait_closed("the debugger's output to end");
+        assert!(status.success(), "debugger failed ({status}):\n{text}");
+        text
+    }
+}
+
+/// Asserts that `actual` is `expected` line for line, where `expected` may
+/// use `{hex}` (a 0x number), `{n}` (a decimal number) and `{*}` (anything
+/// on that line). Blank lines count.
+pub fn assert_transcript(actual: &str, expected: &str) {
+    let pattern = |line: &str| {
+        let escaped = regex::escape(line);
+        let re = escaped
+            .replace(r"\{hex\}", "0x[0-9a-f]+")
+            .replace(r"\{n\}", "[0-9]+")
+            .replace(r"\{\*\}", ".*");
+        Regex::new(&format!("^{re}$")).unwrap()
+    };
+    let want: Vec<&str> = expected.lines().collect();
+    let got: Vec<&str> = actual.lines().collect();
+    let ok = want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| pattern(w).is_match(g));
+    if !ok {
+        let mut report = String::new();
+        for i in 0..want.len().max(got.len()) {
+            let w = want.get(i).copied().unwrap_or("<none>");
+            let g = got.get(i).copied().unwrap_or("<none>");
+            let mark = if pattern(w).is_match(g) { " " } else { "!" };
+            report.push_str(&format!("{mark} want: {w}\n{mark}  got: {g}\n"));
+        }
+        panic!("transcript mismatch:\n{report}\nfull output:\n{actual}");
+    }
+}
+
+/// The address of the first symbol whose demangled name is `name`.
+pub fn symbol_address(image: &Path, name: &str) -> u64 {
+    symbols(image)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no symbol {name} in {}", image.display()))
+        .1
+}
+
+/// Every symbol of an ELF image: (name, address).
+pub fn symbols(image: &Path) -> Vec<(String, u64)> {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(image).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    file.symbols()
+        .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
+        .collect()
+}
+
+/// The 1-based line of the first line of `file` (relative to the example's
+/// directory) that contains `snippet`: transcripts name source lines
+/// through this, so editing the example moves them along.
+pub fn line_of(file: &str, snippet: &str) -> usize {
+    let path = root().join("examples/ukdemo").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .position(|l| l.contains(snippet))
+        .unwrap_or_else(|| panic!("{snippet:?} is not in {}", path.display()))
+        + 1
+}
+
+/// The first capture of `re` in `text`, parsed.
+pub fn capture<T: std::str::FromStr>(text: &str, re: &str) -> T {
+    let caps = Regex::new(re)
+        .unwrap()
+        .captures(text)
+        .unwrap_or_else(|| panic!("/{re}/ does not match:\n{text}"));
+    caps[1]
+        .parse()
+        .ok()
+        .unwrap_or_else(|| panic!("cannot parse {:?}", &caps[1]))
+}

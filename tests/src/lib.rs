@@ -104,7 +104,7 @@ impl Output {
                     }
                 }
             }
-            out.state.lock().unwrap().1 = true;
+            out.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
             out.changed.notify_all();
         });
     }

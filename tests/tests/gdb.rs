@@ -136,3 +136,304 @@ fn stepi_next_finish_then_interrupt() {
     assert_transcript(&out, &expected);
     bridge.wait_more_lines(2);
 }
+
+#[test]
+fn set_var_changes_what_the_unikernel_prints() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdemo::app::tick",
+            "continue",
+            "finish",
+            "set var ukdemo::app::TICKS = 100000",
+            "p ukdemo::app::TICKS",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    let n = hit_n(&out);
+    let println_line = line_of("src/app.rs", "println!(\"line {} ticks {}\"");
+    let expected = format!(
+        "{attach}{brk}{hit}\
+         ukdemo::app::run () at src/app.rs:{println_line}\n\
+         {println_line}\t        println!(\"line {{}} ticks {{}}\", n, ticks());\n\
+         $1 = 100000\n\
+         [Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+    );
+    assert_transcript(&out, &expected);
+    // The line for iteration n prints the value gdb wrote, and the next
+    // call of `tick` counts on from it.
+    let lines = bridge.wait_more_lines(2);
+    let at = lines
+        .iter()
+        .position(|&(line, _)| line == n)
+        .expect("line n");
+    assert_eq!(lines[at..at + 2], [(n, 100_000), (n + 1, 100_001)]);
+}
+
+#[test]
+fn bad_addresses_are_errors_and_the_unikernel_runs_on() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "x/2gx 0",
+            "x/2gx 0x8000000000000000",
+            "x/2gx 0x40000000",
+            "x/2gx 0xffffffffffffff00",
+            "set language c",
+            "set var *(char *)0x8 = 1",
+            "set var *(char *)0x7ffffffffff8 = 1",
+            "p *(int *)0x8000000000000000",
+            // A read that starts mapped and runs into the hole above 1 GiB
+            // returns the mapped part.
+            "x/2bx 0x3fffffff",
+            "detach",
+        ],
+    )
+    .finish();
+    let expected = format!(
+        "{attach}\
+         0x0:\tCannot access memory at address 0x0\n\
+         0x8000000000000000:\tCannot access memory at address 0x8000000000000000\n\
+         0x40000000:\tCannot access memory at address 0x40000000\n\
+         0xffffffffffffff00:\tCannot access memory at address 0xffffffffffffff00\n\
+         Warning: the current language does not match this frame.\n\
+         Cannot access memory at address 0x8\n\
+         Cannot access memory at address 0x7ffffffffff8\n\
+         Cannot access memory at address 0x8000000000000000\n\
+         0x3fffffff:\t0x00\tCannot access memory at address 0x40000000\n\
+         [Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+    );
+    assert_transcript(&out, &expected);
+    bridge.wait_more_lines(3);
+}
+
+#[test]
+fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let bridge = Bridge::start(&vm);
+
+    // gdb 1 plants a breakpoint and lets the unikernel run past it (the
+    // condition never holds, so gdb resumes it at every hit), then dies.
+    let mut gdb1 = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdemo::app::tick if ukdemo::app::TICKS == 1000000",
+            "continue",
+        ],
+    );
+    gdb1.out
+        .wait("the breakpoint", |t| t.contains("Breakpoint 1 at"));
+    bridge.wait_more_lines(3);
+    gdb1.proc.signal(Signal::SIGKILL);
+    gdb1.proc.wait_exit();
+    bridge.stderr.wait("the bridge to see gdb go", |t| {
+        t.matches("ukdb: debugger disconnected").count() == 1
+    });
+    bridge.wait_more_lines(3);
+
+    // gdb 2 finds gdb 1's breakpoint gone, then dies while the unikernel is
+    // stopped at its own breakpoint, which stays planted while stopped.
+    let mut gdb2 = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "monitor breakpoints",
+            "set breakpoint always-inserted on",
+            "break ukdemo::app::tick",
+            "continue",
+            "monitor breakpoints",
+            "python import time; time.sleep(600)",
+        ],
+    );
+    let text = gdb2.out.wait("the breakpoint hit", |t| {
+        t.contains("1 software breakpoint(s) planted\n")
+    });
+    assert!(
+        text.contains(&format!(
+            "{}0 software breakpoint(s) planted\n",
+            attach_frame()
+        )),
+        "{text}"
+    );
+    gdb2.proc.signal(Signal::SIGKILL);
+    gdb2.proc.wait_exit();
+    bridge.wait_more_lines(3);
+
+    // gdb 3 finds no breakpoint left and stops at its own (which gdb takes
+    // out while the unikernel is stopped).
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "monitor breakpoints",
+            "break ukdemo::app::tick",
+            "continue",
+            "monitor breakpoints",
+            "detach",
+        ],
+    )
+    .finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "{attach}0 software breakpoint(s) planted\n{brk}{hit}0 software breakpoint(s) planted\n\
+         [Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+    );
+    assert_transcript(&out, &expected);
+
+    // Not one console line went missing through all of that.
+    let lines = bridge.wait_more_lines(2);
+    let numbers: Vec<u64> = lines.iter().map(|&(line, _)| line).collect();
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        bridge
+            .stderr
+            .text()
+            .matches("ukdb: debugger connected")
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn hardware_breakpoint_and_watchpoint() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "hbreak ukdemo::app::tick",
+            "continue",
+            "delete",
+            "watch ukdemo::app::TICKS",
+            "continue",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    let n = hit_n(&out);
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    let expected = format!(
+        "{attach}Hardware assisted breakpoint 1 at {{hex}}: file src/app.rs, line {line}.\n\
+         \n\
+         Breakpoint 1, ukdemo::app::tick (n={n}) at src/app.rs:{line}\n\
+         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+         Hardware watchpoint 2: ukdemo::app::TICKS\n\
+         \n\
+         Hardware watchpoint 2: ukdemo::app::TICKS\n\
+         \n\
+         Old value = {n}\n\
+         New value = {next}\n\
+         {{*}}\n\
+         {{*}}\n\
+         [Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        next = n + 1,
+    );
+    assert_transcript(&out, &expected);
+    bridge.wait_more_lines(2);
+}
+
+#[test]
+fn ud_breakpoints_for_hypervisors_without_int3() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.trap=ud");
+    let bridge = Bridge::start(&vm);
+    assert!(bridge
+        .console
+        .text()
+        .contains("ukdb: stub ready on serial, breakpoints use ud\n"));
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdemo::app::tick",
+            "continue",
+            "continue",
+            "x/1bx $pc",
+            "delete",
+            "x/1bx $pc",
+            "detach",
+        ],
+    )
+    .finish();
+    let n = hit_n(&out);
+    // The planted 0x06 is hidden from reads: both show the original byte.
+    let byte: String = capture(&out, r":\t(0x[0-9a-f]{2})\n");
+    let expected = format!(
+        "{attach}{brk}{hit1}{hit2}\
+         {{hex}} <{{*}}4tick{{*}}+{{n}}>:\t{byte}\n\
+         {{hex}} <{{*}}4tick{{*}}+{{n}}>:\t{byte}\n\
+         [Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        brk = break_tick(1),
+        hit1 = tick_hit(1, n),
+        hit2 = tick_hit(1, n + 1),
+    );
+    assert_transcript(&out, &expected);
+    assert_ne!(byte, "0x06");
+    bridge.wait_more_lines(2);
+}
+
+#[test]
+fn microvm_boots_and_breaks() {
+    let a = artifacts();
+    let vm = Vm::boot("microvm", &a.image, "");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["break ukdemo::app::tick", "continue", "p n", "detach"],
+    )
+    .finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "{attach}{brk}{hit}$1 = {n}\n[Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+    );
+    assert_transcript(&out, &expected);
+}
+
+#[test]
+fn plain_gdb_on_the_serial_socket_without_the_bridge() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let sock = vm.sock.display().to_string();
+    let out = Debugger::gdb(
+        &a.image,
+        &sock,
+        &["break ukdemo::app::tick", "continue", "p n", "detach"],
+    )
+    .finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "{attach}{brk}{hit}$1 = {n}\n[Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+    );
+    assert_transcript(&out, &expected);
+}

@@ -142,7 +142,11 @@ impl RxParser {
                     self.look_len = 1;
                     self.state = RxState::Lookahead;
                 }
-                _ => out(RxEvent::Byte(byte)),
+                // Acks and the interrupt byte are all gdbstub takes between
+                // packets; anything else (line noise, a half-cleared control
+                // sequence) is dropped, as gdb drops junk between packets.
+                b'+' | b'-' | 0x03 => out(RxEvent::Byte(byte)),
+                _ => {}
             },
             RxState::Escape => {
                 self.state = RxState::Between;
@@ -150,13 +154,9 @@ impl RxParser {
                     b'F' => out(RxEvent::Control(Control::Framed)),
                     b'R' => out(RxEvent::Control(Control::Raw)),
                     b'X' => out(RxEvent::Control(Control::DebuggerGone)),
-                    // Not a control sequence: pass the bytes on as they came
-                    // (gdbstub ignores garbage between packets).
-                    _ => {
-                        out(RxEvent::Byte(DLE));
-                        self.state = RxState::Between;
-                        self.push(byte, out);
-                    }
+                    // Not a control sequence: the DLE is junk; the byte after
+                    // it is read as if the DLE had not been there.
+                    _ => self.push(byte, out),
                 }
             }
             RxState::Lookahead => {
@@ -270,16 +270,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_escape_is_passed_on() {
+    fn junk_between_packets_is_dropped() {
         let mut p = RxParser::new();
-        assert_eq!(parse(&mut p, b"\x10q"), bytes(b"\x10q"));
-        assert_eq!(
-            parse(&mut p, b"\x10\x10F"),
-            vec![Byte(DLE), Ctl(Control::Framed)]
-        );
+        assert_eq!(parse(&mut p, b"\x10q"), vec![]);
+        assert_eq!(parse(&mut p, b"F\x10\x10F"), vec![Ctl(Control::Framed)]);
+        assert_eq!(parse(&mut p, b"hello\r\n\x00\xff"), vec![]);
+        assert_eq!(parse(&mut p, b"\x10+"), bytes(b"+"));
         let mut events = parse(&mut p, b"\x10$m0,1#");
-        events.truncate(2);
-        assert_eq!(events, vec![Byte(DLE), PacketStart { new_session: false }]);
+        events.truncate(1);
+        assert_eq!(events, vec![PacketStart { new_session: false }]);
     }
 
     #[test]

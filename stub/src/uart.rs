@@ -157,7 +157,7 @@ mod tests {
                 (DATA, 1),
                 (IER, 0),
                 (LCR, 3),
-                (FCR, 0xC7),
+                (FCR, 0xC1),
                 (MCR, 3)
             ]
         );

@@ -425,12 +425,15 @@ pub fn symbol_address(image: &Path, name: &str) -> u64 {
         .1
 }
 
-/// Every symbol of an ELF image: (name, address).
+/// Every code and data symbol of an ELF image: (name, address). File and
+/// section symbols are left out: they name object files, not contents (the
+/// no-op stub still contributes an empty compile unit's file symbol).
 pub fn symbols(image: &Path) -> Vec<(String, u64)> {
-    use object::{Object, ObjectSymbol};
+    use object::{Object, ObjectSymbol, SymbolKind};
     let data = std::fs::read(image).unwrap();
     let file = object::File::parse(&*data).unwrap();
     file.symbols()
+        .filter(|s| !matches!(s.kind(), SymbolKind::File | SymbolKind::Section))
         .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
         .collect()
 }
@@ -457,4 +460,43 @@ pub fn capture<T: std::str::FromStr>(text: &str, re: &str) -> T {
         .parse()
         .ok()
         .unwrap_or_else(|| panic!("cannot parse {:?}", &caps[1]))
+}
+
+/// Sizes of an ELF image, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSize {
+    /// The file on disk (with debug info).
+    pub file: u64,
+    /// What the loader places in memory: the sum of the `PT_LOAD` sizes.
+    pub loaded: u64,
+    /// The `.text` section.
+    pub text: u64,
+}
+
+/// Measures an image.
+pub fn image_size(image: &Path) -> ImageSize {
+    use object::{Object, ObjectSection, ObjectSegment};
+    let data = std::fs::read(image).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    ImageSize {
+        file: data.len() as u64,
+        loaded: file.segments().map(|s| s.size()).sum(),
+        text: file.section_by_name(".text").map(|s| s.size()).unwrap_or(0),
+    }
+}
+
+/// The total size of the functions whose (mangled) names contain any of
+/// `needles`.
+pub fn code_size_of(image: &Path, needles: &[&str]) -> u64 {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let data = std::fs::read(image).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    file.symbols()
+        .filter(|s| s.kind() == SymbolKind::Text)
+        .filter(|s| {
+            s.name()
+                .is_ok_and(|n| needles.iter().any(|x| n.contains(x)))
+        })
+        .map(|s| s.size())
+        .sum()
 }

@@ -81,8 +81,9 @@ struct Session {
     active: bool,
     /// The unikernel must not run: serve until the debugger resumes it.
     halted: bool,
-    /// The stop was an exception or panic that resuming only repeats.
-    fatal: bool,
+    /// The stop holds until a debugger resumes it: `ukdb.wait`, or an
+    /// exception or panic that resuming without a debugger only repeats.
+    hold: bool,
     rx: RxParser,
     wait: bool,
 }
@@ -96,7 +97,7 @@ pub fn init(config: Config) {
             machine: None,
             active: false,
             halted: false,
-            fatal: false,
+            hold: false,
             rx: RxParser::new(),
             wait: config.wait,
         });
@@ -161,9 +162,9 @@ pub fn on_trap(frame: &mut TrapFrame) -> bool {
         return false;
     };
     let stepping = s.target.step_saved_if.is_some();
-    let (reason, note, fatal) = s.classify(frame, stepping);
+    let (reason, note, hold) = s.classify(frame, stepping);
     s.target.enter(frame);
-    s.stop(reason, note, fatal);
+    s.stop(reason, note, hold);
     s.target.leave();
     true
 }
@@ -268,9 +269,9 @@ impl Session {
     }
 
     /// Halts: reports the stop to a debugger waiting for one, then serves.
-    fn stop(&mut self, reason: StopReason, note: Reason, fatal: bool) {
+    fn stop(&mut self, reason: StopReason, note: Reason, hold: bool) {
         self.target.reason = note;
-        self.fatal = fatal;
+        self.hold = hold;
         self.halted = true;
         match self.machine.take() {
             Some(GdbStubStateMachine::Running(mut running)) => {
@@ -374,10 +375,10 @@ impl Session {
             }
             Err(_) => {
                 // A protocol or connection error: the session cannot go on.
-                // A fault or panic keeps the unikernel halted for the next
-                // debugger; anything else lets it run.
+                // A wait, fault or panic keeps the unikernel halted for the
+                // next debugger; anything else lets it run.
                 self.end_session();
-                self.halted = self.fatal;
+                self.halted = self.hold;
             }
         }
     }

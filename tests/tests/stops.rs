@@ -1,0 +1,149 @@
+//! Stops the unikernel makes itself: `ukdb.wait` at boot, a panic, a fault.
+
+use ukdb_tests::*;
+
+#[test]
+fn wait_stops_before_the_app_and_gdb_breaks_in_its_first_call() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait");
+    let bridge = Bridge::start(&vm);
+    bridge.console.wait("the wait message", |t| {
+        t.contains("ukdb: waiting for a debugger (ukdb.wait)\n")
+    });
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "monitor why",
+            "break ukdemo::app::tick",
+            "continue",
+            "p n",
+            "p ukdemo::app::TICKS",
+            "detach",
+        ],
+    )
+    .finish();
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    let run = line_of("src/main.rs", "app::run()");
+    // Stopped in kmain, just before it calls the app.
+    let expected = format!(
+        "ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run}\n\
+         {run}\t    app::run()\n\
+         waiting for a debugger at boot (ukdb.wait)\n\
+         Breakpoint 1 at {{hex}}: file src/app.rs, line {line}.\n\
+         \n\
+         Breakpoint 1, ukdemo::app::tick (n=0) at src/app.rs:{line}\n\
+         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+         $1 = 0\n\
+         $2 = 0\n\
+         [Inferior 1 (process 1) detached]\n"
+    );
+    assert_transcript(&out, &expected);
+    // Nothing of the app ran before gdb let it go.
+    let lines = bridge.wait_more_lines(2);
+    assert_eq!(lines[0], (0, 1));
+}
+
+fn panic_backtrace(out: &str, n: u64) {
+    let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
+    assert!(
+        out.contains(&format!(
+            " in ukdemo::app::tick (n={n}) at src/app.rs:{panic_line}\n"
+        )),
+        "the panic site is not in the backtrace:\n{out}"
+    );
+}
+
+#[test]
+fn panic_stops_into_an_attached_gdb_with_the_message() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait ukdemo.panic=2");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["continue", "bt", "monitor why", "continue", "detach"],
+    )
+    .finish();
+    let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
+    let stop = "\nProgram received signal SIGABRT, Aborted.\n";
+    let expected = format!(
+        "{{*}}\n\
+         {{*}}\n\
+         panicked at src/app.rs:{panic_line}:9:\n\
+         tick 2 asked to panic\n\
+         {stop}\
+         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         {{*}}\n\
+         #0  {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         #1  {{*}}ukdemo::panic (info={{hex}}) at src/main.rs:{{n}}\n\
+         #2  {{hex}} in core::panicking::panic_fmt (){{*}}\n\
+         #3  {{hex}} in ukdemo::app::tick (n=2) at src/app.rs:{panic_line}\n\
+         #4  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
+         #5  {{hex}} in ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run_line}\n\
+         #6  {{hex}} in _start64 ()\n\
+         panic: panicked at src/app.rs:{panic_line}:9:\n\
+         tick 2 asked to panic\n\
+         panicked at src/app.rs:{panic_line}:9:\n\
+         tick 2 asked to panic\n\
+         {stop}\
+         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         {{*}}\n\
+         [Inferior 1 (process 1) detached]\n",
+        call_line = line_of("src/app.rs", "tick(n);"),
+        run_line = line_of("src/main.rs", "app::run()"),
+    );
+    assert_transcript(&out, &expected);
+    panic_backtrace(&out, 2);
+    assert!(bridge
+        .console
+        .text()
+        .contains("ukdemo: panicked at src/app.rs"));
+}
+
+#[test]
+fn gdb_attaching_after_a_panic_finds_it_stopped_there() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdemo.panic=1");
+    let bridge = Bridge::start(&vm);
+    bridge
+        .console
+        .wait("the panic", |t| t.contains("tick 1 asked to panic\n"));
+    let out = Debugger::gdb(&a.image, &bridge.addr, &["bt", "monitor why", "detach"]).finish();
+    panic_backtrace(&out, 1);
+    let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
+    assert!(out.ends_with(&format!(
+        "panic: panicked at src/app.rs:{panic_line}:9:\ntick 1 asked to panic\n[Inferior 1 (process 1) detached]\n"
+    )));
+    // Detached, it stays stopped in the panic for the next debugger.
+    let out = Debugger::gdb(&a.image, &bridge.addr, &["monitor why", "detach"]).finish();
+    assert!(out.contains("panic: panicked at"), "{out}");
+}
+
+#[test]
+fn page_fault_stops_at_the_faulting_instruction() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait ukdemo.fault=1");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["continue", "bt 2", "monitor why", "detach"],
+    )
+    .finish();
+    let line = line_of("src/app.rs", "null_mut::<u64>().write_volatile(n)");
+    let expected = format!(
+        "{{*}}\n\
+         {{*}}\n\
+         \n\
+         Program received signal SIGSEGV, Segmentation fault.\n\
+         ukdemo::app::tick (n=1) at src/app.rs:{line}\n\
+         {line}\t        unsafe {{ core::ptr::null_mut::<u64>().write_volatile(n) }};\n\
+         #0  ukdemo::app::tick (n=1) at src/app.rs:{line}\n\
+         #1  {{hex}} in ukdemo::app::run () at src/app.rs:{call}\n\
+         page fault (vector 14, error 0x2) at address 0x0\n\
+         [Inferior 1 (process 1) detached]\n",
+        call = line_of("src/app.rs", "tick(n);"),
+    );
+    assert_transcript(&out, &expected);
+}

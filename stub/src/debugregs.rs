@@ -49,7 +49,7 @@ impl DebugRegs {
     pub fn add(&mut self, slot: Slot) -> Result<usize, SlotError> {
         let len_ok = match slot.kind {
             SlotKind::Exec => slot.len == 1,
-            _ => matches!(slot.len, 1 | 2 | 4 | 8) && slot.addr % slot.len == 0,
+            _ => matches!(slot.len, 1 | 2 | 4 | 8) && slot.addr.is_multiple_of(slot.len),
         };
         if !len_ok {
             return Err(SlotError::Unsupported);

@@ -42,7 +42,7 @@ pub fn translate(cr3: u64, addr: u64, read_phys: impl Fn(u64) -> u64) -> Option<
         writable &= entry & WRITABLE != 0;
         if shift == 12 || (large_ok && entry & HUGE != 0) {
             let size = 1u64 << shift;
-            let page_end = (addr & !(size - 1)).checked_add(size).unwrap_or(u64::MAX);
+            let page_end = (addr & !(size - 1)).saturating_add(size);
             return Some(Mapping { writable, page_end });
         }
         table = entry & FRAME;

@@ -58,7 +58,7 @@ pub fn init() {
             *entry = if i < SMALL_TABLES {
                 &pt[i] as *const Table as u64 | PRESENT | WRITABLE
             } else {
-                i as u64 * LARGE | PRESENT | WRITABLE | HUGE | NO_EXECUTE
+                (i as u64 * LARGE) | PRESENT | WRITABLE | HUGE | NO_EXECUTE
             };
         }
         for (t, table) in pt.iter_mut().enumerate() {

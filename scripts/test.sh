@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command: formatting and lints for the host and the bare-metal
+# target (stub with and without its feature), unit tests, the bridge's
+# tests, and the end-to-end tests (QEMU under TCG, real gdb and lldb).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+(cd examples/ukdemo && cargo fmt -- --check)
+
+step "lints: host"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p ukdb-stub --features enabled --all-targets --locked -- -D warnings
+
+step "lints and builds: x86_64-unknown-none (stub without and with its feature, the example)"
+cargo clippy -p ukdb-stub --target x86_64-unknown-none --locked -- -D warnings
+cargo clippy -p ukdb-stub --features enabled --target x86_64-unknown-none --locked -- -D warnings
+(cd examples/ukdemo && cargo clippy --release --locked -- -D warnings \
+    && cargo clippy --release --locked --no-default-features -- -D warnings)
+
+step "build: bridge and both example images (once for all tests)"
+cargo build --release --locked -p ukdb-bridge
+(cd examples/ukdemo && cargo build --release --locked \
+    && cargo build --release --locked --no-default-features --target-dir target/production)
+
+step "tests: stub logic (without and with the feature), bridge, end to end"
+cargo test --locked -p ukdb-stub
+cargo test --locked -p ukdb-stub --features enabled
+cargo test --locked -p ukdb-bridge
+cargo test --locked -p ukdb-tests -- --show-output

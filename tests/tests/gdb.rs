@@ -88,7 +88,7 @@ fn stepi_next_finish_then_interrupt() {
     let a = artifacts();
     let vm = Vm::boot("q35", &a.image, "");
     let bridge = Bridge::start(&vm);
-    let mut gdb = Debugger::gdb(
+    let gdb = Debugger::gdb(
         &a.image,
         &bridge.addr,
         &[

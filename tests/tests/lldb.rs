@@ -89,7 +89,7 @@ fn lldb_breaks_steps_reads_and_detaches() {
          \x20    rip = {bp}  ukdemo`ukdemo::app::tick::h{{*}} + {{n}} [inlined] core::ptr::write_volatile::h{{*}} at mod.rs:{{n}}:{{n}}\n\
          ukdemo`ukdemo::app::tick::h{{*}} + {{n}} [inlined] {{*}}::write_volatile::h{{*}} at mut_ptr.rs:{{n}}:{{n}}\n\
          ukdemo`ukdemo::app::tick::h{{*}} + {{n}} at app.rs:{line}:{{n}}\n\
-         \x20    rdi = {n_hex}\n\
+         \x20    rdi = {n:#018x}\n\
          (lldb) memory read --format x --size 8 --count 2 $rsp\n\
          {{hex}}: {{hex}} {{hex}}\n\
          (lldb) thread step-inst\n\
@@ -103,7 +103,6 @@ fn lldb_breaks_steps_reads_and_detaches() {
          Process 1 detached\n",
         image = a.image.display(),
         addr = bridge.addr,
-        n_hex = format!("{n:#018x}"),
         attach_listing = listing("time.rs", rdtsc),
         step_listing = listing("app.rs", step),
     );

@@ -28,7 +28,14 @@ cargo build --release --locked -p ukdb-bridge
     && cargo build --release --locked --no-default-features --target-dir target/production)
 
 step "tests: stub logic (without and with the feature), bridge, end to end"
-cargo test --locked -p ukdb-stub
-cargo test --locked -p ukdb-stub --features enabled
-cargo test --locked -p ukdb-bridge
-cargo test --locked -p ukdb-tests -- --show-output
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run_tests() { cargo test --locked "$@" 2>&1 | tee -a "$log"; }
+run_tests -p ukdb-stub
+run_tests -p ukdb-stub --features enabled
+run_tests -p ukdb-bridge
+run_tests -p ukdb-tests -- --show-output
+
+# One closing line for the whole run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"

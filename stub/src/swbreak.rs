@@ -1,13 +1,25 @@
-//! The software breakpoint table: where a trap byte is planted and what it
-//! replaced. Pure logic, host-tested; the stub does the memory writes.
+//! The software breakpoint table. Breakpoints are planted only while the
+//! unikernel runs: the stub puts the original bytes back whenever it is
+//! entered and plants the trap bytes again when it resumes (as kgdb does).
+//! So the stub's own code (and the `memcpy` it shares with the unikernel)
+//! never runs over a planted breakpoint, and a debugger reading memory
+//! while stopped sees the original bytes. Pure logic, host-tested; the
+//! stub does the memory accesses.
 
-/// How many software breakpoints can be planted at once.
+/// How many software breakpoints can be set at once.
 pub const MAX_SW_BREAKPOINTS: usize = 64;
 
-/// Planted breakpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    addr: u64,
+    /// The byte under the trap byte, while planted.
+    saved: Option<u8>,
+}
+
+/// Set breakpoints, planted or not.
 #[derive(Debug)]
 pub struct SwBreakpoints {
-    slots: [Option<(u64, u8)>; MAX_SW_BREAKPOINTS],
+    slots: [Option<Slot>; MAX_SW_BREAKPOINTS],
 }
 
 impl Default for SwBreakpoints {
@@ -24,72 +36,68 @@ impl SwBreakpoints {
         }
     }
 
-    /// Whether a breakpoint is planted at `addr`.
+    /// Whether a breakpoint is set at `addr`.
     pub fn contains(&self, addr: u64) -> bool {
-        self.original(addr).is_some()
+        self.slots.iter().flatten().any(|s| s.addr == addr)
     }
 
-    /// The byte the breakpoint at `addr` replaced.
-    pub fn original(&self, addr: u64) -> Option<u8> {
-        self.slots
-            .iter()
-            .flatten()
-            .find(|(a, _)| *a == addr)
-            .map(|&(_, b)| b)
-    }
-
-    /// Records a breakpoint; `false` when the table is full.
-    pub fn insert(&mut self, addr: u64, original: u8) -> bool {
+    /// Sets a breakpoint (not planted yet); `false` when the table is full.
+    /// Setting one twice is one breakpoint.
+    pub fn insert(&mut self, addr: u64) -> bool {
+        if self.contains(addr) {
+            return true;
+        }
         match self.slots.iter_mut().find(|s| s.is_none()) {
             Some(slot) => {
-                *slot = Some((addr, original));
+                *slot = Some(Slot { addr, saved: None });
                 true
             }
             None => false,
         }
     }
 
-    /// Forgets the breakpoint at `addr`, returning the byte to put back.
-    pub fn remove(&mut self, addr: u64) -> Option<u8> {
-        let slot = self
+    /// Clears the breakpoint at `addr`; `false` when none was set. Call
+    /// only while nothing is planted.
+    pub fn remove(&mut self, addr: u64) -> bool {
+        match self
             .slots
             .iter_mut()
-            .find(|s| matches!(s, Some((a, _)) if *a == addr))?;
-        slot.take().map(|(_, b)| b)
+            .find(|s| s.is_some_and(|s| s.addr == addr))
+        {
+            Some(slot) => {
+                *slot = None;
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Takes any one breakpoint out of the table (to remove them all).
-    pub fn pop(&mut self) -> Option<(u64, u8)> {
-        self.slots.iter_mut().find_map(|s| s.take())
+    /// Clears every breakpoint. Call only while nothing is planted.
+    pub fn clear(&mut self) {
+        self.slots = [None; MAX_SW_BREAKPOINTS];
     }
 
-    /// How many are planted.
+    /// How many are set.
     pub fn len(&self) -> usize {
         self.slots.iter().flatten().count()
     }
 
-    /// Puts the original bytes into `data`, read from `start`, so that a
-    /// debugger never sees its own trap bytes.
-    pub fn hide(&self, start: u64, data: &mut [u8]) {
-        for &(addr, original) in self.slots.iter().flatten() {
-            if let Some(i) = addr.checked_sub(start) {
-                if let Some(b) = data.get_mut(i as usize) {
-                    *b = original;
-                }
+    /// Plants every breakpoint: `plant(addr)` writes the trap byte and
+    /// returns the byte it replaced, or `None` when it could not (the page
+    /// went away); such a breakpoint stays set but unplanted.
+    pub fn plant_all(&mut self, mut plant: impl FnMut(u64) -> Option<u8>) {
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.saved.is_none() {
+                slot.saved = plant(slot.addr);
             }
         }
     }
 
-    /// A debugger writes `data` at `start`: bytes under a planted breakpoint
-    /// become its new original byte, and the trap byte stays in memory.
-    /// Returns the data with those bytes replaced by `trap`.
-    pub fn absorb_write(&mut self, start: u64, data: &mut [u8], trap: u8) {
-        for (addr, original) in self.slots.iter_mut().flatten() {
-            if let Some(i) = addr.checked_sub(start) {
-                if let Some(b) = data.get_mut(i as usize) {
-                    *original = *b;
-                    *b = trap;
-                }
+    /// Puts every saved byte back with `restore(addr, byte)`.
+    pub fn unplant_all(&mut self, mut restore: impl FnMut(u64, u8)) {
+        for slot in self.slots.iter_mut().flatten() {
+            if let Some(byte) = slot.saved.take() {
+                restore(slot.addr, byte);
             }
         }
     }
@@ -98,46 +106,47 @@ impl SwBreakpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn insert_remove_and_capacity() {
         let mut t = SwBreakpoints::new();
-        assert!(t.insert(0x100, 0x55));
+        assert!(t.insert(0x100));
+        assert!(t.insert(0x100));
+        assert_eq!(t.len(), 1);
         assert!(t.contains(0x100));
-        assert_eq!(t.original(0x100), Some(0x55));
-        assert_eq!(t.remove(0x100), Some(0x55));
-        assert_eq!(t.remove(0x100), None);
+        assert!(t.remove(0x100));
+        assert!(!t.remove(0x100));
         for i in 0..MAX_SW_BREAKPOINTS as u64 {
-            assert!(t.insert(i, i as u8));
+            assert!(t.insert(i));
         }
-        assert!(!t.insert(0x999, 0));
+        assert!(!t.insert(0x999));
         assert_eq!(t.len(), MAX_SW_BREAKPOINTS);
-        let mut n = 0;
-        while t.pop().is_some() {
-            n += 1;
-        }
-        assert_eq!((n, t.len()), (MAX_SW_BREAKPOINTS, 0));
+        t.clear();
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
-    fn reads_hide_trap_bytes() {
+    fn planting_saves_and_restores_the_original_bytes() {
+        let mut mem: HashMap<u64, u8> = HashMap::from([(0x10, 0x55), (0x20, 0x48)]);
         let mut t = SwBreakpoints::new();
-        t.insert(0x1002, 0x48);
-        t.insert(0x0fff, 0x90);
-        t.insert(0x1010, 0x90);
-        let mut data = [0xCC, 0xCC, 0xCC, 0xCC];
-        t.hide(0x1000, &mut data);
-        assert_eq!(data, [0xCC, 0xCC, 0x48, 0xCC]);
-        t.hide(u64::MAX, &mut data[..1]);
-    }
-
-    #[test]
-    fn writes_under_a_breakpoint_update_the_original() {
-        let mut t = SwBreakpoints::new();
-        t.insert(0x2001, 0x55);
-        let mut data = [1, 2, 3];
-        t.absorb_write(0x2000, &mut data, 0xCC);
-        assert_eq!(data, [1, 0xCC, 3]);
-        assert_eq!(t.original(0x2001), Some(2));
+        t.insert(0x10);
+        t.insert(0x20);
+        t.insert(0x30); // unmapped: stays unplanted
+        let plant = |mem: &mut HashMap<u64, u8>, addr| {
+            let byte = mem.get_mut(&addr)?;
+            Some(core::mem::replace(byte, 0xCC))
+        };
+        t.plant_all(|a| plant(&mut mem, a));
+        assert_eq!((mem[&0x10], mem[&0x20]), (0xCC, 0xCC));
+        // Planting twice keeps the first saved bytes.
+        t.plant_all(|a| plant(&mut mem, a));
+        t.unplant_all(|a, b| {
+            mem.insert(a, b);
+        });
+        assert_eq!(mem, HashMap::from([(0x10, 0x55), (0x20, 0x48)]));
+        let mut restored = 0;
+        t.unplant_all(|_, _| restored += 1);
+        assert_eq!(restored, 0);
     }
 }

@@ -187,6 +187,12 @@ impl Vm {
     /// Boots `image` on `machine` (`q35` or `microvm`) under TCG with the
     /// kernel command line `append`.
     pub fn boot(machine: &str, image: &Path, append: &str) -> Vm {
+        Self::boot_with(machine, image, append, &[])
+    }
+
+    /// [`Vm::boot`] with `extra` arguments added to QEMU's command line (for
+    /// example `-gdb tcp:127.0.0.1:PORT` for QEMU's own gdbstub).
+    pub fn boot_with(machine: &str, image: &Path, append: &str, extra: &[&str]) -> Vm {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("serial.sock");
         let log = dir.path().join("qemu.log");
@@ -199,6 +205,7 @@ impl Vm {
             .arg(image)
             .args(["-append", append, "-serial"])
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

@@ -248,7 +248,7 @@ fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
     bridge.wait_more_lines(3);
 
     // gdb 2 finds gdb 1's breakpoint gone, then dies while the unikernel is
-    // stopped at its own breakpoint, which stays planted while stopped.
+    // stopped at its own breakpoint, which gdb keeps set while stopped.
     let mut gdb2 = Debugger::gdb(
         &a.image,
         &bridge.addr,
@@ -262,13 +262,10 @@ fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
         ],
     );
     let text = gdb2.out.wait("the breakpoint hit", |t| {
-        t.contains("1 software breakpoint(s) planted\n")
+        t.contains("1 software breakpoint(s) set\n")
     });
     assert!(
-        text.contains(&format!(
-            "{}0 software breakpoint(s) planted\n",
-            attach_frame()
-        )),
+        text.contains(&format!("{}0 software breakpoint(s) set\n", attach_frame())),
         "{text}"
     );
     gdb2.proc.signal(Signal::SIGKILL);
@@ -291,7 +288,7 @@ fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
     .finish();
     let n = hit_n(&out);
     let expected = format!(
-        "{attach}0 software breakpoint(s) planted\n{brk}{hit}0 software breakpoint(s) planted\n\
+        "{attach}0 software breakpoint(s) set\n{brk}{hit}0 software breakpoint(s) set\n\
          [Inferior 1 (process 1) detached]\n",
         attach = attach_frame(),
         brk = break_tick(1),
@@ -379,7 +376,7 @@ fn ud_breakpoints_for_hypervisors_without_int3() {
     )
     .finish();
     let n = hit_n(&out);
-    // The planted 0x06 is hidden from reads: both show the original byte.
+    // While stopped, memory shows the original byte, never the 0x06.
     let byte: String = capture(&out, r":\t(0x[0-9a-f]{2})\n");
     let expected = format!(
         "{attach}{brk}{hit1}{hit2}\

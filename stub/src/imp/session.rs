@@ -117,18 +117,24 @@ pub fn is_running() -> bool {
 
 /// Keeps the panic message for the debugger. `false`: no stub to stop in.
 pub fn record_panic(info: &core::panic::PanicInfo<'_>) -> bool {
+    // Format before taking the lock: formatting runs shared code (a
+    // debugger may have a breakpoint in `core::fmt`), and a trap while the
+    // lock is held could not be served.
+    let mut message = [0u8; PANIC_MESSAGE_MAX];
+    let mut w = Truncating {
+        buf: &mut message,
+        len: 0,
+    };
+    let _ = write!(w, "{}", info);
+    let len = w.len;
     let Some(mut guard) = SESSION.lock() else {
         return false;
     };
     let Some(s) = guard.as_mut() else {
         return false;
     };
-    let mut w = Truncating {
-        buf: &mut s.target.panic_message,
-        len: 0,
-    };
-    let _ = write!(w, "{}", info);
-    s.target.panic_len = w.len;
+    s.target.panic_message = message;
+    s.target.panic_len = len;
     true
 }
 

@@ -2,7 +2,7 @@
 //! segment state) and memory (checked against the page tables first).
 
 use super::regs::{RegIdUkdb, Regs};
-use super::{check_range, read_mem, write_mem, UkTarget};
+use super::{read_mem, write_mem, UkTarget};
 use crate::imp::arch;
 use gdbstub::arch::Registers;
 use gdbstub::target::ext::base::single_register_access::{
@@ -144,29 +144,16 @@ impl SingleThreadBase for UkTarget {
     }
 
     fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        // Nothing is planted while stopped: memory reads as the program has it.
         let n = read_mem(start_addr, data);
         if n == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
-        self.bps.hide(start_addr, &mut data[..n]);
         Ok(n)
     }
 
     fn write_addrs(&mut self, start_addr: u64, data: &[u8]) -> TargetResult<(), Self> {
-        if check_range(start_addr, data.len()).is_none() {
-            return Err(TargetError::Errno(EFAULT));
-        }
-        // Bytes under a planted breakpoint become its saved byte; the trap
-        // byte stays in memory. In chunks, to need no large buffer.
-        let mut chunk = [0u8; 64];
-        for (i, part) in data.chunks(chunk.len()).enumerate() {
-            let at = start_addr + (i * chunk.len()) as u64;
-            let buf = &mut chunk[..part.len()];
-            buf.copy_from_slice(part);
-            self.bps.absorb_write(at, buf, self.trap.opcode());
-            write_mem(at, buf).map_err(|()| TargetError::Errno(EFAULT))?;
-        }
-        Ok(())
+        write_mem(start_addr, data).map_err(|()| TargetError::Errno(EFAULT))
     }
 
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {

@@ -1,9 +1,9 @@
-//! Software breakpoints (a trap byte planted in code, hidden from reads) and
-//! hardware breakpoints and watchpoints (the four debug registers).
+//! Software breakpoints (a trap byte planted in code while the unikernel
+//! runs) and hardware breakpoints and watchpoints (the four debug
+//! registers, loaded while it runs).
 
-use super::{read_mem, write_mem, UkTarget};
+use super::{check_range, UkTarget};
 use crate::debugregs::{Slot, SlotKind};
-use crate::imp::arch;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
     SwBreakpointOps, WatchKind,
@@ -25,48 +25,14 @@ impl Breakpoints for UkTarget {
 }
 
 impl SwBreakpoint for UkTarget {
+    /// Records the breakpoint; it is planted when the unikernel resumes.
+    /// Refused (gdb: "Cannot insert breakpoint") where no mapped byte is.
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        if self.bps.contains(addr) {
-            return Ok(true);
-        }
-        let mut original = [0u8];
-        if read_mem(addr, &mut original) != 1 {
-            return Ok(false);
-        }
-        if !self.bps.insert(addr, original[0]) {
-            return Ok(false);
-        }
-        if write_mem(addr, &[self.trap.opcode()]).is_err() {
-            self.bps.remove(addr);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(check_range(addr, 1).is_some() && self.bps.insert(addr))
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        match self.bps.remove(addr) {
-            Some(original) => Ok(write_mem(addr, &[original]).is_ok()),
-            None => Ok(false),
-        }
-    }
-}
-
-impl UkTarget {
-    fn load_debug_regs(&self) {
-        let (addrs, dr7) = self.hw.encode();
-        arch::dr::load(addrs, dr7);
-    }
-
-    fn arm(&mut self, slot: Slot) -> bool {
-        let ok = self.hw.add(slot).is_ok();
-        self.load_debug_regs();
-        ok
-    }
-
-    fn disarm(&mut self, slot: Slot) -> bool {
-        let ok = self.hw.remove(slot);
-        self.load_debug_regs();
-        ok
+        Ok(self.bps.remove(addr))
     }
 }
 
@@ -82,15 +48,18 @@ fn watch_slot(addr: u64, len: u64, kind: WatchKind) -> Option<Slot> {
 
 impl HwBreakpoint for UkTarget {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.arm(Slot {
-            addr,
-            len: 1,
-            kind: SlotKind::Exec,
-        }))
+        Ok(self
+            .hw
+            .add(Slot {
+                addr,
+                len: 1,
+                kind: SlotKind::Exec,
+            })
+            .is_ok())
     }
 
     fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.disarm(Slot {
+        Ok(self.hw.remove(Slot {
             addr,
             len: 1,
             kind: SlotKind::Exec,
@@ -105,7 +74,7 @@ impl HwWatchpoint for UkTarget {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        Ok(watch_slot(addr, len, kind).is_some_and(|s| self.arm(s)))
+        Ok(watch_slot(addr, len, kind).is_some_and(|s| self.hw.add(s).is_ok()))
     }
 
     fn remove_hw_watchpoint(
@@ -114,6 +83,6 @@ impl HwWatchpoint for UkTarget {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        Ok(watch_slot(addr, len, kind).is_some_and(|s| self.disarm(s)))
+        Ok(watch_slot(addr, len, kind).is_some_and(|s| self.hw.remove(s)))
     }
 }

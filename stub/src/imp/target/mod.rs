@@ -84,19 +84,34 @@ impl UkTarget {
         }
     }
 
-    /// The world stops: remember the frame and save the x87/SSE state. A
-    /// single step in progress ends here, whatever stopped it.
+    /// The world stops: remember the frame, save the x87/SSE state, take
+    /// the breakpoints out (software and hardware), so that the stub's own
+    /// code never runs over them. A single step in progress ends here,
+    /// whatever stopped it.
     pub fn enter(&mut self, frame: &mut TrapFrame) {
         self.frame = frame;
         self.fx.save();
+        arch::dr::load([0; 4], 0);
+        self.bps.unplant_all(|addr, byte| {
+            let _ = write_mem(addr, &[byte]);
+        });
         if let Some(saved_if) = self.step_saved_if.take() {
             frame.rflags = (frame.rflags & !(arch::RFLAGS_TF | arch::RFLAGS_IF)) | saved_if;
         }
     }
 
-    /// The world resumes: put the x87/SSE state back and arm a single step
-    /// if one was asked for. Returns what the debugger asked for.
+    /// The world resumes: plant the breakpoints, put the x87/SSE state back
+    /// and arm a single step if one was asked for. Returns what the
+    /// debugger asked for.
     pub fn leave(&mut self) -> Option<ResumeKind> {
+        let trap = self.trap.opcode();
+        self.bps.plant_all(|addr| {
+            let mut original = [0u8];
+            (read_mem(addr, &mut original) == 1 && write_mem(addr, &[trap]).is_ok())
+                .then_some(original[0])
+        });
+        let (addrs, dr7) = self.hw.encode();
+        arch::dr::load(addrs, dr7);
         let resume = self.resume.take();
         let mut saved_if = None;
         if let Some(frame) = self.frame_mut() {
@@ -127,14 +142,11 @@ impl UkTarget {
         &self.panic_message[..self.panic_len]
     }
 
-    /// Removes every software breakpoint and disarms the debug registers.
+    /// Forgets every breakpoint and watchpoint (none is planted while the
+    /// stub runs).
     pub fn clear_breakpoints(&mut self) {
-        while let Some((addr, original)) = self.bps.pop() {
-            let _ = write_mem(addr, &[original]);
-        }
+        self.bps.clear();
         self.hw.clear();
-        let (addrs, dr7) = self.hw.encode();
-        arch::dr::load(addrs, dr7);
     }
 }
 

@@ -1,5 +1,5 @@
 //! `monitor` commands: `why` (the last stop reason, with the panic message),
-//! `breakpoints`, `help`.
+//! `breakpoints` (how many are set), `help`.
 
 use super::{Reason, UkTarget};
 use gdbstub::outputln;
@@ -79,17 +79,14 @@ impl MonitorCmd for UkTarget {
                     out.write_raw(b"\n");
                 }
             },
-            b"breakpoints" => outputln!(out, "{} software breakpoint(s) planted", self.bps.len()),
+            b"breakpoints" => outputln!(out, "{} software breakpoint(s) set", self.bps.len()),
             b"" | b"help" => {
                 outputln!(out, "ukdb monitor commands:");
                 outputln!(
                     out,
                     "  why          why the unikernel stopped (with the panic message)"
                 );
-                outputln!(
-                    out,
-                    "  breakpoints  how many software breakpoints are planted"
-                );
+                outputln!(out, "  breakpoints  how many software breakpoints are set");
             }
             _ => outputln!(out, "unknown command; try 'monitor help'"),
         }

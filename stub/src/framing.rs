@@ -1,7 +1,7 @@
 //! The shared serial line (see `docs/wire-protocol.md`): console text and RSP
 //! on one channel. Pure state machines, no I/O, host-tested.
 //!
-//! - [`Framer`]: what the stub writes. Raw until the host asks for framing,
+//! - [`write`] and [`set_framed`]: what the stub writes. Raw until the host asks for framing,
 //!   then every switch between console and debugger bytes is marked.
 //! - [`RxParser`]: what the host writes. RSP plus control sequences between
 //!   packets, and the start of each packet, with a lookahead that recognises
@@ -19,54 +19,57 @@ pub enum Stream {
     Debug,
 }
 
-/// Writes the stub's output, raw or framed.
-#[derive(Debug, Default)]
-pub struct Framer {
-    framed: bool,
-    debug_selected: bool,
+/// Where the framing state lives: framed or raw, and which stream the host
+/// currently reads. The stub keeps it in atomics, because the console
+/// writes it from running code and the debugger session from a stop that
+/// may have interrupted a console write.
+pub trait FrameState {
+    /// Whether output is framed.
+    fn framed(&self) -> bool;
+    /// Turns framing on or off, with the console selected.
+    fn set_framed(&self, on: bool);
+    /// Selects a stream; returns whether it was selected already.
+    fn select(&self, stream: Stream) -> bool;
 }
 
-impl Framer {
-    /// A framer in raw mode.
-    pub const fn new() -> Self {
-        Framer {
-            framed: false,
-            debug_selected: false,
-        }
+/// Turns framing on (writing the `DLE 'F'` sync, after which the console
+/// is selected) or off.
+pub fn set_framed(state: &impl FrameState, on: bool, mut out: impl FnMut(u8)) {
+    state.set_framed(on);
+    if on {
+        out(DLE);
+        out(b'F');
     }
+}
 
-    /// Turns framing on (writing the `DLE 'F'` sync, after which the console
-    /// is selected) or off.
-    pub fn set_framed(&mut self, on: bool, mut out: impl FnMut(u8)) {
-        self.framed = on;
-        self.debug_selected = false;
-        if on {
-            out(DLE);
-            out(b'F');
-        }
+/// Selects `stream`, writing the switch marker when framed and the other
+/// stream was selected.
+pub fn switch_to(state: &impl FrameState, stream: Stream, mut out: impl FnMut(u8)) {
+    if state.framed() && !state.select(stream) {
+        out(DLE);
+        out(match stream {
+            Stream::Debug => b'D',
+            Stream::Console => b'C',
+        });
     }
+}
 
-    /// Writes `bytes` of `stream`.
-    pub fn write(&mut self, stream: Stream, bytes: &[u8], mut out: impl FnMut(u8)) {
-        if !self.framed {
-            bytes.iter().for_each(|&b| out(b));
-            return;
-        }
-        let debug = stream == Stream::Debug;
-        if bytes.is_empty() {
-            return;
-        }
-        if debug != self.debug_selected {
+/// Writes `bytes` of `stream`: as they are when raw; when framed, after a
+/// switch marker if the other stream was selected, with `DLE` doubled.
+pub fn write(state: &impl FrameState, stream: Stream, bytes: &[u8], mut out: impl FnMut(u8)) {
+    if !state.framed() {
+        bytes.iter().for_each(|&b| out(b));
+        return;
+    }
+    if bytes.is_empty() {
+        return;
+    }
+    switch_to(state, stream, &mut out);
+    for &b in bytes {
+        if b == DLE {
             out(DLE);
-            out(if debug { b'D' } else { b'C' });
-            self.debug_selected = debug;
         }
-        for &b in bytes {
-            if b == DLE {
-                out(DLE);
-            }
-            out(b);
-        }
+        out(b);
     }
 }
 
@@ -204,9 +207,32 @@ mod tests {
     use RxEvent::Control as Ctl;
     use RxEvent::{Byte, PacketStart};
 
-    fn frame(f: &mut Framer, stream: Stream, bytes: &[u8]) -> Vec<u8> {
+    use std::cell::Cell;
+
+    /// The framing state in plain cells.
+    #[derive(Default)]
+    struct Cells {
+        framed: Cell<bool>,
+        debug: Cell<bool>,
+    }
+
+    impl FrameState for Cells {
+        fn framed(&self) -> bool {
+            self.framed.get()
+        }
+        fn set_framed(&self, on: bool) {
+            self.framed.set(on);
+            self.debug.set(false);
+        }
+        fn select(&self, stream: Stream) -> bool {
+            let debug = stream == Stream::Debug;
+            self.debug.replace(debug) == debug
+        }
+    }
+
+    fn frame(f: &Cells, stream: Stream, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        f.write(stream, bytes, |b| out.push(b));
+        write(f, stream, bytes, |b| out.push(b));
         out
     }
 
@@ -224,38 +250,53 @@ mod tests {
 
     #[test]
     fn raw_mode_passes_everything_through() {
-        let mut f = Framer::new();
-        assert_eq!(frame(&mut f, Stream::Console, b"a\x10b"), b"a\x10b");
-        assert_eq!(frame(&mut f, Stream::Debug, b"$OK#9a"), b"$OK#9a");
+        let f = &Cells::default();
+        assert_eq!(frame(f, Stream::Console, b"a\x10b"), b"a\x10b");
+        assert_eq!(frame(f, Stream::Debug, b"$OK#9a"), b"$OK#9a");
     }
 
     #[test]
     fn framed_mode_marks_switches_and_escapes_dle() {
-        let mut f = Framer::new();
+        let f = &Cells::default();
         let mut sync = Vec::new();
-        f.set_framed(true, |b| sync.push(b));
+        set_framed(f, true, |b| sync.push(b));
         assert_eq!(sync, b"\x10F");
-        assert_eq!(frame(&mut f, Stream::Console, b"hi\n"), b"hi\n");
-        assert_eq!(frame(&mut f, Stream::Debug, b"$OK#9a"), b"\x10D$OK#9a");
-        assert_eq!(frame(&mut f, Stream::Debug, b"+"), b"+");
-        assert_eq!(frame(&mut f, Stream::Console, b"\x10x"), b"\x10C\x10\x10x");
-        assert_eq!(frame(&mut f, Stream::Console, b""), b"");
-        assert_eq!(frame(&mut f, Stream::Debug, b""), b"");
+        assert_eq!(frame(f, Stream::Console, b"hi\n"), b"hi\n");
+        assert_eq!(frame(f, Stream::Debug, b"$OK#9a"), b"\x10D$OK#9a");
+        assert_eq!(frame(f, Stream::Debug, b"+"), b"+");
+        assert_eq!(frame(f, Stream::Console, b"\x10x"), b"\x10C\x10\x10x");
+        assert_eq!(frame(f, Stream::Console, b""), b"");
+        assert_eq!(frame(f, Stream::Debug, b""), b"");
         let mut none = Vec::new();
-        f.set_framed(false, |b| none.push(b));
+        set_framed(f, false, |b| none.push(b));
         assert!(none.is_empty());
-        assert_eq!(frame(&mut f, Stream::Debug, b"\x10"), b"\x10");
+        assert_eq!(frame(f, Stream::Debug, b"\x10"), b"\x10");
+    }
+
+    #[test]
+    fn switching_back_after_a_stop() {
+        let f = &Cells::default();
+        let mut out = Vec::new();
+        switch_to(f, Stream::Debug, |b| out.push(b));
+        assert!(out.is_empty(), "raw mode has no markers");
+        set_framed(f, true, |_| {});
+        switch_to(f, Stream::Console, |b| out.push(b));
+        assert!(out.is_empty(), "the console is selected already");
+        frame(f, Stream::Debug, b"$OK#9a");
+        switch_to(f, Stream::Console, |b| out.push(b));
+        assert_eq!(out, b"\x10C");
+        assert_eq!(frame(f, Stream::Console, b"x"), b"x");
     }
 
     #[test]
     fn resync_selects_console_again() {
-        let mut f = Framer::new();
-        f.set_framed(true, |_| {});
-        frame(&mut f, Stream::Debug, b"+");
+        let f = &Cells::default();
+        set_framed(f, true, |_| {});
+        frame(f, Stream::Debug, b"+");
         let mut sync = Vec::new();
-        f.set_framed(true, |b| sync.push(b));
+        set_framed(f, true, |b| sync.push(b));
         assert_eq!(sync, b"\x10F");
-        assert_eq!(frame(&mut f, Stream::Console, b"c"), b"c");
+        assert_eq!(frame(f, Stream::Console, b"c"), b"c");
     }
 
     #[test]
@@ -348,9 +389,9 @@ mod tests {
     #[test]
     fn every_byte_value_survives_framing() {
         let all: Vec<u8> = (0..=255).collect();
-        let mut f = Framer::new();
-        f.set_framed(true, |_| {});
-        let out = frame(&mut f, Stream::Console, &all);
+        let f = &Cells::default();
+        set_framed(f, true, |_| {});
+        let out = frame(f, Stream::Console, &all);
         // Decode: DLE DLE -> DLE.
         let mut decoded = Vec::new();
         let mut it = out.iter();

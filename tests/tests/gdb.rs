@@ -434,3 +434,80 @@ fn plain_gdb_on_the_serial_socket_without_the_bridge() {
     );
     assert_transcript(&out, &expected);
 }
+
+/// Every console line the bridge printed is the app's, the stub's, or the
+/// boot banner, and the app's lines are consecutive: no byte of the console
+/// was lost to, or mixed with, the debugger's packets.
+fn assert_console_intact(console: &str) {
+    for line in console.lines() {
+        let known =
+            line.starts_with("line ") || line.starts_with("ukdb: ") || line.starts_with("ukdemo: ");
+        assert!(
+            known && !line.contains('\u{10}'),
+            "foreign console line {line:?} in:\n{console}"
+        );
+    }
+    let numbers: Vec<u64> = app_lines(console).iter().map(|&(n, _)| n).collect();
+    assert_eq!(
+        numbers,
+        (0..numbers.len() as u64).collect::<Vec<_>>(),
+        "{console}"
+    );
+}
+
+#[test]
+fn stepping_through_the_idle_poll() {
+    let a = artifacts();
+    // One line a second: the unikernel spends nearly all its time in the
+    // idle loop, so 60 instructions from the attach take it through
+    // `ukdb_stub::poll` (the UART status read) several times.
+    let vm = Vm::boot("q35", &a.image, "ukdemo.rate=1");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["stepi 60", "monitor why", "detach"],
+    )
+    .finish();
+    assert!(out.starts_with(&attach_frame()), "{out}");
+    assert!(
+        out.ends_with("single step\n[Inferior 1 (process 1) detached]\n"),
+        "{out}"
+    );
+    let lines = bridge.wait_more_lines(3);
+    assert!(!lines.is_empty());
+    assert_console_intact(&bridge.console.text());
+}
+
+#[test]
+fn stopping_and_stepping_inside_a_console_write() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let bridge = Bridge::start(&vm);
+    // A breakpoint in the stub's own console path, which runs in the
+    // unikernel's context; then single steps through its UART writes. The
+    // debugger's packets and the console's bytes share the line throughout.
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdb_stub::imp::line::console_write",
+            "continue",
+            "stepi 200",
+            "delete",
+            "monitor why",
+            "detach",
+        ],
+    )
+    .finish();
+    assert!(
+        out.contains("\nBreakpoint 1, ukdb_stub::imp::line::console_write ("),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("single step\n[Inferior 1 (process 1) detached]\n"),
+        "{out}"
+    );
+    bridge.wait_more_lines(3);
+    assert_console_intact(&bridge.console.text());
+}

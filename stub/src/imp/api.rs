@@ -1,39 +1,18 @@
 //! The public entry points (feature `enabled`). The no-op build in
 //! `noop.rs` has the same signatures.
 
-use super::global::Global;
+use super::line;
 use super::session::{self, Why};
 use crate::config::Config;
-use crate::framing::{Framer, Stream};
 use crate::TrapFrame;
 use core::arch::naked_asm;
 
 pub use super::transport::{Transport, Uart16550};
 
-/// The channel and its framing, shared by the session (RSP) and the console.
-pub(crate) struct Line {
-    pub transport: Transport,
-    pub framer: Framer,
-}
-
-impl Line {
-    /// Writes bytes of one stream, framed if the host asked for framing.
-    pub fn write(&mut self, stream: Stream, bytes: &[u8]) {
-        let transport = &mut self.transport;
-        self.framer.write(stream, bytes, |b| transport.write(b));
-    }
-}
-
-pub(crate) static LINE: Global<Option<Line>> = Global::new(None);
-
-/// Writes a stub message to the console, if the line is free.
+/// Writes a stub message to the console, if the console shares the line.
 pub(crate) fn say(parts: &[&str]) {
-    if let Some(mut line) = LINE.lock() {
-        if let Some(line) = line.as_mut() {
-            for p in parts {
-                line.write(Stream::Console, p.as_bytes());
-            }
-        }
+    for p in parts {
+        line::console_write(p.as_bytes());
     }
 }
 
@@ -49,14 +28,8 @@ pub fn init(transport: impl Into<Transport>, cmdline: &str) {
     let mut transport = transport.into();
     transport.init();
     let name = transport.describe();
-    match LINE.lock() {
-        Some(mut line) => {
-            *line = Some(Line {
-                transport,
-                framer: Framer::new(),
-            })
-        }
-        None => return,
+    if !line::install(transport) {
+        return;
     }
     session::init(config);
     let trap = match config.trap {
@@ -87,13 +60,10 @@ pub fn handle_trap(frame: &mut TrapFrame) -> bool {
 
 /// Lets the stub notice a debugger while the unikernel runs: a Ctrl-C, a new
 /// debugger connecting, or the bridge's control bytes. Call it from the idle
-/// loop or a timer; it costs one status-register read when nothing waits.
+/// loop or a timer; it costs one status-register read when nothing waits,
+/// and takes no lock.
 pub fn poll() {
-    let waiting = match LINE.lock() {
-        Some(mut line) => line.as_mut().is_some_and(|l| l.transport.has_input()),
-        None => false,
-    };
-    if waiting {
+    if line::has_input() {
         soft_entry(Why::Poll as u64);
     }
 }
@@ -122,19 +92,10 @@ pub fn on_panic(info: &core::panic::PanicInfo<'_>) {
 
 /// Writes console text. On a channel shared with the console the stub
 /// writes it (framed when the bridge asked for framing) and returns `true`;
-/// otherwise (no stub, another transport, or called from inside the stub)
-/// it returns `false` and the unikernel writes the bytes itself.
+/// otherwise (no stub, or another transport) it returns `false` and the
+/// unikernel writes the bytes itself. Takes no lock.
 pub fn console_write(bytes: &[u8]) -> bool {
-    match LINE.lock() {
-        Some(mut line) => match line.as_mut() {
-            Some(l) if l.transport.carries_console() => {
-                l.write(Stream::Console, bytes);
-                true
-            }
-            _ => false,
-        },
-        None => false,
-    }
+    line::console_write(bytes)
 }
 
 /// Stops into the debugger here, like a compiled-in breakpoint (kgdb's

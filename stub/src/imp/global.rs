@@ -60,3 +60,52 @@ impl<T> Drop for Guard<'_, T> {
         self.global.busy.store(false, Ordering::Release);
     }
 }
+
+/// A value set once (at `init`) and then read without a lock.
+pub struct SetOnce<T> {
+    state: core::sync::atomic::AtomicU8,
+    value: UnsafeCell<core::mem::MaybeUninit<T>>,
+}
+
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const READY: u8 = 2;
+
+// SAFETY: the value is written once, before READY is published with
+// Release ordering, and only read (shared) after READY is seen with Acquire.
+unsafe impl<T: Sync> Sync for SetOnce<T> {}
+
+impl<T> SetOnce<T> {
+    /// Empty.
+    pub const fn new() -> Self {
+        SetOnce {
+            state: core::sync::atomic::AtomicU8::new(EMPTY),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
+    }
+
+    /// Sets the value; `false` if it was set (or being set) already.
+    pub fn set(&self, value: T) -> bool {
+        if self
+            .state
+            .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: the compare-exchange admitted only this caller to write,
+        // and no reader looks before READY.
+        unsafe { (*self.value.get()).write(value) };
+        self.state.store(READY, Ordering::Release);
+        true
+    }
+
+    /// The value, once set.
+    pub fn get(&self) -> Option<&T> {
+        if self.state.load(Ordering::Acquire) != READY {
+            return None;
+        }
+        // SAFETY: READY means the value was written and is never written again.
+        Some(unsafe { (*self.value.get()).assume_init_ref() })
+    }
+}

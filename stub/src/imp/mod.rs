@@ -6,11 +6,14 @@
 //!   world stopped, handles new and vanished debuggers.
 //! - [`target`]: gdbstub's `Target`: registers from the trap frame, checked
 //!   memory, breakpoints, resume, monitor commands (one file per extension).
+//! - [`line`]: the transport and the console sharing it, without locks the
+//!   two could deadlock on.
 //! - [`transport`]: the byte channels; [`arch`]: every privileged instruction.
 
 pub(crate) mod api;
 mod arch;
 mod global;
+mod line;
 mod session;
 mod target;
 mod transport;

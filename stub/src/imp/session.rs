@@ -16,13 +16,13 @@
 //! gdbstub state machine, so each debugger begins in ack mode with a clean
 //! slate, and the unikernel runs on unless a fault or panic holds it.
 
-use super::api::{Line, LINE};
 use super::arch;
 use super::global::Global;
+use super::line;
 use super::target::{Reason, UkTarget, PANIC_MESSAGE_MAX};
 use crate::config::Config;
 use crate::debugregs::SlotKind;
-use crate::framing::{Control, RxEvent, RxParser, Stream};
+use crate::framing::{Control, RxEvent, RxParser};
 use crate::TrapFrame;
 use core::fmt::Write;
 use gdbstub::common::Signal;
@@ -54,10 +54,6 @@ type Step = Result<Machine, gdbstub::stub::GdbStubError<&'static str, ()>>;
 /// gdbstub's connection: RSP bytes onto the line, framed as debugger bytes.
 pub struct Conn;
 
-fn with_line<R>(f: impl FnOnce(&mut Line) -> R) -> Option<R> {
-    LINE.lock()?.as_mut().map(f)
-}
-
 impl Connection for Conn {
     type Error = ();
 
@@ -66,7 +62,7 @@ impl Connection for Conn {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> Result<(), ()> {
-        with_line(|l| l.write(Stream::Debug, buf)).ok_or(())
+        line::write_debug(buf)
     }
 
     fn flush(&mut self) -> Result<(), ()> {
@@ -169,9 +165,11 @@ pub fn on_trap(frame: &mut TrapFrame) -> bool {
     };
     let stepping = s.target.step_saved_if.is_some();
     let (reason, note, hold) = s.classify(frame, stepping);
+    let selection = line::selection();
     s.target.enter(frame);
     s.stop(reason, note, hold);
     s.target.leave();
+    line::restore_selection(selection);
     true
 }
 
@@ -181,6 +179,7 @@ pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
         return;
     };
     let Some(s) = guard.as_mut() else { return };
+    let selection = line::selection();
     s.target.enter(frame);
     match why {
         w if w == Why::Wait as u64 => {
@@ -199,6 +198,7 @@ pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
         }
     }
     s.target.leave();
+    line::restore_selection(selection);
 }
 
 impl Session {
@@ -299,7 +299,7 @@ impl Session {
             let byte = if self.halted {
                 read_blocking()
             } else {
-                match try_read() {
+                match line::try_read() {
                     Some(b) => b,
                     None => return,
                 }
@@ -312,12 +312,8 @@ impl Session {
 
     fn on_event(&mut self, event: RxEvent) {
         match event {
-            RxEvent::Control(Control::Framed) => {
-                with_line(|l| l.framer.set_framed(true, |b| l.transport.write(b)));
-            }
-            RxEvent::Control(Control::Raw) => {
-                with_line(|l| l.framer.set_framed(false, |_| {}));
-            }
+            RxEvent::Control(Control::Framed) => line::set_framed(true),
+            RxEvent::Control(Control::Raw) => line::set_framed(false),
             RxEvent::Control(Control::DebuggerGone) => {
                 if self.active {
                     self.end_session();
@@ -390,13 +386,9 @@ impl Session {
     }
 }
 
-fn try_read() -> Option<u8> {
-    with_line(|l| l.transport.try_read()).flatten()
-}
-
 fn read_blocking() -> u8 {
     loop {
-        if let Some(b) = try_read() {
+        if let Some(b) = line::try_read() {
             return b;
         }
         core::hint::spin_loop();

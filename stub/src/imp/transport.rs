@@ -52,7 +52,47 @@ impl From<Uart16550> for Transport {
     }
 }
 
+/// The parts of a transport that work without owning it, while the
+/// unikernel runs: is input waiting (for `poll`), and writing console text
+/// when the console shares the channel. Copied out of the transport at
+/// `init`; lock-free, so single-stepping through them cannot deadlock the
+/// stub.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Probe {
+    Uart16550(u16),
+}
+
+impl Probe {
+    /// Whether input is waiting.
+    pub fn has_input(self) -> bool {
+        match self {
+            Probe::Uart16550(base) => Uart::new(PortRegs(base)).has_input(),
+        }
+    }
+
+    /// Writes a console byte, if the console shares the channel.
+    pub fn console_write(self, byte: u8) {
+        match self {
+            Probe::Uart16550(base) => Uart::new(PortRegs(base)).write(byte),
+        }
+    }
+
+    /// Whether the console shares this channel.
+    pub fn carries_console(self) -> bool {
+        match self {
+            Probe::Uart16550(_) => true,
+        }
+    }
+}
+
 impl Transport {
+    /// The lock-free parts.
+    pub(crate) fn probe(&self) -> Probe {
+        match &self.0 {
+            Inner::Uart16550(u) => Probe::Uart16550(u.regs().0),
+        }
+    }
+
     /// Prepares the device.
     pub(crate) fn init(&mut self) {
         match &mut self.0 {
@@ -67,24 +107,10 @@ impl Transport {
         }
     }
 
-    /// Whether input is waiting.
-    pub(crate) fn has_input(&mut self) -> bool {
-        match &mut self.0 {
-            Inner::Uart16550(u) => u.has_input(),
-        }
-    }
-
     /// Sends one byte.
     pub(crate) fn write(&mut self, byte: u8) {
         match &mut self.0 {
             Inner::Uart16550(u) => u.write(byte),
-        }
-    }
-
-    /// Whether the console shares this channel.
-    pub(crate) fn carries_console(&self) -> bool {
-        match &self.0 {
-            Inner::Uart16550(_) => true,
         }
     }
 

@@ -147,3 +147,46 @@ fn page_fault_stops_at_the_faulting_instruction() {
     );
     assert_transcript(&out, &expected);
 }
+
+#[test]
+fn a_breakpoint_in_code_the_stub_shares_does_not_break_the_panic_path() {
+    // The panic message is formatted with core::fmt, like the app's console
+    // lines; with a breakpoint there, every call traps into the stub (gdb
+    // steps past it, ignoring the hits), including the stub's own
+    // formatting of the message.
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait ukdemo.panic=0");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break core::fmt::write",
+            "ignore 1 100000",
+            "continue",
+            "monitor why",
+            "detach",
+        ],
+    )
+    .finish();
+    let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
+    let expected = format!(
+        "{{*}}\n\
+         {{*}}\n\
+         Breakpoint 1 at {{hex}}: file library/core/src/fmt/mod.rs, line {{n}}.\n\
+         panicked at src/app.rs:{panic_line}:9:\n\
+         tick 0 asked to panic\n\
+         \n\
+         Program received signal SIGABRT, Aborted.\n\
+         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         {{*}}\n\
+         panic: panicked at src/app.rs:{panic_line}:9:\n\
+         tick 0 asked to panic\n\
+         [Inferior 1 (process 1) detached]\n"
+    );
+    assert_transcript(&out, &expected);
+    assert!(bridge
+        .console
+        .text()
+        .contains("ukdemo: panicked at src/app.rs"));
+}

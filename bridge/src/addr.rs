@@ -40,9 +40,8 @@ impl FromStr for Target {
     type Err = AddrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| AddrError::UnknownTarget(s.to_owned()))?;
+        let (kind, rest) =
+            s.split_once(':').ok_or_else(|| AddrError::UnknownTarget(s.to_owned()))?;
         match kind {
             "unix" => Ok(Target::Unix(non_empty_path(s, rest)?)),
             "pty" => Ok(Target::Pty(non_empty_path(s, rest)?)),
@@ -114,9 +113,7 @@ fn non_empty_path(whole: &str, path: &str) -> Result<PathBuf, AddrError> {
 /// Checks `HOST:PORT` (host may be a name, an IPv4 address or a bracketed
 /// IPv6 address) and returns it unchanged, ready for name resolution.
 fn host_port(s: &str) -> Result<String, AddrError> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| AddrError::NotHostPort(s.to_owned()))?;
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| AddrError::NotHostPort(s.to_owned()))?;
     if host.is_empty() {
         return Err(AddrError::NotHostPort(s.to_owned()));
     }
@@ -136,23 +133,11 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(
-            "unix:/tmp/serial.sock".parse(),
-            Ok(Target::Unix("/tmp/serial.sock".into()))
-        );
+        assert_eq!("unix:/tmp/serial.sock".parse(), Ok(Target::Unix("/tmp/serial.sock".into())));
         assert_eq!("unix:rel/x".parse(), Ok(Target::Unix("rel/x".into())));
-        assert_eq!(
-            "tcp:localhost:4444".parse(),
-            Ok(Target::Tcp("localhost:4444".into()))
-        );
-        assert_eq!(
-            "tcp:[::1]:4444".parse(),
-            Ok(Target::Tcp("[::1]:4444".into()))
-        );
-        assert_eq!(
-            "pty:/dev/pts/3".parse(),
-            Ok(Target::Pty("/dev/pts/3".into()))
-        );
+        assert_eq!("tcp:localhost:4444".parse(), Ok(Target::Tcp("localhost:4444".into())));
+        assert_eq!("tcp:[::1]:4444".parse(), Ok(Target::Tcp("[::1]:4444".into())));
+        assert_eq!("pty:/dev/pts/3".parse(), Ok(Target::Pty("/dev/pts/3".into())));
     }
 
     #[test]
@@ -177,42 +162,19 @@ mod tests {
 
     #[test]
     fn targets_display_as_typed() {
-        for s in [
-            "unix:/tmp/s",
-            "tcp:127.0.0.1:4444",
-            "tcp:[::1]:1",
-            "pty:/dev/pts/0",
-        ] {
+        for s in ["unix:/tmp/s", "tcp:127.0.0.1:4444", "tcp:[::1]:1", "pty:/dev/pts/0"] {
             assert_eq!(s.parse::<Target>().unwrap().to_string(), s);
         }
     }
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(
-            "127.0.0.1:1234".parse(),
-            Ok(ListenAddr::Tcp("127.0.0.1:1234".into()))
-        );
-        assert_eq!(
-            "tcp:0.0.0.0:1".parse(),
-            Ok(ListenAddr::Tcp("0.0.0.0:1".into()))
-        );
-        assert_eq!(
-            "localhost:0".parse(),
-            Ok(ListenAddr::Tcp("localhost:0".into()))
-        );
-        assert_eq!(
-            "[::1]:1234".parse(),
-            Ok(ListenAddr::Tcp("[::1]:1234".into()))
-        );
-        assert_eq!(
-            "unix:/tmp/gdb.sock".parse(),
-            Ok(ListenAddr::Unix("/tmp/gdb.sock".into()))
-        );
-        assert_eq!(
-            ListenAddr::default(),
-            ListenAddr::Tcp("127.0.0.1:1234".into())
-        );
+        assert_eq!("127.0.0.1:1234".parse(), Ok(ListenAddr::Tcp("127.0.0.1:1234".into())));
+        assert_eq!("tcp:0.0.0.0:1".parse(), Ok(ListenAddr::Tcp("0.0.0.0:1".into())));
+        assert_eq!("localhost:0".parse(), Ok(ListenAddr::Tcp("localhost:0".into())));
+        assert_eq!("[::1]:1234".parse(), Ok(ListenAddr::Tcp("[::1]:1234".into())));
+        assert_eq!("unix:/tmp/gdb.sock".parse(), Ok(ListenAddr::Unix("/tmp/gdb.sock".into())));
+        assert_eq!(ListenAddr::default(), ListenAddr::Tcp("127.0.0.1:1234".into()));
         for bad in ["", "1234", ":1234", "unix:", "host:port", "::1:1234"] {
             assert!(bad.parse::<ListenAddr>().is_err(), "{bad:?} accepted");
         }

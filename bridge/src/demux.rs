@@ -66,11 +66,7 @@ impl Default for Demux {
 impl Demux {
     /// A parser for a fresh connection: raw mode, nothing pending.
     pub fn new() -> Self {
-        Self {
-            framed: false,
-            channel: Channel::Console,
-            pending_dle: false,
-        }
+        Self { framed: false, channel: Channel::Console, pending_dle: false }
     }
 
     /// `true` once the stub's sync (`DLE 'F'`) has been seen.
@@ -278,27 +274,16 @@ mod tests {
     fn sync_after_dle_in_raw_mode() {
         // DLE DLE 'F' in raw mode: the first DLE is console text, the second
         // starts the sync.
-        assert_eq!(
-            run(b"x\x10\x10Fy"),
-            vec![console(b"x\x10"), Event::Sync, console(b"y")]
-        );
+        assert_eq!(run(b"x\x10\x10Fy"), vec![console(b"x\x10"), Event::Sync, console(b"y")]);
     }
 
     #[test]
     fn after_sync_every_plain_byte_is_payload_of_current_channel() {
         for b in (0..=255u8).filter(|&b| b != D) {
-            assert_eq!(
-                run(&[D, SYNC, b]),
-                vec![Event::Sync, console(&[b])],
-                "console {b:#04x}"
-            );
+            assert_eq!(run(&[D, SYNC, b]), vec![Event::Sync, console(&[b])], "console {b:#04x}");
             assert_eq!(
                 run(&[D, SYNC, D, DEBUGGER, b]),
-                vec![
-                    Event::Sync,
-                    Event::Switch(Channel::Debugger),
-                    debugger(&[b])
-                ],
+                vec![Event::Sync, Event::Switch(Channel::Debugger), debugger(&[b])],
                 "debugger {b:#04x}"
             );
         }
@@ -327,23 +312,12 @@ mod tests {
     fn dle_dle_is_a_literal_in_each_channel() {
         assert_eq!(
             run(b"\x10F\x10\x10\x10D\x10\x10"),
-            vec![
-                Event::Sync,
-                console(&[D]),
-                Event::Switch(Channel::Debugger),
-                debugger(&[D]),
-            ]
+            vec![Event::Sync, console(&[D]), Event::Switch(Channel::Debugger), debugger(&[D]),]
         );
         // Four DLEs are two literals; three are one literal and a held DLE.
-        assert_eq!(
-            run(b"\x10F\x10\x10\x10\x10"),
-            vec![Event::Sync, console(&[D, D])]
-        );
+        assert_eq!(run(b"\x10F\x10\x10\x10\x10"), vec![Event::Sync, console(&[D, D])]);
         let mut demux = Demux::new();
-        assert_eq!(
-            demux.feed(b"\x10F\x10\x10\x10"),
-            vec![Event::Sync, console(&[D])]
-        );
+        assert_eq!(demux.feed(b"\x10F\x10\x10\x10"), vec![Event::Sync, console(&[D])]);
         assert!(demux.has_pending());
         assert_eq!(demux.feed(b"\x10"), vec![console(&[D])]);
         assert!(!demux.has_pending());
@@ -397,10 +371,7 @@ mod tests {
         );
         assert_eq!(demux.feed(b"\x10"), vec![debugger(&[D])]);
         assert_eq!(demux.feed(b"\x10"), vec![]);
-        assert_eq!(
-            demux.feed(b"C\n"),
-            vec![Event::Switch(Channel::Console), console(b"\n")]
-        );
+        assert_eq!(demux.feed(b"C\n"), vec![Event::Switch(Channel::Console), console(b"\n")]);
         assert_eq!(demux.feed(b""), vec![]);
         assert!(!demux.has_pending());
     }
@@ -462,9 +433,7 @@ mod tests {
             b"a\x10\x10Fb\x10Dc\x10\x10d\x10Ze\x10Cf\x10",
             b"\x10F\x10D\x10\x10\x10\x10\x10C\x10\x10\x10F\x10D",
             b"raw \x10C \x10D \x10\x10 \x10F framed \x10Q \x10\x10",
-            &[
-                0x10, 0x46, 0x10, 0x44, 0x00, 0xff, 0x10, 0x10, 0x7f, 0x10, 0x43, 0x80,
-            ],
+            &[0x10, 0x46, 0x10, 0x44, 0x00, 0xff, 0x10, 0x10, 0x7f, 0x10, 0x43, 0x80],
         ];
         for input in inputs {
             assert_chunking_invariant(input);
@@ -486,10 +455,7 @@ mod tests {
         let debugger_parts: [&[u8]; 3] =
             [b"+$qSupported#37", &[0x10, 0x10, 0x7d, 0x10], b"$T05#b9"];
         let escape = |bytes: &[u8]| -> Vec<u8> {
-            bytes
-                .iter()
-                .flat_map(|&b| if b == D { vec![D, D] } else { vec![b] })
-                .collect()
+            bytes.iter().flat_map(|&b| if b == D { vec![D, D] } else { vec![b] }).collect()
         };
         let mut wire = b"pre\x10sync ".to_vec();
         wire.extend_from_slice(&[D, SYNC]);

@@ -59,20 +59,14 @@ mod tests {
     fn everything_else_is_escaped() {
         assert_eq!(escape(b"a\\b"), "a\\\\b");
         assert_eq!(escape(b"\n\r\t"), "\\n\\r\\t");
-        assert_eq!(
-            escape(&[0x00, 0x03, 0x10, 0x7f, 0x80, 0xff]),
-            "\\x00\\x03\\x10\\x7f\\x80\\xff"
-        );
+        assert_eq!(escape(&[0x00, 0x03, 0x10, 0x7f, 0x80, 0xff]), "\\x00\\x03\\x10\\x7f\\x80\\xff");
     }
 
     #[test]
     fn every_byte_escapes_to_printable_ascii() {
         for b in 0..=255u8 {
             let s = escape(&[b]);
-            assert!(
-                s.bytes().all(|c| (0x20..=0x7e).contains(&c)),
-                "{b:#04x} -> {s:?}"
-            );
+            assert!(s.bytes().all(|c| (0x20..=0x7e).contains(&c)), "{b:#04x} -> {s:?}");
         }
     }
 

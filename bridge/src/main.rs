@@ -49,17 +49,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("ukdb: error: cannot start the async runtime: {err}");
-            return Exit::Error.into();
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("ukdb: error: cannot start the async runtime: {err}");
+                return Exit::Error.into();
+            }
+        };
     let result = runtime.block_on(async {
         match cli.command {
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,

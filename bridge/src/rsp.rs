@@ -67,11 +67,7 @@ impl Tracker {
     /// A tracker that refuses packets longer than `max` bytes (`$` to the
     /// checksum included).
     pub fn new(max: usize) -> Self {
-        Self {
-            state: State::Idle,
-            packet: Vec::new(),
-            max,
-        }
+        Self { state: State::Idle, packet: Vec::new(), max }
     }
 
     /// `true` while a packet has started and not yet ended.
@@ -171,10 +167,7 @@ mod tests {
     #[test]
     fn whole_packet() {
         let mut t = Tracker::default();
-        assert_eq!(
-            t.feed(b"$qSupported#37").unwrap(),
-            vec![packet(b"$qSupported#37")]
-        );
+        assert_eq!(t.feed(b"$qSupported#37").unwrap(), vec![packet(b"$qSupported#37")]);
         assert!(!t.in_packet());
     }
 
@@ -214,12 +207,7 @@ mod tests {
         let events = feed_chunks(&mut t, &singles);
         assert_eq!(
             events,
-            vec![
-                packet(b"$m1000,8#92"),
-                Event::Byte(b'+'),
-                Event::Byte(0x03),
-                packet(b"$c#63"),
-            ]
+            vec![packet(b"$m1000,8#92"), Event::Byte(b'+'), Event::Byte(0x03), packet(b"$c#63"),]
         );
     }
 
@@ -240,10 +228,7 @@ mod tests {
     fn every_byte_value_outside_packets_is_a_single_byte() {
         for b in (0..=255u8).filter(|&b| b != b'$') {
             let mut t = Tracker::default();
-            assert_eq!(
-                t.feed(&[b, b]).unwrap(),
-                vec![Event::Byte(b), Event::Byte(b)]
-            );
+            assert_eq!(t.feed(&[b, b]).unwrap(), vec![Event::Byte(b), Event::Byte(b)]);
             assert!(!t.in_packet());
         }
     }
@@ -253,11 +238,7 @@ mod tests {
         for b in (0..=255u8).filter(|&b| b != b'$' && b != b'#') {
             let mut t = Tracker::default();
             let input = [b'$', b, 0x10, b, b'#', b'0', b'0'];
-            assert_eq!(
-                t.feed(&input).unwrap(),
-                vec![packet(&input)],
-                "byte {b:#04x}"
-            );
+            assert_eq!(t.feed(&input).unwrap(), vec![packet(&input)], "byte {b:#04x}");
         }
     }
 
@@ -266,10 +247,7 @@ mod tests {
         // Even `$` and `#` are taken as checksum characters: the stub will
         // reject the checksum, but the framing stays in step.
         let mut t = Tracker::default();
-        assert_eq!(
-            t.feed(b"$x#$#+").unwrap(),
-            vec![packet(b"$x#$#"), Event::Byte(b'+')]
-        );
+        assert_eq!(t.feed(b"$x#$#+").unwrap(), vec![packet(b"$x#$#"), Event::Byte(b'+')]);
     }
 
     #[test]
@@ -290,10 +268,7 @@ mod tests {
     #[test]
     fn ctrl_c_inside_a_packet_is_data() {
         let mut t = Tracker::default();
-        assert_eq!(
-            t.feed(b"$X0,1:\x03#00").unwrap(),
-            vec![packet(b"$X0,1:\x03#00")]
-        );
+        assert_eq!(t.feed(b"$X0,1:\x03#00").unwrap(), vec![packet(b"$X0,1:\x03#00")]);
     }
 
     #[test]
@@ -343,10 +318,7 @@ mod tests {
         // Exactly 8 bytes is fine.
         assert_eq!(t.feed(b"$abcd#00").unwrap(), vec![packet(b"$abcd#00")]);
         let mut out = Vec::new();
-        assert_eq!(
-            t.push(b"+$abcde#00", &mut out),
-            Err(PacketTooLarge { limit: 8 })
-        );
+        assert_eq!(t.push(b"+$abcde#00", &mut out), Err(PacketTooLarge { limit: 8 }));
         assert_eq!(out, vec![Event::Byte(b'+')]);
         assert!(!t.in_packet());
         // Too large across chunks.

@@ -55,9 +55,7 @@ fn console_and_rsp_share_the_line() {
     // A debugger connects; its packet reaches the stub whole, even when it
     // arrives in two writes.
     let mut gdb = Client::connect(addr);
-    bridge
-        .stderr
-        .wait_line("ukdb: debugger connected (127.0.0.1:");
+    bridge.stderr.wait_line("ukdb: debugger connected (127.0.0.1:");
     gdb.send(b"$qSupp");
     gdb.send(b"orted#37");
     stub.expect(b"$qSupported#37");
@@ -87,9 +85,7 @@ fn console_and_rsp_share_the_line() {
 
     // A second debugger is refused while the first is attached.
     let second = Client::connect(addr);
-    second
-        .received
-        .wait_closed("the second client to be refused");
+    second.received.wait_closed("the second client to be refused");
     bridge.stderr.wait_line("refused debugger 127.0.0.1:");
     assert_eq!(show(&second.received.bytes()), "");
 
@@ -98,9 +94,7 @@ fn console_and_rsp_share_the_line() {
     gdb.send(b"$m1000");
     drop(gdb);
     stub.expect(&DETACH);
-    bridge
-        .stderr
-        .wait_line("ukdb: debugger disconnected (127.0.0.1:");
+    bridge.stderr.wait_line("ukdb: debugger disconnected (127.0.0.1:");
 
     // Stub output for nobody is discarded, console text still shown.
     stub.send(&framed(b'D', &packet(b"OK")));
@@ -108,9 +102,7 @@ fn console_and_rsp_share_the_line() {
 
     // Debuggers may come back.
     let mut gdb = Client::connect(addr);
-    bridge
-        .stderr
-        .wait_line("ukdb: debugger connected (127.0.0.1:");
+    bridge.stderr.wait_line("ukdb: debugger connected (127.0.0.1:");
     gdb.send(&packet(b"g"));
     stub.expect(&packet(b"g"));
     stub.send(&framed(b'D', &packet(b"E01")));
@@ -208,9 +200,7 @@ fn waits_for_the_target_to_appear() {
     let target = unix_target(&path);
     let bridge = Bridge::start(&target, &[]);
     // The bridge is retrying: now QEMU "starts".
-    bridge
-        .stderr
-        .wait_line(&format!("ukdb: waiting for {target}"));
+    bridge.stderr.wait_line(&format!("ukdb: waiting for {target}"));
     let listener = UnixListener::bind(&path).unwrap();
     let mut stub = FakeStub::accept(&listener);
     stub.expect(&SYNC);
@@ -223,9 +213,7 @@ fn gives_up_after_the_connect_timeout() {
     let mut bridge = Bridge::start(&target, &["--connect-timeout", "0.3"]);
     let status = bridge.wait_exit();
     assert_eq!(status.code(), Some(1), "stderr:\n{}", bridge.stderr.text());
-    bridge
-        .stderr
-        .wait_line(&format!("ukdb: error: cannot connect to {target}"));
+    bridge.stderr.wait_line(&format!("ukdb: error: cannot connect to {target}"));
 }
 
 #[test]
@@ -234,13 +222,7 @@ fn usage_errors_exit_with_2() {
         &["bridge"][..],
         &["bridge", "--target", "/tmp/x"],
         &["bridge", "--target", "unix:/tmp/x", "--listen", "nonsense"],
-        &[
-            "bridge",
-            "--target",
-            "unix:/tmp/x",
-            "--connect-timeout",
-            "-1",
-        ],
+        &["bridge", "--target", "unix:/tmp/x", "--connect-timeout", "-1"],
         &["frobnicate"],
     ] {
         let mut bridge = Bridge::spawn(args);
@@ -260,9 +242,7 @@ fn stub_that_never_answers_is_console_only() {
     let mut stub = FakeStub::accept(&listener);
     stub.expect(&SYNC);
     stub.send(b"plain \x10D console \x10\x10 $OK#9a\n");
-    bridge
-        .stdout
-        .wait_exact("the console", b"plain \x10D console \x10\x10 $OK#9a\n");
+    bridge.stdout.wait_exact("the console", b"plain \x10D console \x10\x10 $OK#9a\n");
     drop(stub);
     assert_eq!(bridge.wait_exit().code(), Some(3));
     assert!(!bridge.stderr.text().contains("framing on"));
@@ -312,12 +292,8 @@ fn warns_when_no_stub_answers() {
     stub.expect(&SYNC);
     stub.send(b"a production image\n");
     // The warning comes about 5 s after connecting (within the deadline).
-    bridge
-        .stderr
-        .wait_line("ukdb: warning: no ukdb stub answered within 5s");
-    bridge
-        .stdout
-        .wait_exact("the console", b"a production image\n");
+    bridge.stderr.wait_line("ukdb: warning: no ukdb stub answered within 5s");
+    bridge.stdout.wait_exact("the console", b"a production image\n");
 }
 
 #[test]
@@ -328,16 +304,9 @@ fn debugger_on_a_unix_socket() {
     let listen = format!("unix:{}", gdb_path.display());
     let serial = dir.path().join("serial.sock");
     let listener = UnixListener::bind(&serial).unwrap();
-    let mut bridge = Bridge::spawn(&[
-        "bridge",
-        "--target",
-        &unix_target(&serial),
-        "--listen",
-        &listen,
-    ]);
-    bridge
-        .stderr
-        .wait_line(&format!("ukdb: listening on {listen}"));
+    let mut bridge =
+        Bridge::spawn(&["bridge", "--target", &unix_target(&serial), "--listen", &listen]);
+    bridge.stderr.wait_line(&format!("ukdb: listening on {listen}"));
     let mut stub = FakeStub::accept(&listener);
     stub.expect(&SYNC);
     stub.send(&SYNC);
@@ -356,10 +325,7 @@ fn debugger_on_a_unix_socket() {
     bridge.signal(Signal::SIGTERM);
     stub.expect(&RAW);
     assert_eq!(bridge.wait_exit().code(), Some(0));
-    assert!(
-        !gdb_path.exists(),
-        "the listening socket is removed on exit"
-    );
+    assert!(!gdb_path.exists(), "the listening socket is removed on exit");
 }
 
 #[test]
@@ -367,13 +333,8 @@ fn non_loopback_listen_address_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("serial.sock");
     let _listener = UnixListener::bind(&path).unwrap();
-    let bridge = Bridge::spawn(&[
-        "bridge",
-        "--target",
-        &unix_target(&path),
-        "--listen",
-        "0.0.0.0:0",
-    ]);
+    let bridge =
+        Bridge::spawn(&["bridge", "--target", &unix_target(&path), "--listen", "0.0.0.0:0"]);
     bridge.stderr.wait_line("which is not a loopback address");
     let line = bridge.stderr.wait_line("ukdb: listening on ");
     assert!(line.starts_with("ukdb: listening on 0.0.0.0:"), "{line}");
@@ -395,9 +356,7 @@ fn tcp_target() {
     gdb.expect(&packet(b""));
     drop(stub);
     assert_eq!(bridge.wait_exit().code(), Some(3));
-    bridge
-        .stderr
-        .wait_line(&format!("ukdb: unikernel channel closed ({target})"));
+    bridge.stderr.wait_line(&format!("ukdb: unikernel channel closed ({target})"));
     assert_eq!(show(&bridge.stdout.bytes()), "over tcp\\n");
 }
 
@@ -415,9 +374,7 @@ fn oversized_packet_drops_the_debugger() {
     let mut huge = vec![b'$'];
     huge.resize((1 << 20) + 16, b'a');
     let _ = gdb.stream.write_all(&huge);
-    bridge
-        .stderr
-        .wait_line("RSP packet larger than 1048576 bytes; dropping it");
+    bridge.stderr.wait_line("RSP packet larger than 1048576 bytes; dropping it");
     gdb.received.wait_closed("the bridge to drop the debugger");
     // Nothing of the oversized packet reached the stub, only the detach.
     stub.expect(&DETACH);

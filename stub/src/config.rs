@@ -48,11 +48,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            wait: false,
-            trap: TrapInsn::Int3,
-            off: false,
-        }
+        Config { wait: false, trap: TrapInsn::Int3, off: false }
     }
 }
 
@@ -94,33 +90,16 @@ mod tests {
     #[test]
     fn defaults_without_options() {
         assert_eq!(Config::parse(""), (Config::default(), None));
-        assert_eq!(
-            Config::parse("console=ttyS0 ukdemo.rate=5"),
-            (Config::default(), None)
-        );
+        assert_eq!(Config::parse("console=ttyS0 ukdemo.rate=5"), (Config::default(), None));
     }
 
     #[test]
     fn reads_every_option() {
         let (c, bad) = Config::parse("a ukdb.wait ukdb.trap=ud b");
         assert_eq!(bad, None);
-        assert_eq!(
-            c,
-            Config {
-                wait: true,
-                trap: TrapInsn::Ud,
-                off: false
-            }
-        );
+        assert_eq!(c, Config { wait: true, trap: TrapInsn::Ud, off: false });
         let (c, _) = Config::parse("ukdb.trap=ud ukdb.trap=int3 ukdb.wait=off ukdb.off");
-        assert_eq!(
-            c,
-            Config {
-                wait: false,
-                trap: TrapInsn::Int3,
-                off: true
-            }
-        );
+        assert_eq!(c, Config { wait: false, trap: TrapInsn::Int3, off: true });
     }
 
     #[test]

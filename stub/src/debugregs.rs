@@ -57,11 +57,7 @@ impl DebugRegs {
         if let Some(i) = self.slots.iter().position(|s| *s == Some(slot)) {
             return Ok(i);
         }
-        let i = self
-            .slots
-            .iter()
-            .position(|s| s.is_none())
-            .ok_or(SlotError::Full)?;
+        let i = self.slots.iter().position(|s| s.is_none()).ok_or(SlotError::Full)?;
         self.slots[i] = Some(slot);
         Ok(i)
     }
@@ -84,9 +80,7 @@ impl DebugRegs {
 
     /// The slot that DR6 says fired (lowest first).
     pub fn fired(&self, dr6: u64) -> Option<Slot> {
-        (0..4)
-            .find(|i| dr6 & (1 << i) != 0)
-            .and_then(|i| self.slots[i])
+        (0..4).find(|i| dr6 & (1 << i) != 0).and_then(|i| self.slots[i])
     }
 
     /// The values for DR0-DR3 and DR7.
@@ -152,18 +146,9 @@ mod tests {
         assert!(!d.remove(slot(0x1002, 1, SlotKind::Exec)));
         assert_eq!(d.add(slot(0x9000, 1, SlotKind::Exec)), Ok(2));
         let mut e = DebugRegs::new();
-        assert_eq!(
-            e.add(slot(0x1001, 4, SlotKind::Write)),
-            Err(SlotError::Unsupported)
-        );
-        assert_eq!(
-            e.add(slot(0x1000, 3, SlotKind::Write)),
-            Err(SlotError::Unsupported)
-        );
-        assert_eq!(
-            e.add(slot(0x1000, 2, SlotKind::Exec)),
-            Err(SlotError::Unsupported)
-        );
+        assert_eq!(e.add(slot(0x1001, 4, SlotKind::Write)), Err(SlotError::Unsupported));
+        assert_eq!(e.add(slot(0x1000, 3, SlotKind::Write)), Err(SlotError::Unsupported));
+        assert_eq!(e.add(slot(0x1000, 2, SlotKind::Exec)), Err(SlotError::Unsupported));
     }
 
     #[test]

@@ -128,11 +128,7 @@ impl Default for RxParser {
 impl RxParser {
     /// A parser between packets.
     pub const fn new() -> Self {
-        RxParser {
-            state: RxState::Between,
-            look: [0; NEW_SESSION.len()],
-            look_len: 0,
-        }
+        RxParser { state: RxState::Between, look: [0; NEW_SESSION.len()], look_len: 0 }
     }
 
     /// Feeds one byte; calls `out` for each event it completes, in order.
@@ -170,9 +166,7 @@ impl RxParser {
                 if matches && self.look_len < NEW_SESSION.len() {
                     return;
                 }
-                out(RxEvent::PacketStart {
-                    new_session: matches,
-                });
+                out(RxEvent::PacketStart { new_session: matches });
                 let (look, len) = (self.look, self.look_len);
                 self.state = RxState::Body;
                 for &b in &look[..len - 1] {
@@ -347,21 +341,10 @@ mod tests {
         expect.extend(bytes(pkt));
         assert_eq!(parse(&mut p, pkt), expect);
         // Prefixes that diverge, and a packet shorter than the lookahead.
-        for pkt in [
-            &b"$qSymbol::#5b"[..],
-            b"$qS#b4",
-            b"$?#3f",
-            b"$#00",
-            b"$qSupporte#xx",
-        ] {
+        for pkt in [&b"$qSymbol::#5b"[..], b"$qS#b4", b"$?#3f", b"$#00", b"$qSupporte#xx"] {
             let mut expect = vec![PacketStart { new_session: false }];
             expect.extend(bytes(pkt));
-            assert_eq!(
-                parse(&mut p, pkt),
-                expect,
-                "{}",
-                String::from_utf8_lossy(pkt)
-            );
+            assert_eq!(parse(&mut p, pkt), expect, "{}", String::from_utf8_lossy(pkt));
         }
     }
 
@@ -378,12 +361,7 @@ mod tests {
             single.extend(parse(&mut b, &[byte]));
         }
         assert_eq!(bulk, single);
-        assert_eq!(
-            bulk.iter()
-                .filter(|e| matches!(e, PacketStart { .. }))
-                .count(),
-            2
-        );
+        assert_eq!(bulk.iter().filter(|e| matches!(e, PacketStart { .. })).count(), 2);
     }
 
     #[test]

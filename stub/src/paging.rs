@@ -85,27 +85,9 @@ mod tests {
 
     #[test]
     fn pages_of_each_size() {
-        assert_eq!(
-            walk(0x40_0010),
-            Some(Mapping {
-                writable: false,
-                page_end: 0x40_1000
-            })
-        );
-        assert_eq!(
-            walk(0x20_0000),
-            Some(Mapping {
-                writable: true,
-                page_end: 0x40_0000
-            })
-        );
-        assert_eq!(
-            walk(0x7fff_fff8),
-            Some(Mapping {
-                writable: true,
-                page_end: 0x8000_0000
-            })
-        );
+        assert_eq!(walk(0x40_0010), Some(Mapping { writable: false, page_end: 0x40_1000 }));
+        assert_eq!(walk(0x20_0000), Some(Mapping { writable: true, page_end: 0x40_0000 }));
+        assert_eq!(walk(0x7fff_fff8), Some(Mapping { writable: true, page_end: 0x8000_0000 }));
     }
 
     #[test]

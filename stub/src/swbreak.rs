@@ -31,9 +31,7 @@ impl Default for SwBreakpoints {
 impl SwBreakpoints {
     /// Empty.
     pub const fn new() -> Self {
-        SwBreakpoints {
-            slots: [None; MAX_SW_BREAKPOINTS],
-        }
+        SwBreakpoints { slots: [None; MAX_SW_BREAKPOINTS] }
     }
 
     /// Whether a breakpoint is set at `addr`.
@@ -59,11 +57,7 @@ impl SwBreakpoints {
     /// Clears the breakpoint at `addr`; `false` when none was set. Call
     /// only while nothing is planted.
     pub fn remove(&mut self, addr: u64) -> bool {
-        match self
-            .slots
-            .iter_mut()
-            .find(|s| s.is_some_and(|s| s.addr == addr))
-        {
+        match self.slots.iter_mut().find(|s| s.is_some_and(|s| s.addr == addr)) {
             Some(slot) => {
                 *slot = None;
                 true

@@ -10,7 +10,10 @@ const MCR: u16 = 4;
 const LSR: u16 = 5;
 
 const LSR_DATA_READY: u8 = 1 << 0;
+/// With FIFOs on: the transmit FIFO is empty.
 const LSR_THR_EMPTY: u8 = 1 << 5;
+/// The 16550's transmit FIFO.
+const TX_FIFO_DEPTH: u8 = 16;
 
 /// Access to a UART's eight registers.
 ///
@@ -28,12 +31,14 @@ pub trait UartRegs {
 #[derive(Debug)]
 pub struct Uart<R> {
     regs: R,
+    /// Bytes that may still go into the transmit FIFO without asking.
+    tx_room: u8,
 }
 
 impl<R: UartRegs> Uart<R> {
     /// Wraps the registers; call [`Uart::init`] before use.
     pub const fn new(regs: R) -> Self {
-        Uart { regs }
+        Uart { regs, tx_room: 0 }
     }
 
     /// 115200 baud, 8N1, FIFOs on, interrupts off. The unikernel may have
@@ -65,12 +70,24 @@ impl<R: UartRegs> Uart<R> {
         self.regs.read(LSR) & LSR_DATA_READY != 0
     }
 
-    /// Sends a byte, waiting for room in the transmitter.
+    /// Sends a byte. Once the transmit FIFO is seen empty, the next 16
+    /// bytes go in without asking again: half the register accesses of
+    /// asking before every byte.
     pub fn write(&mut self, byte: u8) {
-        while self.regs.read(LSR) & LSR_THR_EMPTY == 0 {
-            core::hint::spin_loop();
+        if self.tx_room == 0 {
+            while self.regs.read(LSR) & LSR_THR_EMPTY == 0 {
+                core::hint::spin_loop();
+            }
+            self.tx_room = TX_FIFO_DEPTH;
         }
         self.regs.write(DATA, byte);
+        self.tx_room -= 1;
+    }
+
+    /// Forgets what it knew of the transmit FIFO: someone else (the
+    /// console, through another handle) may have written to it since.
+    pub fn forget_tx_room(&mut self) {
+        self.tx_room = 0;
     }
 }
 
@@ -79,14 +96,15 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A UART model: a receive queue, a transmit log, and a transmitter that
-    /// is busy for `busy` LSR reads after each byte.
+    /// A UART model: a receive queue, a transmit log, and a 16-byte
+    /// transmit FIFO that drains `drain` bytes per LSR read.
     #[derive(Default)]
     struct Fake {
         rx: VecDeque<u8>,
         tx: Vec<u8>,
-        busy: u32,
-        busy_left: u32,
+        fifo: usize,
+        drain: usize,
+        lsr_reads: usize,
         writes: Vec<(u16, u8)>,
     }
 
@@ -94,17 +112,10 @@ mod tests {
         fn read(&mut self, offset: u16) -> u8 {
             match offset {
                 LSR => {
-                    let ready = if self.rx.is_empty() {
-                        0
-                    } else {
-                        LSR_DATA_READY
-                    };
-                    let empty = if self.busy_left == 0 {
-                        LSR_THR_EMPTY
-                    } else {
-                        self.busy_left -= 1;
-                        0
-                    };
+                    self.lsr_reads += 1;
+                    self.fifo = self.fifo.saturating_sub(self.drain);
+                    let ready = if self.rx.is_empty() { 0 } else { LSR_DATA_READY };
+                    let empty = if self.fifo == 0 { LSR_THR_EMPTY } else { 0 };
                     ready | empty
                 }
                 DATA => self.rx.pop_front().expect("read DATA with no byte ready"),
@@ -114,22 +125,16 @@ mod tests {
         fn write(&mut self, offset: u16, value: u8) {
             self.writes.push((offset, value));
             if offset == DATA && self.writes.iter().any(|&(o, v)| o == LCR && v == 0x03) {
-                assert_eq!(
-                    self.busy_left, 0,
-                    "wrote DATA while the transmitter was busy"
-                );
+                assert!(self.fifo < 16, "transmit FIFO overrun");
+                self.fifo += 1;
                 self.tx.push(value);
-                self.busy_left = self.busy;
             }
         }
     }
 
     #[test]
     fn reads_only_when_data_is_ready() {
-        let mut u = Uart::new(Fake {
-            rx: VecDeque::from(vec![b'$', 0x03]),
-            ..Fake::default()
-        });
+        let mut u = Uart::new(Fake { rx: VecDeque::from(vec![b'$', 0x03]), ..Fake::default() });
         u.init();
         assert!(u.has_input());
         assert_eq!(u.try_read(), Some(b'$'));
@@ -139,16 +144,36 @@ mod tests {
     }
 
     #[test]
-    fn waits_for_the_transmitter() {
-        let mut u = Uart::new(Fake {
-            busy: 3,
-            ..Fake::default()
-        });
-        u.init();
-        for &b in b"+$OK#9a" {
-            u.write(b);
+    fn fills_the_fifo_without_overrunning_it() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut slow = Uart::new(Fake { drain: 3, ..Fake::default() });
+        slow.init();
+        for &b in &data {
+            slow.write(b);
         }
-        assert_eq!(u.regs.tx, b"+$OK#9a");
+        assert_eq!(slow.regs.tx, data);
+        // A line that drains at once: one status read per 16 bytes.
+        let mut fast = Uart::new(Fake { drain: 16, ..Fake::default() });
+        fast.init();
+        for &b in &data {
+            fast.write(b);
+        }
+        assert_eq!(fast.regs.tx, data);
+        assert_eq!(fast.regs.lsr_reads, 7);
+    }
+
+    #[test]
+    fn forgetting_the_room_asks_again() {
+        let mut u = Uart::new(Fake { drain: 16, ..Fake::default() });
+        u.init();
+        u.write(1);
+        // Another writer filled the FIFO meanwhile; it drains on the next
+        // status read.
+        u.regs.fifo = 16;
+        u.forget_tx_room();
+        u.write(2);
+        assert_eq!(u.regs.tx, [1, 2]);
+        assert_eq!(u.regs.lsr_reads, 2);
     }
 
     #[test]
@@ -157,15 +182,7 @@ mod tests {
         u.init();
         assert_eq!(
             u.regs.writes,
-            vec![
-                (IER, 0),
-                (LCR, 0x80),
-                (DATA, 1),
-                (IER, 0),
-                (LCR, 3),
-                (FCR, 0xC1),
-                (MCR, 3)
-            ]
+            vec![(IER, 0), (LCR, 0x80), (DATA, 1), (IER, 0), (LCR, 3), (FCR, 0xC1), (MCR, 3)]
         );
     }
 }

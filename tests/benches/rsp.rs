@@ -116,8 +116,7 @@ impl Client {
     fn new(path: &'static str, wire: Box<dyn Wire>) -> Client {
         // Reads wake at least this often to check their deadline; set once,
         // not per read, to keep the client's own cost low.
-        wire.set_timeout(POLL)
-            .unwrap_or_else(|e| panic!("{path}: cannot set a read timeout: {e}"));
+        wire.set_timeout(POLL).unwrap_or_else(|e| panic!("{path}: cannot set a read timeout: {e}"));
         Client {
             path,
             wire,
@@ -151,10 +150,7 @@ impl Client {
         while self.pos == self.len {
             let now = Instant::now();
             if now >= deadline {
-                self.fail(&format!(
-                    "timed out after {READ_DEADLINE:?} waiting for {}",
-                    what()
-                ));
+                self.fail(&format!("timed out after {READ_DEADLINE:?} waiting for {}", what()));
             }
             match self.wire.read(&mut self.buf) {
                 Ok(0) => self.fail(&format!("connection closed waiting for {}", what())),
@@ -324,10 +320,7 @@ impl Image {
         let text = text.data().unwrap().to_vec();
         let find = |needles: &[&str]| {
             file.symbols()
-                .find(|s| {
-                    s.name()
-                        .is_ok_and(|n| needles.iter().all(|x| n.contains(x)))
-                })
+                .find(|s| s.name().is_ok_and(|n| needles.iter().all(|x| n.contains(x))))
                 .unwrap_or_else(|| panic!("no symbol with {needles:?} in the image"))
         };
         let run = find(&["6ukdemo3app3run"]);
@@ -344,13 +337,7 @@ impl Image {
             .find(|&(_, target)| target == poll.address())
             .expect("no call to ukdb_stub::poll in ukdemo::app::run")
             .0;
-        Image {
-            ticks,
-            text_addr,
-            text,
-            step_from,
-            run_end: run.address() + run.size(),
-        }
+        Image { ticks, text_addr, text, step_from, run_end: run.address() + run.size() }
     }
 }
 
@@ -421,14 +408,7 @@ impl Session {
         } else {
             ("s", "c")
         };
-        Session {
-            c,
-            packet_size,
-            chunk: ((packet_size - 4) / 2) as u64,
-            multiprocess,
-            step,
-            cont,
-        }
+        Session { c, packet_size, chunk: ((packet_size - 4) / 2) as u64, multiprocess, step, cont }
     }
 
     /// Round trips of `body`, each reply checked by `check`, in µs; after
@@ -440,8 +420,7 @@ impl Session {
             let reply = self.c.cmd(body);
             let us = micros(t.elapsed());
             if !check(&reply) {
-                self.c
-                    .fail(&format!("`{body}` answered {:?}", short(&reply)));
+                self.c.fail(&format!("`{body}` answered {:?}", short(&reply)));
             }
             if i >= WARMUP {
                 times.push(us);
@@ -476,9 +455,7 @@ impl Session {
                 for pair in bytes.chunks_exact(2) {
                     match (hex_digit(pair[0]), hex_digit(pair[1])) {
                         (Some(h), Some(l)) => got.push(h << 4 | l),
-                        _ => self
-                            .c
-                            .fail(&format!("`{body}`: not hex: {:?}", short(&reply))),
+                        _ => self.c.fail(&format!("`{body}`: not hex: {:?}", short(&reply))),
                     }
                 }
                 addr += len;
@@ -522,10 +499,7 @@ impl Session {
         self.c.ok(&format!("z0,{at:x},1"));
         let saved = self.c.cmd("g");
         if rip(&saved) != at {
-            self.c.fail(&format!(
-                "stopped at {:#x}, not at the breakpoint {at:#x}",
-                rip(&saved)
-            ));
+            self.c.fail(&format!("stopped at {:#x}, not at the breakpoint {at:#x}", rip(&saved)));
         }
         let restore = format!("G{saved}");
         let step = self.step;
@@ -622,40 +596,21 @@ fn rows(bridge: &Report, raw: &Report, qemu: &Report) -> Vec<Row> {
         digits,
     };
     vec![
-        row(format!("m 8 B at TICKS, median (us), N={N}"), 1, &|r| {
-            percentile(&r.m8, 0.5)
-        }),
-        row(format!("m 8 B at TICKS, p90 (us), N={N}"), 1, &|r| {
-            percentile(&r.m8, 0.9)
-        }),
+        row(format!("m 8 B at TICKS, median (us), N={N}"), 1, &|r| percentile(&r.m8, 0.5)),
+        row(format!("m 8 B at TICKS, p90 (us), N={N}"), 1, &|r| percentile(&r.m8, 0.9)),
         row(
-            format!(
-                "read {} KiB of .text (KiB/s), median of {RUNS}",
-                READ_TOTAL / 1024
-            ),
+            format!("read {} KiB of .text (KiB/s), median of {RUNS}", READ_TOTAL / 1024),
             1,
             &|r| percentile(&r.kib_s, 0.5),
         ),
-        row(format!("stepi, median (us), N={N}"), 1, &|r| {
-            percentile(&r.step, 0.5)
-        }),
-        row(format!("stepi, p90 (us), N={N}"), 1, &|r| {
-            percentile(&r.step, 0.9)
-        }),
-        row(format!("g, median (us), N={N}"), 1, &|r| {
-            percentile(&r.g, 0.5)
-        }),
+        row(format!("stepi, median (us), N={N}"), 1, &|r| percentile(&r.step, 0.5)),
+        row(format!("stepi, p90 (us), N={N}"), 1, &|r| percentile(&r.step, 0.9)),
+        row(format!("g, median (us), N={N}"), 1, &|r| percentile(&r.g, 0.5)),
     ]
 }
 
-const HEADERS: [&str; 6] = [
-    "measurement",
-    "ukdb-bridge",
-    "ukdb-raw",
-    "qemu-gdbstub",
-    "bridge/qemu",
-    "raw/qemu",
-];
+const HEADERS: [&str; 6] =
+    ["measurement", "ukdb-bridge", "ukdb-raw", "qemu-gdbstub", "bridge/qemu", "raw/qemu"];
 
 fn cells(row: &Row) -> [String; 6] {
     let [b, r, q] = row.values;
@@ -673,13 +628,7 @@ fn cells(row: &Row) -> [String; 6] {
 fn plain_table(rows: &[Row]) -> String {
     let body: Vec<[String; 6]> = rows.iter().map(cells).collect();
     let widths: Vec<usize> = (0..6)
-        .map(|i| {
-            body.iter()
-                .map(|c| c[i].len())
-                .chain([HEADERS[i].len()])
-                .max()
-                .unwrap()
-        })
+        .map(|i| body.iter().map(|c| c[i].len()).chain([HEADERS[i].len()]).max().unwrap())
         .collect();
     let line = |c: &[String]| {
         let mut s = format!("{:<w$}", c[0], w = widths[0]);
@@ -690,9 +639,7 @@ fn plain_table(rows: &[Row]) -> String {
         s
     };
     let mut out = line(&HEADERS.map(String::from));
-    out.push_str(&line(
-        &widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>(),
-    ));
+    out.push_str(&line(&widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>()));
     for c in &body {
         out.push_str(&line(c));
     }
@@ -751,10 +698,7 @@ fn facts(paths: &[(&str, &Report)], qemu_version: &str, image: &Image) -> Vec<St
             percentile(&r.step, 0.0),
         ));
     }
-    let windows: Vec<String> = paths
-        .iter()
-        .map(|(n, r)| format!("{n} {}", r.window))
-        .collect();
+    let windows: Vec<String> = paths.iter().map(|(n, r)| format!("{n} {}", r.window)).collect();
     out.push(format!(
         "method: TCP_NODELAY on; one client, one request in flight; {WARMUP} untimed \
          round trips (one untimed read run) first; percentiles are nearest-rank; m 8 B at TICKS {:#x}; throughput reads {:#x}..{:#x}, checked \
@@ -779,11 +723,7 @@ fn facts(paths: &[(&str, &Report)], qemu_version: &str, image: &Image) -> Vec<St
 // The phases.
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn tcp(addr: &str) -> TcpStream {
@@ -809,9 +749,7 @@ fn qemu_version() -> String {
         .expect("cannot run qemu-system-x86_64");
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("QEMU");
-    first
-        .strip_prefix("QEMU emulator version ")
-        .map_or(first.to_string(), |v| format!("QEMU {v}"))
+    first.strip_prefix("QEMU emulator version ").map_or(first.to_string(), |v| format!("QEMU {v}"))
 }
 
 fn main() {
@@ -833,10 +771,7 @@ fn main() {
     // Phase 2: QEMU's gdbstub. The serial socket stays connected to see the
     // unikernel run again after the detach.
     eprintln!("rsp bench: qemu-gdbstub ({gdb_arg})");
-    let qemu = Client::new(
-        "qemu-gdbstub",
-        Box::new(tcp(&format!("127.0.0.1:{gdb_port}"))),
-    );
+    let qemu = Client::new("qemu-gdbstub", Box::new(tcp(&format!("127.0.0.1:{gdb_port}"))));
     let (qemu, qemu_client) = Session::attach(qemu).measure(&image);
     serial.wait_for_text(b"\nline ", "console lines after qemu-gdbstub detached");
     drop(qemu_client);
@@ -854,11 +789,7 @@ fn main() {
     drop(vm);
 
     let rows = rows(&through, &raw, &qemu);
-    let paths = [
-        ("ukdb-bridge", &through),
-        ("ukdb-raw", &raw),
-        ("qemu-gdbstub", &qemu),
-    ];
+    let paths = [("ukdb-bridge", &through), ("ukdb-raw", &raw), ("qemu-gdbstub", &qemu)];
     let facts = facts(&paths, &qemu_version(), &image);
     let mut text = plain_table(&rows);
     text.push('\n');

@@ -18,10 +18,7 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// What the tests run.
@@ -36,17 +33,9 @@ pub struct Artifacts {
 }
 
 fn cargo(dir: &Path, args: &[&str]) {
-    let status = Command::new("cargo")
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .expect("cannot run cargo");
-    assert!(
-        status.success(),
-        "cargo {} failed in {}",
-        args.join(" "),
-        dir.display()
-    );
+    let status =
+        Command::new("cargo").args(args).current_dir(dir).status().expect("cannot run cargo");
+    assert!(status.success(), "cargo {} failed in {}", args.join(" "), dir.display());
 }
 
 /// Builds the bridge and both images, once per test binary.
@@ -61,13 +50,7 @@ pub fn artifacts() -> &'static Artifacts {
         cargo(&example, &["build", "--release"]);
         cargo(
             &example,
-            &[
-                "build",
-                "--release",
-                "--no-default-features",
-                "--target-dir",
-                "target/production",
-            ],
+            &["build", "--release", "--no-default-features", "--target-dir", "target/production"],
         );
         Artifacts {
             ukdb: root.join("target/release/ukdb"),
@@ -95,11 +78,7 @@ impl Output {
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        out.state
-                            .lock()
-                            .unwrap()
-                            .0
-                            .push_str(&String::from_utf8_lossy(&buf));
+                        out.state.lock().unwrap().0.push_str(&String::from_utf8_lossy(&buf));
                         out.changed.notify_all();
                     }
                 }
@@ -133,11 +112,7 @@ impl Output {
                 return state.0.clone();
             }
             let now = Instant::now();
-            assert!(
-                now < end,
-                "timed out waiting for {what}; output so far:\n{}",
-                state.0
-            );
+            assert!(now < end, "timed out waiting for {what}; output so far:\n{}", state.0);
             state = self.changed.wait_timeout(state, end - now).unwrap().0;
         }
     }
@@ -198,9 +173,7 @@ impl Vm {
         let log = dir.path().join("qemu.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new("qemu-system-x86_64")
-            .args([
-                "-machine", machine, "-accel", "tcg", "-m", "128M", "-display", "none",
-            ])
+            .args(["-machine", machine, "-accel", "tcg", "-m", "128M", "-display", "none"])
             .args(["-no-reboot", "-monitor", "none", "-kernel"])
             .arg(image)
             .args(["-append", append, "-serial"])
@@ -211,25 +184,13 @@ impl Vm {
             .stderr(log_file)
             .spawn()
             .expect("cannot start qemu-system-x86_64");
-        let mut vm = Vm {
-            _proc: Proc(child),
-            sock,
-            log,
-            dir,
-        };
+        let mut vm = Vm { _proc: Proc(child), sock, log, dir };
         let end = Instant::now() + DEADLINE;
         while !vm.sock.exists() {
             if let Some(status) = vm._proc.0.try_wait().unwrap() {
-                panic!(
-                    "qemu exited ({status}): {}",
-                    std::fs::read_to_string(&vm.log).unwrap()
-                );
+                panic!("qemu exited ({status}): {}", std::fs::read_to_string(&vm.log).unwrap());
             }
-            assert!(
-                Instant::now() < end,
-                "qemu did not create {}",
-                vm.sock.display()
-            );
+            assert!(Instant::now() < end, "qemu did not create {}", vm.sock.display());
             std::thread::sleep(Duration::from_millis(10));
         }
         vm
@@ -257,9 +218,9 @@ impl Bridge {
     /// Starts the bridge and waits until it listens and the stub answered.
     pub fn start(vm: &Vm) -> Bridge {
         let bridge = Self::start_unsynced(vm);
-        bridge.stderr.wait("the stub to answer", |t| {
-            t.contains("ukdb: stub answered; framing on\n")
-        });
+        bridge
+            .stderr
+            .wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
         bridge
     }
 
@@ -279,29 +240,18 @@ impl Bridge {
         let stderr = Arc::new(Output::default());
         console.spawn_reader(child.stdout.take().unwrap());
         stderr.spawn_reader(child.stderr.take().unwrap());
-        let text = stderr.wait("the bridge to listen", |t| {
-            t.contains("ukdb: listening on ")
-        });
-        let addr = text
-            .lines()
-            .find_map(|l| l.strip_prefix("ukdb: listening on "))
-            .unwrap()
-            .to_string();
-        Bridge {
-            proc: Proc(child),
-            addr,
-            console,
-            stderr,
-        }
+        let text = stderr.wait("the bridge to listen", |t| t.contains("ukdb: listening on "));
+        let addr =
+            text.lines().find_map(|l| l.strip_prefix("ukdb: listening on ")).unwrap().to_string();
+        Bridge { proc: Proc(child), addr, console, stderr }
     }
 
     /// Waits for `n` more console lines of the app than there are now, and
     /// returns all of them.
     pub fn wait_more_lines(&self, n: usize) -> Vec<(u64, u64)> {
         let have = app_lines(&self.console.text()).len();
-        let text = self.console.wait(&format!("{n} more app lines"), |t| {
-            app_lines(t).len() >= have + n
-        });
+        let text =
+            self.console.wait(&format!("{n} more app lines"), |t| app_lines(t).len() >= have + n);
         app_lines(&text)
     }
 }
@@ -339,23 +289,13 @@ impl Debugger {
         drop(cmd);
         let out = Arc::new(Output::default());
         out.spawn_reader(reader);
-        Debugger {
-            proc: Proc(child),
-            out,
-        }
+        Debugger { proc: Proc(child), out }
     }
 
     /// gdb in batch mode: `target remote` to `remote`, then `cmds`.
     pub fn gdb(image: &Path, remote: &str, cmds: &[&str]) -> Debugger {
         let mut cmd = Command::new("gdb");
-        cmd.args([
-            "-batch",
-            "-nx",
-            "-ex",
-            "set pagination off",
-            "-ex",
-            "set confirm off",
-        ]);
+        cmd.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"]);
         cmd.arg(image);
         cmd.args(["-ex", &format!("target remote {remote}")]);
         for c in cmds {
@@ -383,11 +323,7 @@ impl Debugger {
             if let Some(status) = self.proc.0.try_wait().unwrap() {
                 break status;
             }
-            assert!(
-                Instant::now() < end,
-                "the debugger did not finish:\n{}",
-                self.out.text()
-            );
+            assert!(Instant::now() < end, "the debugger did not finish:\n{}", self.out.text());
             std::thread::sleep(Duration::from_millis(10));
         };
         let text = self.out.wait_closed("the debugger's output to end");
@@ -463,10 +399,7 @@ pub fn capture<T: std::str::FromStr>(text: &str, re: &str) -> T {
         .unwrap()
         .captures(text)
         .unwrap_or_else(|| panic!("/{re}/ does not match:\n{text}"));
-    caps[1]
-        .parse()
-        .ok()
-        .unwrap_or_else(|| panic!("cannot parse {:?}", &caps[1]))
+    caps[1].parse().ok().unwrap_or_else(|| panic!("cannot parse {:?}", &caps[1]))
 }
 
 /// Sizes of an ELF image, in bytes.
@@ -500,10 +433,7 @@ pub fn code_size_of(image: &Path, needles: &[&str]) -> u64 {
     let file = object::File::parse(&*data).unwrap();
     file.symbols()
         .filter(|s| s.kind() == SymbolKind::Text)
-        .filter(|s| {
-            s.name()
-                .is_ok_and(|n| needles.iter().any(|x| n.contains(x)))
-        })
+        .filter(|s| s.name().is_ok_and(|n| needles.iter().any(|x| n.contains(x))))
         .map(|s| s.size())
         .sum()
 }

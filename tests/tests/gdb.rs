@@ -105,8 +105,7 @@ fn stepi_next_finish_then_interrupt() {
     );
     // Interrupt only once the unikernel runs freely again: `finish` has
     // stopped it, so console lines after that come from the last `continue`.
-    gdb.out
-        .wait("finish to return", |t| t.contains("println!("));
+    gdb.out.wait("finish to return", |t| t.contains("println!("));
     bridge.wait_more_lines(2);
     gdb.proc.signal(Signal::SIGINT);
     let out = gdb.finish();
@@ -172,10 +171,7 @@ fn set_var_changes_what_the_unikernel_prints() {
     // The line for iteration n prints the value gdb wrote, and the next
     // call of `tick` counts on from it.
     let lines = bridge.wait_more_lines(2);
-    let at = lines
-        .iter()
-        .position(|&(line, _)| line == n)
-        .expect("line n");
+    let at = lines.iter().position(|&(line, _)| line == n).expect("line n");
     assert_eq!(lines[at..at + 2], [(n, 100_000), (n + 1, 100_001)]);
 }
 
@@ -232,13 +228,9 @@ fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
     let mut gdb1 = Debugger::gdb(
         &a.image,
         &bridge.addr,
-        &[
-            "break ukdemo::app::tick if ukdemo::app::TICKS == 1000000",
-            "continue",
-        ],
+        &["break ukdemo::app::tick if ukdemo::app::TICKS == 1000000", "continue"],
     );
-    gdb1.out
-        .wait("the breakpoint", |t| t.contains("Breakpoint 1 at"));
+    gdb1.out.wait("the breakpoint", |t| t.contains("Breakpoint 1 at"));
     bridge.wait_more_lines(3);
     gdb1.proc.signal(Signal::SIGKILL);
     gdb1.proc.wait_exit();
@@ -261,13 +253,9 @@ fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
             "python import time; time.sleep(600)",
         ],
     );
-    let text = gdb2.out.wait("the breakpoint hit", |t| {
-        t.contains("1 software breakpoint(s) set\n")
-    });
-    assert!(
-        text.contains(&format!("{}0 software breakpoint(s) set\n", attach_frame())),
-        "{text}"
-    );
+    let text =
+        gdb2.out.wait("the breakpoint hit", |t| t.contains("1 software breakpoint(s) set\n"));
+    assert!(text.contains(&format!("{}0 software breakpoint(s) set\n", attach_frame())), "{text}");
     gdb2.proc.signal(Signal::SIGKILL);
     gdb2.proc.wait_exit();
     bridge.wait_more_lines(3);
@@ -300,14 +288,7 @@ fn killed_gdb_leaves_it_running_and_a_new_gdb_attaches() {
     let lines = bridge.wait_more_lines(2);
     let numbers: Vec<u64> = lines.iter().map(|&(line, _)| line).collect();
     assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>());
-    assert_eq!(
-        bridge
-            .stderr
-            .text()
-            .matches("ukdb: debugger connected")
-            .count(),
-        3
-    );
+    assert_eq!(bridge.stderr.text().matches("ukdb: debugger connected").count(), 3);
 }
 
 #[test]
@@ -357,10 +338,7 @@ fn ud_breakpoints_for_hypervisors_without_int3() {
     let a = artifacts();
     let vm = Vm::boot("q35", &a.image, "ukdb.trap=ud");
     let bridge = Bridge::start(&vm);
-    assert!(bridge
-        .console
-        .text()
-        .contains("ukdb: stub ready on serial, breakpoints use ud\n"));
+    assert!(bridge.console.text().contains("ukdb: stub ready on serial, breakpoints use ud\n"));
     let out = Debugger::gdb(
         &a.image,
         &bridge.addr,
@@ -419,12 +397,9 @@ fn plain_gdb_on_the_serial_socket_without_the_bridge() {
     let a = artifacts();
     let vm = Vm::boot("q35", &a.image, "");
     let sock = vm.sock.display().to_string();
-    let out = Debugger::gdb(
-        &a.image,
-        &sock,
-        &["break ukdemo::app::tick", "continue", "p n", "detach"],
-    )
-    .finish();
+    let out =
+        Debugger::gdb(&a.image, &sock, &["break ukdemo::app::tick", "continue", "p n", "detach"])
+            .finish();
     let n = hit_n(&out);
     let expected = format!(
         "{attach}{brk}{hit}$1 = {n}\n[Inferior 1 (process 1) detached]\n",
@@ -442,17 +417,10 @@ fn assert_console_intact(console: &str) {
     for line in console.lines() {
         let known =
             line.starts_with("line ") || line.starts_with("ukdb: ") || line.starts_with("ukdemo: ");
-        assert!(
-            known && !line.contains('\u{10}'),
-            "foreign console line {line:?} in:\n{console}"
-        );
+        assert!(known && !line.contains('\u{10}'), "foreign console line {line:?} in:\n{console}");
     }
     let numbers: Vec<u64> = app_lines(console).iter().map(|&(n, _)| n).collect();
-    assert_eq!(
-        numbers,
-        (0..numbers.len() as u64).collect::<Vec<_>>(),
-        "{console}"
-    );
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>(), "{console}");
 }
 
 #[test]
@@ -463,17 +431,10 @@ fn stepping_through_the_idle_poll() {
     // `ukdb_stub::poll` (the UART status read) several times.
     let vm = Vm::boot("q35", &a.image, "ukdemo.rate=1");
     let bridge = Bridge::start(&vm);
-    let out = Debugger::gdb(
-        &a.image,
-        &bridge.addr,
-        &["stepi 60", "monitor why", "detach"],
-    )
-    .finish();
+    let out =
+        Debugger::gdb(&a.image, &bridge.addr, &["stepi 60", "monitor why", "detach"]).finish();
     assert!(out.starts_with(&attach_frame()), "{out}");
-    assert!(
-        out.ends_with("single step\n[Inferior 1 (process 1) detached]\n"),
-        "{out}"
-    );
+    assert!(out.ends_with("single step\n[Inferior 1 (process 1) detached]\n"), "{out}");
     let lines = bridge.wait_more_lines(3);
     assert!(!lines.is_empty());
     assert_console_intact(&bridge.console.text());
@@ -500,14 +461,8 @@ fn stopping_and_stepping_inside_a_console_write() {
         ],
     )
     .finish();
-    assert!(
-        out.contains("\nBreakpoint 1, ukdb_stub::imp::line::console_write ("),
-        "{out}"
-    );
-    assert!(
-        out.ends_with("single step\n[Inferior 1 (process 1) detached]\n"),
-        "{out}"
-    );
+    assert!(out.contains("\nBreakpoint 1, ukdb_stub::imp::line::console_write ("), "{out}");
+    assert!(out.ends_with("single step\n[Inferior 1 (process 1) detached]\n"), "{out}");
     bridge.wait_more_lines(3);
     assert_console_intact(&bridge.console.text());
 }

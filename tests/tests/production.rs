@@ -17,49 +17,31 @@ fn production_image_has_no_stub_and_runs() {
         .map(|(n, _)| n)
         .filter(|n| STUB_NAMES.iter().any(|x| n.contains(x)))
         .collect();
-    assert!(
-        with_stub.len() > 50,
-        "the debug image should carry the stub: {with_stub:?}"
-    );
+    assert!(with_stub.len() > 50, "the debug image should carry the stub: {with_stub:?}");
     let leaked: Vec<String> = symbols(&a.production)
         .into_iter()
         .map(|(n, _)| n)
         .filter(|n| STUB_NAMES.iter().any(|x| n.contains(x)))
         .collect();
-    assert_eq!(
-        leaked,
-        Vec::<String>::new(),
-        "stub symbols in the production image"
-    );
+    assert_eq!(leaked, Vec::<String>::new(), "stub symbols in the production image");
 
     let debug = image_size(&a.image);
     let prod = image_size(&a.production);
     let stub_text = code_size_of(&a.image, STUB_NAMES);
     println!("image sizes (bytes):      file   loaded    .text");
-    println!(
-        "  with stub        {:>10} {:>8} {:>8}",
-        debug.file, debug.loaded, debug.text
-    );
-    println!(
-        "  production       {:>10} {:>8} {:>8}",
-        prod.file, prod.loaded, prod.text
-    );
+    println!("  with stub        {:>10} {:>8} {:>8}", debug.file, debug.loaded, debug.text);
+    println!("  production       {:>10} {:>8} {:>8}", prod.file, prod.loaded, prod.text);
     println!("  stub functions (ukdb_stub, gdbstub, managed): {stub_text} bytes of .text");
     assert!(prod.loaded < debug.loaded);
 
     // It boots and runs, with its console straight on the serial line.
     let vm = Vm::boot("q35", &a.production, "ukdemo.rate=50");
     let mut sock = UnixStream::connect(&vm.sock).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let end = Instant::now() + DEADLINE;
     let mut console = Vec::new();
     while app_lines(&String::from_utf8_lossy(&console)).len() < 3 {
-        assert!(
-            Instant::now() < end,
-            "no app lines: {}",
-            String::from_utf8_lossy(&console)
-        );
+        assert!(Instant::now() < end, "no app lines: {}", String::from_utf8_lossy(&console));
         let mut buf = [0u8; 4096];
         match sock.read(&mut buf) {
             Ok(0) => panic!("qemu closed the serial line"),

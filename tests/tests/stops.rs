@@ -7,9 +7,9 @@ fn wait_stops_before_the_app_and_gdb_breaks_in_its_first_call() {
     let a = artifacts();
     let vm = Vm::boot("q35", &a.image, "ukdb.wait");
     let bridge = Bridge::start(&vm);
-    bridge.console.wait("the wait message", |t| {
-        t.contains("ukdb: waiting for a debugger (ukdb.wait)\n")
-    });
+    bridge
+        .console
+        .wait("the wait message", |t| t.contains("ukdb: waiting for a debugger (ukdb.wait)\n"));
     let out = Debugger::gdb(
         &a.image,
         &bridge.addr,
@@ -47,9 +47,7 @@ fn wait_stops_before_the_app_and_gdb_breaks_in_its_first_call() {
 fn panic_backtrace(out: &str, n: u64) {
     let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
     assert!(
-        out.contains(&format!(
-            " in ukdemo::app::tick (n={n}) at src/app.rs:{panic_line}\n"
-        )),
+        out.contains(&format!(" in ukdemo::app::tick (n={n}) at src/app.rs:{panic_line}\n")),
         "the panic site is not in the backtrace:\n{out}"
     );
 }
@@ -95,10 +93,7 @@ fn panic_stops_into_an_attached_gdb_with_the_message() {
     );
     assert_transcript(&out, &expected);
     panic_backtrace(&out, 2);
-    assert!(bridge
-        .console
-        .text()
-        .contains("ukdemo: panicked at src/app.rs"));
+    assert!(bridge.console.text().contains("ukdemo: panicked at src/app.rs"));
 }
 
 #[test]
@@ -106,9 +101,7 @@ fn gdb_attaching_after_a_panic_finds_it_stopped_there() {
     let a = artifacts();
     let vm = Vm::boot("q35", &a.image, "ukdemo.panic=1");
     let bridge = Bridge::start(&vm);
-    bridge
-        .console
-        .wait("the panic", |t| t.contains("tick 1 asked to panic\n"));
+    bridge.console.wait("the panic", |t| t.contains("tick 1 asked to panic\n"));
     let out = Debugger::gdb(&a.image, &bridge.addr, &["bt", "monitor why", "detach"]).finish();
     panic_backtrace(&out, 1);
     let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
@@ -125,12 +118,8 @@ fn page_fault_stops_at_the_faulting_instruction() {
     let a = artifacts();
     let vm = Vm::boot("q35", &a.image, "ukdb.wait ukdemo.fault=1");
     let bridge = Bridge::start(&vm);
-    let out = Debugger::gdb(
-        &a.image,
-        &bridge.addr,
-        &["continue", "bt 2", "monitor why", "detach"],
-    )
-    .finish();
+    let out = Debugger::gdb(&a.image, &bridge.addr, &["continue", "bt 2", "monitor why", "detach"])
+        .finish();
     let line = line_of("src/app.rs", "null_mut::<u64>().write_volatile(n)");
     let expected = format!(
         "{{*}}\n\
@@ -160,13 +149,7 @@ fn a_breakpoint_in_code_the_stub_shares_does_not_break_the_panic_path() {
     let out = Debugger::gdb(
         &a.image,
         &bridge.addr,
-        &[
-            "break core::fmt::write",
-            "ignore 1 100000",
-            "continue",
-            "monitor why",
-            "detach",
-        ],
+        &["break core::fmt::write", "ignore 1 100000", "continue", "monitor why", "detach"],
     )
     .finish();
     let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
@@ -185,8 +168,5 @@ fn a_breakpoint_in_code_the_stub_shares_does_not_break_the_panic_path() {
          [Inferior 1 (process 1) detached]\n"
     );
     assert_transcript(&out, &expected);
-    assert!(bridge
-        .console
-        .text()
-        .contains("ukdemo: panicked at src/app.rs"));
+    assert!(bridge.console.text().contains("ukdemo: panicked at src/app.rs"));
 }

@@ -84,12 +84,7 @@ impl Capture {
     }
 
     pub fn bytes(&self) -> Vec<u8> {
-        self.inner
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .bytes
-            .clone()
+        self.inner.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.clone()
     }
 
     pub fn text(&self) -> String {
@@ -115,10 +110,8 @@ impl Capture {
                     show(&bytes)
                 );
             }
-            captured = cvar
-                .wait_timeout(captured, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            captured =
+                cvar.wait_timeout(captured, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
@@ -166,11 +159,7 @@ impl Bridge {
             .expect("start ukdb");
         let stdout = Capture::spawn(child.stdout.take().unwrap());
         let stderr = Capture::spawn(child.stderr.take().unwrap());
-        Bridge {
-            child,
-            stdout,
-            stderr,
-        }
+        Bridge { child, stdout, stderr }
     }
 
     /// `ukdb bridge --target TARGET --listen 127.0.0.1:0 EXTRA...`
@@ -183,9 +172,7 @@ impl Bridge {
     /// The address from the stable `ukdb: listening on ADDR` line.
     pub fn listen_addr(&self) -> SocketAddr {
         let line = self.stderr.wait_line("ukdb: listening on ");
-        let addr = line
-            .strip_prefix("ukdb: listening on ")
-            .expect("line format");
+        let addr = line.strip_prefix("ukdb: listening on ").expect("line format");
         addr.parse().unwrap_or_else(|e| panic!("{addr:?}: {e}"))
     }
 
@@ -301,9 +288,7 @@ impl FakeStub {
     pub fn expect(&mut self, expect: &[u8]) {
         let start = self.consumed;
         let what = format!("the stub to receive {}", show(expect));
-        let got = self
-            .received
-            .wait(&what, |b, closed| b.len() >= start + expect.len() || closed);
+        let got = self.received.wait(&what, |b, closed| b.len() >= start + expect.len() || closed);
         let end = got.len().min(start + expect.len());
         assert_eq!(show(&got[start..end]), show(expect), "bytes at the stub");
         self.consumed = end;
@@ -312,11 +297,7 @@ impl FakeStub {
     /// Asserts that the bridge closed the channel with nothing more sent.
     pub fn expect_closed(&mut self) {
         let got = self.received.wait_closed("the bridge to close the channel");
-        assert_eq!(
-            show(&got[self.consumed..]),
-            "",
-            "bytes at the stub before close"
-        );
+        assert_eq!(show(&got[self.consumed..]), "", "bytes at the stub before close");
     }
 
     /// Everything received and not yet expected.
@@ -345,11 +326,7 @@ impl Client {
         let stream = std::net::TcpStream::connect(addr).expect("connect to the bridge");
         stream.set_nodelay(true).unwrap();
         let received = Capture::spawn(stream.try_clone().unwrap());
-        Client {
-            stream,
-            received,
-            consumed: 0,
-        }
+        Client { stream, received, consumed: 0 }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -360,9 +337,7 @@ impl Client {
     pub fn expect(&mut self, expect: &[u8]) {
         let start = self.consumed;
         let what = format!("the client to receive {}", show(expect));
-        let got = self
-            .received
-            .wait(&what, |b, closed| b.len() >= start + expect.len() || closed);
+        let got = self.received.wait(&what, |b, closed| b.len() >= start + expect.len() || closed);
         let end = got.len().min(start + expect.len());
         assert_eq!(show(&got[start..end]), show(expect), "bytes at the client");
         self.consumed = end;

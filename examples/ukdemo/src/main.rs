@@ -41,11 +41,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
     ukdb_stub::init(ukdb_stub::Uart16550::COM1, pvh::cmdline());
     println!(
         "ukdemo: booted, stub {}, tsc {} MHz, cmdline '{}'",
-        if ukdb_stub::ENABLED {
-            "enabled"
-        } else {
-            "absent"
-        },
+        if ukdb_stub::ENABLED { "enabled" } else { "absent" },
         time::tsc_hz() / 1_000_000,
         pvh::cmdline()
     );

@@ -36,13 +36,7 @@ pub fn init(transport: impl Into<Transport>, cmdline: &str) {
         crate::config::TrapInsn::Int3 => "int3",
         crate::config::TrapInsn::Ud => "ud",
     };
-    say(&[
-        "ukdb: stub ready on ",
-        name,
-        ", breakpoints use ",
-        trap,
-        "\n",
-    ]);
+    say(&["ukdb: stub ready on ", name, ", breakpoints use ", trap, "\n"]);
     if let Some(bad) = bad {
         say(&["ukdb: ignoring unknown option '", bad.0, "'\n"]);
     }

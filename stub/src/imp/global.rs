@@ -20,10 +20,7 @@ unsafe impl<T> Sync for Global<T> {}
 impl<T> Global<T> {
     /// A new global.
     pub const fn new(value: T) -> Self {
-        Global {
-            busy: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
+        Global { busy: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// The value, unless someone holds it already.

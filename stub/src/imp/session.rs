@@ -102,9 +102,7 @@ pub fn init(config: Config) {
 }
 
 pub fn wants_wait() -> bool {
-    SESSION
-        .lock()
-        .is_some_and(|s| s.as_ref().is_some_and(|s| s.wait))
+    SESSION.lock().is_some_and(|s| s.as_ref().is_some_and(|s| s.wait))
 }
 
 pub fn is_running() -> bool {
@@ -117,10 +115,7 @@ pub fn record_panic(info: &core::panic::PanicInfo<'_>) -> bool {
     // debugger may have a breakpoint in `core::fmt`), and a trap while the
     // lock is held could not be served.
     let mut message = [0u8; PANIC_MESSAGE_MAX];
-    let mut w = Truncating {
-        buf: &mut message,
-        len: 0,
-    };
+    let mut w = Truncating { buf: &mut message, len: 0 };
     let _ = write!(w, "{}", info);
     let len = w.len;
     let Some(mut guard) = SESSION.lock() else {

@@ -216,17 +216,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = Target::Unix(dir.path().join("absent.sock"));
         let start = Instant::now();
-        let err = connect(&target, Duration::from_millis(300))
-            .await
-            .err()
-            .unwrap();
+        let err = connect(&target, Duration::from_millis(300)).await.err().unwrap();
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         assert!(waited < Duration::from_secs(3), "{waited:?}");
-        assert!(
-            format!("{err:#}").contains("cannot connect to unix:"),
-            "{err:#}"
-        );
+        assert!(format!("{err:#}").contains("cannot connect to unix:"), "{err:#}");
     }
 
     #[tokio::test]

@@ -91,16 +91,12 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     if !meta.file_type().is_socket() {
-        bail!(
-            "cannot listen on unix:{}: the file exists and is not a socket",
-            path.display()
-        );
+        bail!("cannot listen on unix:{}: the file exists and is not a socket", path.display());
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => bail!(
-            "cannot listen on unix:{}: another process is listening there",
-            path.display()
-        ),
+        Ok(_) => {
+            bail!("cannot listen on unix:{}: another process is listening there", path.display())
+        }
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display())),
         Err(err) => Err(err).with_context(|| format!("cannot listen on unix:{}", path.display())),

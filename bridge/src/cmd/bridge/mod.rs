@@ -100,9 +100,7 @@ pub struct Cmd {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration in seconds"))
 }
 
@@ -154,12 +152,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let mut writer = tokio::spawn(pump_to_stub(channel_wr, to_stub_rx));
     let (synced_tx, synced_rx) = watch::channel(false);
     let console = Console::new(console_log);
-    let mut reader = tokio::spawn(pump_from_stub(
-        channel_rd,
-        Arc::clone(&shared),
-        console,
-        synced_tx,
-    ));
+    let mut reader =
+        tokio::spawn(pump_from_stub(channel_rd, Arc::clone(&shared), console, synced_tx));
 
     let sync_deadline = tokio::time::sleep(SYNC_TIMEOUT);
     tokio::pin!(sync_deadline);
@@ -303,10 +297,7 @@ struct Console {
 
 impl Console {
     fn new(log: Option<File>) -> Self {
-        Self {
-            stdout: tokio::io::stdout(),
-            log,
-        }
+        Self { stdout: tokio::io::stdout(), log }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -367,10 +358,7 @@ async fn pump_from_stub(
                 }
                 demux::Event::Sync => {
                     if trace {
-                        info!(
-                            "stub -> bridge: {} (framing on)",
-                            control_sequence(wire::SYNC)
-                        );
+                        info!("stub -> bridge: {} (framing on)", control_sequence(wire::SYNC));
                     }
                     if !*synced.borrow() {
                         eprintln!("ukdb: stub answered; framing on");

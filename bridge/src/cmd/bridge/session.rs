@@ -74,12 +74,7 @@ impl State {
 impl Shared {
     pub fn new(to_stub: mpsc::UnboundedSender<ToStub>, trace: bool) -> Self {
         Self {
-            state: Mutex::new(State {
-                to_stub,
-                client: None,
-                next_id: 1,
-                closing: false,
-            }),
+            state: Mutex::new(State { to_stub, client: None, next_id: 1, closing: false }),
             trace,
         }
     }
@@ -91,9 +86,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves consistent state
         // (every critical section is a few field updates), so go on.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn control(&self, state: &State, seq: [u8; 2], why: &str) {
@@ -122,11 +115,7 @@ impl Shared {
         let id = state.next_id;
         state.next_id += 1;
         let (tx, from_stub) = mpsc::channel(CLIENT_QUEUE);
-        state.client = Some(Client {
-            id,
-            peer: peer.to_owned(),
-            tx: Some(tx),
-        });
+        state.client = Some(Client { id, peer: peer.to_owned(), tx: Some(tx) });
         info!("debugger connected ({peer})");
         Ok(Attached { id, from_stub })
     }
@@ -207,10 +196,7 @@ impl Shared {
         match tx.try_send(bytes) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(
-                    "debugger {} does not read the stub's replies; dropping it",
-                    client.peer
-                );
+                warn!("debugger {} does not read the stub's replies; dropping it", client.peer);
                 // Its task sees the queue end, then detaches.
                 client.tx = None;
             }
@@ -320,10 +306,7 @@ mod tests {
         for _ in 0..CLIENT_QUEUE {
             assert_eq!(a.from_stub.try_recv().unwrap(), b"x".to_vec());
         }
-        assert_eq!(
-            a.from_stub.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        );
+        assert_eq!(a.from_stub.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
         // ...and the session stays taken until its task detaches.
         assert!(shared.attach("b").is_err());
         shared.detach(a.id);

@@ -62,13 +62,17 @@ impl UkTarget {
         // fxsave keeps one "valid" bit per register; gdb wants the 2-bit
         // tags: 00 valid, 11 empty.
         let abridged = fx[fx::FTW];
-        c.fpu.ftag = (0..8).fold(0, |tag, i| {
-            if abridged & (1 << i) == 0 {
-                tag | 3 << (2 * i)
-            } else {
-                tag
-            }
-        });
+        c.fpu.ftag =
+            (0..8).fold(
+                0,
+                |tag, i| {
+                    if abridged & (1 << i) == 0 {
+                        tag | 3 << (2 * i)
+                    } else {
+                        tag
+                    }
+                },
+            );
         c.fpu.fop = le16(&fx, fx::FOP) & 0x7ff;
         c.fpu.fioff = le32(&fx, fx::FIP);
         c.fpu.fiseg = le32(&fx, fx::FIP + 4);
@@ -105,13 +109,8 @@ impl UkTarget {
         }
         fx[fx::FCW..fx::FCW + 2].copy_from_slice(&(c.fpu.fctrl as u16).to_le_bytes());
         fx[fx::FSW..fx::FSW + 2].copy_from_slice(&(c.fpu.fstat as u16).to_le_bytes());
-        fx[fx::FTW] = (0..8).fold(0u8, |t, i| {
-            if (c.fpu.ftag >> (2 * i)) & 3 == 3 {
-                t
-            } else {
-                t | 1 << i
-            }
-        });
+        fx[fx::FTW] =
+            (0..8).fold(0u8, |t, i| if (c.fpu.ftag >> (2 * i)) & 3 == 3 { t } else { t | 1 << i });
         fx[fx::FOP..fx::FOP + 2].copy_from_slice(&(c.fpu.fop as u16).to_le_bytes());
         fx[fx::FIP..fx::FIP + 4].copy_from_slice(&c.fpu.fioff.to_le_bytes());
         fx[fx::FIP + 4..fx::FIP + 8].copy_from_slice(&c.fpu.fiseg.to_le_bytes());
@@ -204,8 +203,7 @@ impl SingleRegisterAccess<()> for UkTarget {
             return Err(TargetError::NonFatal);
         }
         all[span].copy_from_slice(val);
-        regs.gdb_deserialize(&all)
-            .map_err(|()| TargetError::NonFatal)?;
+        regs.gdb_deserialize(&all).map_err(|()| TargetError::NonFatal)?;
         self.apply(&regs).map_err(|()| TargetError::NonFatal)
     }
 }

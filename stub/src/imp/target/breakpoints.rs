@@ -48,22 +48,11 @@ fn watch_slot(addr: u64, len: u64, kind: WatchKind) -> Option<Slot> {
 
 impl HwBreakpoint for UkTarget {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self
-            .hw
-            .add(Slot {
-                addr,
-                len: 1,
-                kind: SlotKind::Exec,
-            })
-            .is_ok())
+        Ok(self.hw.add(Slot { addr, len: 1, kind: SlotKind::Exec }).is_ok())
     }
 
     fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.hw.remove(Slot {
-            addr,
-            len: 1,
-            kind: SlotKind::Exec,
-        }))
+        Ok(self.hw.remove(Slot { addr, len: 1, kind: SlotKind::Exec }))
     }
 }
 

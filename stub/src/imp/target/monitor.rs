@@ -56,10 +56,7 @@ impl MonitorCmd for UkTarget {
                 Reason::Step => outputln!(out, "single step"),
                 Reason::Trap => outputln!(out, "compiled-in breakpoint"),
                 Reason::Exception(vector, error, cr2) => {
-                    let name = VECTOR_NAMES
-                        .get(vector as usize)
-                        .copied()
-                        .unwrap_or("exception");
+                    let name = VECTOR_NAMES.get(vector as usize).copied().unwrap_or("exception");
                     if vector == 14 {
                         outputln!(
                             out,
@@ -82,10 +79,7 @@ impl MonitorCmd for UkTarget {
             b"breakpoints" => outputln!(out, "{} software breakpoint(s) set", self.bps.len()),
             b"" | b"help" => {
                 outputln!(out, "ukdb monitor commands:");
-                outputln!(
-                    out,
-                    "  why          why the unikernel stopped (with the panic message)"
-                );
+                outputln!(out, "  why          why the unikernel stopped (with the panic message)");
                 outputln!(out, "  breakpoints  how many software breakpoints are set");
             }
             _ => outputln!(out, "unknown command; try 'monitor help'"),

@@ -48,12 +48,7 @@ impl Registers for Regs {
 
     fn gdb_serialize(&self, mut write_byte: impl FnMut(Option<u8>)) {
         self.core.gdb_serialize(&mut write_byte);
-        for b in self
-            .fs_base
-            .to_le_bytes()
-            .iter()
-            .chain(self.gs_base.to_le_bytes().iter())
-        {
+        for b in self.fs_base.to_le_bytes().iter().chain(self.gs_base.to_le_bytes().iter()) {
             write_byte(Some(*b));
         }
     }

@@ -75,7 +75,6 @@ pub fn try_read() -> Option<u8> {
 pub fn write_debug(bytes: &[u8]) -> Result<(), ()> {
     let mut guard = TRANSPORT.lock().ok_or(())?;
     let transport = guard.as_mut().ok_or(())?;
-    transport.begin_burst();
     framing::write(&STATE, Stream::Debug, bytes, |b| transport.write(b));
     Ok(())
 }
@@ -84,7 +83,6 @@ pub fn write_debug(bytes: &[u8]) -> Result<(), ()> {
 pub fn set_framed(on: bool) {
     if let Some(mut guard) = TRANSPORT.lock() {
         if let Some(transport) = guard.as_mut() {
-            transport.begin_burst();
             framing::set_framed(&STATE, on, |b| transport.write(b));
         }
     }
@@ -104,7 +102,6 @@ pub fn selection() -> Stream {
 pub fn restore_selection(stream: Stream) {
     if let Some(mut guard) = TRANSPORT.lock() {
         if let Some(transport) = guard.as_mut() {
-            transport.begin_burst();
             framing::switch_to(&STATE, stream, |b| transport.write(b));
         }
     }

@@ -107,14 +107,6 @@ impl Transport {
         }
     }
 
-    /// Starts a burst of writes: others may have used the device since the
-    /// last one.
-    pub(crate) fn begin_burst(&mut self) {
-        match &mut self.0 {
-            Inner::Uart16550(u) => u.forget_tx_room(),
-        }
-    }
-
     /// Sends one byte.
     pub(crate) fn write(&mut self, byte: u8) {
         match &mut self.0 {

@@ -16,6 +16,7 @@ mod app;
 mod boot;
 mod idt;
 mod paging;
+mod port;
 mod pvh;
 mod serial;
 mod time;

@@ -2,26 +2,10 @@
 //! bytes (so console text never lands inside a debugger packet); otherwise
 //! they go straight to the UART.
 
-use core::arch::asm;
+use crate::port::{inb, outb};
 use core::fmt::{self, Write};
 
 const COM1: u16 = 0x3f8;
-
-fn outb(port: u16, value: u8) {
-    // SAFETY: port I/O to the COM1 UART registers has no memory effects.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
-}
-
-fn inb(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `outb`.
-    unsafe {
-        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
 
 /// 115200 8N1, FIFOs on, interrupts off.
 pub fn init() {

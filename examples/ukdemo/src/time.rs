@@ -1,25 +1,10 @@
 //! A time base: the TSC, calibrated once against the PIT.
 
+use crate::port::{inb, outb};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(1_000_000_000);
-
-fn outb(port: u16, value: u8) {
-    // SAFETY: PIT and system control port I/O; no memory effects.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
-}
-
-fn inb(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `outb`.
-    unsafe {
-        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
 
 /// The time-stamp counter.
 pub fn rdtsc() -> u64 {

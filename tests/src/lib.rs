@@ -68,7 +68,8 @@ pub struct Output {
 }
 
 impl Output {
-    fn spawn_reader(self: &Arc<Self>, source: impl Read + Send + 'static) {
+    /// Appends everything `source` yields, from a thread, until it ends.
+    pub fn spawn_reader(self: &Arc<Self>, source: impl Read + Send + 'static) {
         let out = Arc::clone(self);
         std::thread::spawn(move || {
             let mut reader = BufReader::new(source);

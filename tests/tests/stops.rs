@@ -1,5 +1,6 @@
 //! Stops the unikernel makes itself: `ukdb.wait` at boot, a panic, a fault.
 
+use std::sync::Arc;
 use ukdb_tests::*;
 
 #[test]
@@ -169,4 +170,34 @@ fn a_breakpoint_in_code_the_stub_shares_does_not_break_the_panic_path() {
     );
     assert_transcript(&out, &expected);
     assert!(bridge.console.text().contains("ukdemo: panicked at src/app.rs"));
+}
+
+#[test]
+fn a_corrupt_packet_does_not_release_the_boot_wait() {
+    use std::io::Write;
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait");
+    // Once it waits, a packet with a wrong checksum, straight onto the
+    // serial line: the session ends on the protocol error, and the
+    // unikernel keeps waiting.
+    let mut sock = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+    let console = Arc::new(Output::default());
+    console.spawn_reader(sock.try_clone().unwrap());
+    console.wait("the wait", |t| t.contains("ukdb: waiting for a debugger (ukdb.wait)\n"));
+    sock.write_all(b"$qSupported:multiprocess+#00").unwrap();
+    sock.shutdown(std::net::Shutdown::Both).unwrap();
+    console.wait_closed("the raw console");
+    drop(sock);
+    let sock = vm.sock.display().to_string();
+    let out =
+        Debugger::gdb(&a.image, &sock, &["monitor why", "p ukdemo::app::TICKS", "detach"]).finish();
+    let run = line_of("src/main.rs", "app::run()");
+    let expected = format!(
+        "ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run}\n\
+         {run}\t    app::run()\n\
+         waiting for a debugger at boot (ukdb.wait)\n\
+         $1 = 0\n\
+         [Inferior 1 (process 1) detached]\n"
+    );
+    assert_transcript(&out, &expected);
 }

@@ -178,7 +178,7 @@ pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
     s.target.enter(frame);
     match why {
         w if w == Why::Wait as u64 => {
-            s.stop(StopReason::Signal(Signal::SIGTRAP), Reason::Wait, false)
+            s.stop(StopReason::Signal(Signal::SIGTRAP), Reason::Wait, true)
         }
         w if w == Why::Panic as u64 => {
             s.stop(StopReason::Signal(Signal::SIGABRT), Reason::Panic, true)

@@ -218,7 +218,12 @@ pub struct Bridge {
 impl Bridge {
     /// Starts the bridge and waits until it listens and the stub answered.
     pub fn start(vm: &Vm) -> Bridge {
-        let bridge = Self::start_unsynced(vm);
+        Self::start_with(vm, &[])
+    }
+
+    /// [`Bridge::start`] with more arguments for `ukdb bridge`.
+    pub fn start_with(vm: &Vm, extra: &[&str]) -> Bridge {
+        let bridge = Self::start_unsynced(vm, extra);
         bridge
             .stderr
             .wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
@@ -226,11 +231,12 @@ impl Bridge {
     }
 
     /// Starts the bridge and waits until it listens.
-    pub fn start_unsynced(vm: &Vm) -> Bridge {
+    pub fn start_unsynced(vm: &Vm, extra: &[&str]) -> Bridge {
         let mut child = Command::new(&artifacts().ukdb)
             .args(["bridge", "--target"])
             .arg(format!("unix:{}", vm.sock.display()))
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -58,3 +58,23 @@ fn production_image_has_no_stub_and_runs() {
     }
     assert!(!console.contains(&0x10), "{text}");
 }
+
+#[test]
+fn bridge_logs_the_console_and_reports_the_channel_closing() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdemo.rate=50");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("console.log");
+    let mut bridge = Bridge::start_with(&vm, &["--console-log", log.to_str().unwrap()]);
+    bridge.wait_more_lines(3);
+    // QEMU goes away: the bridge says so and exits with 3.
+    drop(vm);
+    let status = bridge.proc.wait_exit();
+    assert_eq!(status.code(), Some(3), "{}", bridge.stderr.text());
+    let stderr = bridge.stderr.wait_closed("the bridge's messages");
+    assert!(stderr.contains("ukdb: unikernel channel closed (unix:"), "{stderr}");
+    // The log holds exactly what the bridge printed.
+    let printed = bridge.console.wait_closed("the bridge's console");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), printed);
+    assert!(app_lines(&printed).len() >= 3);
+}

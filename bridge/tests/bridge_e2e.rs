@@ -96,9 +96,14 @@ fn console_and_rsp_share_the_line() {
     stub.expect(&DETACH);
     bridge.stderr.wait_line("ukdb: debugger disconnected (127.0.0.1:");
 
-    // Stub output for nobody is discarded, console text still shown.
+    // Stub output for nobody is discarded, console text still shown. The
+    // console line comes after the packet on the wire, so once it shows the
+    // packet has been dealt with (before the next debugger can attach).
     stub.send(&framed(b'D', &packet(b"OK")));
     stub.send(&framed(b'C', b"nobody attached\n"));
+    bridge.stdout.wait("the console line after the orphan packet", |b, _| {
+        b.windows(16).any(|w| w == b"nobody attached\n")
+    });
 
     // Debuggers may come back.
     let mut gdb = Client::connect(addr);

@@ -33,6 +33,7 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 
 # Wait (up to a minute) for the stub to answer the bridge.
 for _ in $(seq 600); do

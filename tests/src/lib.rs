@@ -207,7 +207,7 @@ impl Vm {
 pub struct Bridge {
     /// The bridge process.
     pub proc: Proc,
-    /// `HOST:PORT` debuggers connect to.
+    /// Where debuggers connect: `HOST:PORT`, or `unix:PATH`.
     pub addr: String,
     /// The unikernel's console, as the bridge prints it.
     pub console: Arc<Output>,
@@ -235,7 +235,11 @@ impl Bridge {
         let mut child = Command::new(&artifacts().ukdb)
             .args(["bridge", "--target"])
             .arg(format!("unix:{}", vm.sock.display()))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -466,3 +466,28 @@ fn stopping_and_stepping_inside_a_console_write() {
     bridge.wait_more_lines(3);
     assert_console_intact(&bridge.console.text());
 }
+
+#[test]
+fn the_bridge_serves_gdb_on_a_unix_socket() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let path = vm.dir().join("gdb.sock");
+    let listen = format!("unix:{}", path.display());
+    let bridge = Bridge::start_with(&vm, &["--listen", &listen]);
+    assert_eq!(bridge.addr, listen);
+    let out = Debugger::gdb(
+        &a.image,
+        path.to_str().unwrap(),
+        &["break ukdemo::app::tick", "continue", "detach"],
+    )
+    .finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "{attach}{brk}{hit}[Inferior 1 (process 1) detached]\n",
+        attach = attach_frame(),
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+    );
+    assert_transcript(&out, &expected);
+    bridge.wait_more_lines(2);
+}

@@ -22,6 +22,10 @@ cargo clippy -p ukdb-stub --features enabled --target x86_64-unknown-none --lock
 (cd examples/ukdemo && cargo clippy --release --locked -- -D warnings \
     && cargo clippy --release --locked --no-default-features -- -D warnings)
 
+step "docs: the stub's API docs build without warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p ukdb-stub --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p ukdb-stub --features enabled --no-deps
+
 step "build: bridge and both example images (once for all tests)"
 cargo build --release --locked -p ukdb-bridge
 (cd examples/ukdemo && cargo build --release --locked \

@@ -66,26 +66,25 @@ pub fn console_write(bytes: &[u8]) -> bool {
     }
 }
 
+/// Runs `f` on the installed transport (stop path only); `None` when there
+/// is none, or on re-entry.
+fn with_transport<R>(f: impl FnOnce(&mut Transport) -> R) -> Option<R> {
+    TRANSPORT.lock()?.as_mut().map(f)
+}
+
 /// A byte from the debugger, if one waits (stop path only).
 pub fn try_read() -> Option<u8> {
-    TRANSPORT.lock()?.as_mut()?.try_read()
+    with_transport(|t| t.try_read()).flatten()
 }
 
 /// Writes RSP bytes (stop path only).
 pub fn write_debug(bytes: &[u8]) -> Result<(), ()> {
-    let mut guard = TRANSPORT.lock().ok_or(())?;
-    let transport = guard.as_mut().ok_or(())?;
-    framing::write(&STATE, Stream::Debug, bytes, |b| transport.write(b));
-    Ok(())
+    with_transport(|t| framing::write(&STATE, Stream::Debug, bytes, |b| t.write(b))).ok_or(())
 }
 
 /// Turns framing on (answering with the sync) or off (stop path only).
 pub fn set_framed(on: bool) {
-    if let Some(mut guard) = TRANSPORT.lock() {
-        if let Some(transport) = guard.as_mut() {
-            framing::set_framed(&STATE, on, |b| transport.write(b));
-        }
-    }
+    with_transport(|t| framing::set_framed(&STATE, on, |b| t.write(b)));
 }
 
 /// The stream the host reads now; a stop saves it on entry.
@@ -100,9 +99,5 @@ pub fn selection() -> Stream {
 /// Selects `stream` again at the end of a stop, writing the switch marker
 /// if the stop left the other one selected.
 pub fn restore_selection(stream: Stream) {
-    if let Some(mut guard) = TRANSPORT.lock() {
-        if let Some(transport) = guard.as_mut() {
-            framing::switch_to(&STATE, stream, |b| transport.write(b));
-        }
-    }
+    with_transport(|t| framing::switch_to(&STATE, stream, |b| t.write(b)));
 }

@@ -152,48 +152,62 @@ pub fn on_trap(frame: &mut TrapFrame) -> bool {
     if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 {
         return false;
     }
+    enter_stub(frame, |s, frame| {
+        let stepping = s.target.step_saved_if.is_some();
+        Some(s.classify(frame, stepping))
+    })
+}
+
+/// The stub entered itself (see `api::soft_entry`).
+pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
+    enter_stub(frame, |_, _| match why {
+        w if w == Why::Wait as u64 => {
+            Some((StopReason::Signal(Signal::SIGTRAP), Reason::Wait, true))
+        }
+        w if w == Why::Panic as u64 => {
+            Some((StopReason::Signal(Signal::SIGABRT), Reason::Panic, true))
+        }
+        w if w == Why::Break as u64 => {
+            Some((StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false))
+        }
+        _ => None,
+    });
+}
+
+/// A stop to report: the reason for gdb, the reason for `monitor why`, and
+/// whether it holds without a debugger (see `Session::hold`).
+type Stop = (StopReason, Reason, bool);
+
+/// Every way into the stub: `decide` names the stop from the frame before
+/// the world is stopped (`None`: a poll, which halts only if the debugger
+/// asks). Then the stop is served, and the unikernel resumed with the
+/// console selection it had. `false`: no stub to enter (not started, or
+/// re-entered from inside itself).
+fn enter_stub(
+    frame: &mut TrapFrame,
+    decide: impl FnOnce(&mut Session, &mut TrapFrame) -> Option<Stop>,
+) -> bool {
     let Some(mut guard) = SESSION.lock() else {
         return false;
     };
     let Some(s) = guard.as_mut() else {
         return false;
     };
-    let stepping = s.target.step_saved_if.is_some();
-    let (reason, note, hold) = s.classify(frame, stepping);
+    let stop = decide(s, frame);
     let selection = line::selection();
     s.target.enter(frame);
-    s.stop(reason, note, hold);
-    s.target.leave();
-    line::restore_selection(selection);
-    true
-}
-
-/// The stub entered itself (see `api::soft_entry`).
-pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
-    let Some(mut guard) = SESSION.lock() else {
-        return;
-    };
-    let Some(s) = guard.as_mut() else { return };
-    let selection = line::selection();
-    s.target.enter(frame);
-    match why {
-        w if w == Why::Wait as u64 => {
-            s.stop(StopReason::Signal(Signal::SIGTRAP), Reason::Wait, true)
-        }
-        w if w == Why::Panic as u64 => {
-            s.stop(StopReason::Signal(Signal::SIGABRT), Reason::Panic, true)
-        }
-        w if w == Why::Break as u64 => {
-            s.stop(StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false)
-        }
-        _ => {
+    match stop {
+        Some((reason, note, hold)) => s.stop(reason, note, hold),
+        None => {
             s.target.reason = Reason::None;
             s.halted = false;
+            s.hold = false;
             s.serve();
         }
     }
     s.target.leave();
     line::restore_selection(selection);
+    true
 }
 
 impl Session {
@@ -218,7 +232,7 @@ impl Session {
     }
 
     /// Names the exception; rewinds `rip` onto a planted `int3`.
-    fn classify(&mut self, frame: &mut TrapFrame, stepping: bool) -> (StopReason, Reason, bool) {
+    fn classify(&mut self, frame: &mut TrapFrame, stepping: bool) -> Stop {
         let t = &mut self.target;
         let exception = Reason::Exception(frame.vector, frame.error_code, arch::cr2());
         match frame.vector {

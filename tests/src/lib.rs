@@ -138,12 +138,19 @@ impl Proc {
 
     /// Waits for exit, with the deadline.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let id = self.0.id();
+        self.wait_exit_or(|| format!("process {id} did not exit"))
+    }
+
+    /// Waits for exit, with the deadline; `why` says what went wrong when
+    /// it passes.
+    pub fn wait_exit_or(&mut self, why: impl Fn() -> String) -> std::process::ExitStatus {
         let end = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < end, "process {} did not exit", self.0.id());
+            assert!(Instant::now() < end, "{}", why());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -329,14 +336,9 @@ impl Debugger {
 
     /// Waits for the debugger to exit successfully; returns its transcript.
     pub fn finish(mut self) -> String {
-        let end = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.proc.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < end, "the debugger did not finish:\n{}", self.out.text());
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let out = Arc::clone(&self.out);
+        let status =
+            self.proc.wait_exit_or(|| format!("the debugger did not finish:\n{}", out.text()));
         let text = self.out.wait_closed("the debugger's output to end");
         assert!(status.success(), "debugger failed ({status}):\n{text}");
         text

@@ -234,17 +234,7 @@ impl FakeStub {
     /// Accepts the bridge's connection on `listener`, within [`TIMEOUT`].
     pub fn accept(listener: &UnixListener) -> Self {
         listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        let stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "the bridge did not connect");
-                    thread::sleep(POLL);
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        };
+        let stream = accept_within_timeout(|| listener.accept().map(|(stream, _)| stream));
         stream.set_nonblocking(false).unwrap();
         let reader: UnixStream = stream.try_clone().unwrap();
         let closer = stream.try_clone().unwrap();
@@ -258,17 +248,7 @@ impl FakeStub {
     /// Accepts the bridge's TCP connection on `listener`, within [`TIMEOUT`].
     pub fn accept_tcp(listener: &std::net::TcpListener) -> Self {
         listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        let stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(Instant::now() < deadline, "the bridge did not connect");
-                    thread::sleep(POLL);
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        };
+        let stream = accept_within_timeout(|| listener.accept().map(|(stream, _)| stream));
         stream.set_nonblocking(false).unwrap();
         let reader = stream.try_clone().unwrap();
         let closer = stream.try_clone().unwrap();
@@ -349,5 +329,20 @@ impl Drop for Client {
         // The reader thread holds a second descriptor: shut the connection
         // down so that the bridge sees it end.
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Polls a non-blocking `accept` until the bridge connects, within [`TIMEOUT`].
+fn accept_within_timeout<S>(mut accept: impl FnMut() -> std::io::Result<S>) -> S {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match accept() {
+            Ok(stream) => return stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the bridge did not connect");
+                thread::sleep(POLL);
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
     }
 }

@@ -23,6 +23,11 @@
 mod frame;
 pub use frame::{TrapFrame, SOFT_ENTRY_VECTOR, TRAP_FRAME_SIZE};
 
+mod link;
+pub use link::{LinkEvent, Pending, Transport};
+
+pub mod wire;
+
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
@@ -46,6 +51,10 @@ pub(crate) mod debugregs;
 pub(crate) mod framing;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod paging;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod ring;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod rx;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod swbreak;
 #[cfg(any(test, feature = "enabled"))]

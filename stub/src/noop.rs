@@ -2,37 +2,58 @@
 //! no-op, so a unikernel calls the same functions in every build and the
 //! production image holds no stub code at all.
 
-use crate::TrapFrame;
+use crate::{Pending, Transport, TrapFrame};
 
 /// A 16550 UART at an I/O port base (no-op build: holds nothing).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Uart16550;
 
-impl Uart16550 {
-    /// The first PC serial port.
-    pub const COM1: Uart16550 = Uart16550;
+/// The usual I/O base of the first PC serial port.
+pub const COM1_BASE: u16 = 0x3f8;
 
-    /// A UART at I/O port `base`.
+/// See the enabled build (no-op build: 0).
+pub const INLINE_TRANSPORT_BYTES: usize = 0;
+
+impl Uart16550 {
+    /// A UART at I/O port `base` (no-op build: touches nothing).
+    ///
+    /// # Safety
+    /// As in the enabled build: ports `base..base + 8` are a UART that
+    /// nothing else drives.
     #[inline(always)]
-    pub const fn new(_base: u16) -> Self {
+    pub const unsafe fn new(_base: u16) -> Self {
         Uart16550
     }
 }
 
-/// The channel the stub talks to the debugger over (no-op build: holds nothing).
-#[derive(Debug, Clone, Copy)]
-pub struct Transport;
-
-impl From<Uart16550> for Transport {
+impl Transport for Uart16550 {
     #[inline(always)]
-    fn from(_: Uart16550) -> Self {
-        Transport
+    fn read(&mut self, _buf: &mut [u8]) -> usize {
+        0
+    }
+    #[inline(always)]
+    fn write(&mut self, _bytes: &[u8]) {}
+    #[inline(always)]
+    fn carries_console(&self) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn pending(&self) -> Pending {
+        Pending::never()
+    }
+    #[inline(always)]
+    fn name(&self) -> &'static str {
+        "none"
     }
 }
 
-/// See the enabled build: does nothing here.
+/// Does nothing (the transport is dropped unused).
 #[inline(always)]
-pub fn init(_transport: impl Into<Transport>, _cmdline: &str) {}
+pub fn init<T: Transport + 'static>(_transport: T, _cmdline: &str) {}
+
+/// Does nothing.
+#[inline(always)]
+pub fn init_static(_transport: &'static mut dyn Transport, _cmdline: &str) {}
 
 /// Never handles a trap: the unikernel's own handler runs.
 #[inline(always)]

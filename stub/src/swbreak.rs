@@ -87,6 +87,11 @@ impl SwBreakpoints {
         }
     }
 
+    /// The planted breakpoints: address and the byte under the trap byte.
+    pub fn planted(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.slots.iter().flatten().filter_map(|s| Some((s.addr, s.saved?)))
+    }
+
     /// Puts every saved byte back with `restore(addr, byte)`.
     pub fn unplant_all(&mut self, mut restore: impl FnMut(u64, u8)) {
         for slot in self.slots.iter_mut().flatten() {

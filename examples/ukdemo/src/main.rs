@@ -39,7 +39,10 @@ extern "C" fn kmain(start_info: u64) -> ! {
     paging::init();
     idt::init();
     time::init();
-    ukdb_stub::init(ukdb_stub::Uart16550::COM1, pvh::cmdline());
+    // SAFETY: COM1 is this unikernel's console line; once the stub has it,
+    // the console writes only through `ukdb_stub::console_write`.
+    let com1 = unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) };
+    ukdb_stub::init(com1, pvh::cmdline());
     println!(
         "ukdemo: booted, stub {}, tsc {} MHz, cmdline '{}'",
         if ukdb_stub::ENABLED { "enabled" } else { "absent" },

@@ -1,44 +1,70 @@
 //! The public entry points (feature `enabled`). The no-op build in
 //! `noop.rs` has the same signatures.
 
-use super::line;
 use super::session::{self, Why};
+use super::{line, stack, transport};
 use crate::config::Config;
+use crate::link::Transport;
 use crate::TrapFrame;
 use core::arch::naked_asm;
 
-pub use super::transport::{Transport, Uart16550};
+pub use super::transport::{Uart16550, COM1_BASE, INLINE_TRANSPORT_BYTES};
 
 /// Writes a stub message to the console, if the console shares the line.
 pub(crate) fn say(parts: &[&str]) {
-    for p in parts {
-        line::console_write(p.as_bytes());
+    let mut bytes: [&[u8]; 8] = [&[]; 8];
+    for (slot, part) in bytes.iter_mut().zip(parts) {
+        *slot = part.as_bytes();
     }
+    line::say(&bytes);
 }
 
 /// Starts the stub on `transport`, with the `ukdb.*` options of `cmdline`
-/// (see the `config` module: `ukdb.wait`, `ukdb.trap=int3|ud`, `ukdb.off`).
+/// (see docs/debugging.md: `ukdb.wait`, `ukdb.trap=int3|ud`, `ukdb.off`).
 /// Call once, after the IDT routes exceptions to [`handle_trap`] and before
-/// [`wait_for_debugger`].
-pub fn init(transport: impl Into<Transport>, cmdline: &str) {
+/// [`wait_for_debugger`]. The transport is kept in a static slot of
+/// [`INLINE_TRANSPORT_BYTES`] (checked when compiling); a larger one is
+/// kept by the unikernel and handed over with [`init_static`].
+///
+/// ```ignore
+/// // SAFETY: COM1 is this unikernel's console and debug line, driven by nothing else.
+/// ukdb_stub::init(unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) }, cmdline);
+/// ```
+pub fn init<T: Transport + 'static>(transport: T, cmdline: &str) {
     let (config, bad) = Config::parse(cmdline);
     if config.off {
         return;
     }
-    let mut transport = transport.into();
-    transport.init();
-    let name = transport.describe();
-    if !line::install(transport) {
+    match transport::store(transport) {
+        Some(t) => start(t, config, bad.map(|b| b.0)),
+        None => say(&["ukdb: init called twice; the stub keeps its first transport\n"]),
+    }
+}
+
+/// [`init`] with a transport that the unikernel keeps in a static of its
+/// own (any size).
+pub fn init_static(transport: &'static mut dyn Transport, cmdline: &str) {
+    let (config, bad) = Config::parse(cmdline);
+    if config.off {
         return;
     }
-    session::init(config);
+    start(transport, config, bad.map(|b| b.0));
+}
+
+fn start(transport: &'static mut dyn Transport, config: Config, bad: Option<&str>) {
+    stack::paint();
+    let name = transport.name();
+    if line::install(transport).is_err() || !session::init(config) {
+        say(&["ukdb: init called twice; the stub keeps its first transport\n"]);
+        return;
+    }
     let trap = match config.trap {
         crate::config::TrapInsn::Int3 => "int3",
         crate::config::TrapInsn::Ud => "ud",
     };
     say(&["ukdb: stub ready on ", name, ", breakpoints use ", trap, "\n"]);
     if let Some(bad) = bad {
-        say(&["ukdb: ignoring unknown option '", bad.0, "'\n"]);
+        say(&["ukdb: ignoring unknown option '", bad, "'\n"]);
     }
 }
 
@@ -56,6 +82,7 @@ pub fn handle_trap(frame: &mut TrapFrame) -> bool {
 /// debugger connecting, or the bridge's control bytes. Call it from the idle
 /// loop or a timer; it costs one status-register read when nothing waits,
 /// and takes no lock.
+#[inline]
 pub fn poll() {
     if line::has_input() {
         soft_entry(Why::Poll as u64);
@@ -87,7 +114,9 @@ pub fn on_panic(info: &core::panic::PanicInfo<'_>) {
 /// Writes console text. On a channel shared with the console the stub
 /// writes it (framed when the bridge asked for framing) and returns `true`;
 /// otherwise (no stub, or another transport) it returns `false` and the
-/// unikernel writes the bytes itself. Takes no lock.
+/// unikernel writes the bytes itself. The text goes into a lock-free ring
+/// first, so a trap anywhere in this path can be served; do not call it
+/// from an NMI handler.
 pub fn console_write(bytes: &[u8]) -> bool {
     line::console_write(bytes)
 }
@@ -113,6 +142,12 @@ extern "C" fn soft_entry(why: u64) {
         // rsp, ss, at [rsp+0] .. [rsp+48] after the `sub`.
         "pushfq",
         "cli",
+        // Clear TF for the stub's own code: a single step that led here
+        // stops at most on the instructions up to this popfq (no lock is
+        // held yet); the caller's flags, TF included, are in the frame.
+        "push qword ptr [rsp]",
+        "and qword ptr [rsp], -257",
+        "popfq",
         "sub rsp, 56",
         "mov [rsp + 8], rax",
         "mov rax, [rsp + 64]",

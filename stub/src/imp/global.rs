@@ -14,13 +14,20 @@ pub struct Global<T> {
 }
 
 // SAFETY: access goes only through `lock`, whose atomic flag admits one
-// holder at a time.
-unsafe impl<T> Sync for Global<T> {}
+// holder at a time; the value may be reached from another context than the
+// one that put it there, so it must be `Send`.
+unsafe impl<T: Send> Sync for Global<T> {}
 
 impl<T> Global<T> {
     /// A new global.
     pub const fn new(value: T) -> Self {
         Global { busy: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Whether someone holds it now (a racy answer, exact on one CPU with
+    /// the world stopped).
+    pub fn is_held(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
     }
 
     /// The value, unless someone holds it already.
@@ -70,7 +77,8 @@ const READY: u8 = 2;
 
 // SAFETY: the value is written once, before READY is published with
 // Release ordering, and only read (shared) after READY is seen with Acquire.
-unsafe impl<T: Sync> Sync for SetOnce<T> {}
+// It is moved in by one context and shared with all others: `Send + Sync`.
+unsafe impl<T: Send + Sync> Sync for SetOnce<T> {}
 
 impl<T> SetOnce<T> {
     /// Empty.

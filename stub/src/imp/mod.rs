@@ -6,14 +6,17 @@
 //!   world stopped, handles new and vanished debuggers.
 //! - [`target`]: gdbstub's `Target`: registers from the trap frame, checked
 //!   memory, breakpoints, resume, monitor commands (one file per extension).
-//! - [`line`]: the transport and the console sharing it, without locks the
-//!   two could deadlock on.
-//! - [`transport`]: the byte channels; [`arch`]: every privileged instruction.
+//! - [`line`]: the installed transport and the console sharing it, without
+//!   locks a trap could need.
+//! - [`transport`]: the transports the stub brings (16550) and where an
+//!   installed transport lives; [`stack`]: the stub's own stack;
+//!   [`arch`]: every privileged instruction.
 
 pub(crate) mod api;
 mod arch;
 mod global;
 mod line;
 mod session;
+mod stack;
 mod target;
 mod transport;

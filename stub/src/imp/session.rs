@@ -8,23 +8,36 @@
 //! stub reads what is there (Ctrl-C, control sequences, a new debugger's
 //! first packet) and returns unless that halted the unikernel.
 //!
+//! Packets are assembled and checked by [`Rx`] before gdbstub sees them, so
+//! line noise or a malformed packet gets a NAK or an error reply and the
+//! session goes on (gdbstub itself would end it).
+//!
 //! Debuggers come and go without notice. A session starts with a debugger's
-//! first packet and ends when it detaches, when the bridge reports it gone
-//! (`DLE 'X'`), when its successor sends `qSupported`, when a packet arrives
-//! while the unikernel runs (only a new debugger does that), or on a protocol
-//! error. Ending a session removes every breakpoint and starts a fresh
-//! gdbstub state machine, so each debugger begins in ack mode with a clean
-//! slate, and the unikernel runs on unless a fault or panic holds it.
+//! first packet (or a lone Ctrl-C) and ends when it detaches, when the
+//! bridge reports it gone (`DLE 'X'`, answered with `DLE 'E'`), when the
+//! transport reports the link gone, when an opening packet (`qSupported`,
+//! `QStartNoAckMode`) arrives after the session got going (a new debugger),
+//! or on a protocol error. Ending a session removes every breakpoint and
+//! starts a fresh gdbstub state machine; the unikernel runs on unless a
+//! wait, fault or panic holds it.
+//!
+//! Nothing here runs in the unikernel's context with a lock held: a trap
+//! that finds the stub busy (its own code, or a console drain holding the
+//! line) is handled without locks by [`on_busy`] and never stops there.
 
 use super::arch;
-use super::global::Global;
+use super::global::{Global, SetOnce};
 use super::line;
-use super::target::{Reason, UkTarget, PANIC_MESSAGE_MAX};
+use super::target::{write_mem, Reason, UkTarget, PANIC_MESSAGE_MAX};
 use crate::config::Config;
 use crate::debugregs::SlotKind;
-use crate::framing::{Control, RxEvent, RxParser};
+use crate::link::LinkEvent;
+use crate::rx::{Control, Event, PacketClass, Reply, Rx};
+use crate::swbreak::MAX_SW_BREAKPOINTS;
 use crate::TrapFrame;
+use core::convert::Infallible;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
@@ -44,28 +57,91 @@ pub enum Why {
 /// memory in chunks of up to half of it.
 pub const PACKET_SIZE: usize = 16 * 1024;
 
-/// Borrowed by the current state machine only (see `fresh_machine`).
+/// How long a packet may pause mid-way before it is dropped, in TSC ticks:
+/// 2^31 is 0.5 s at 4 GHz and 2 s at 1 GHz.
+const PACKET_SILENCE_TICKS: u64 = 1 << 31;
+
+/// gdbstub's packet buffer. Borrowed by the current state machine only (see
+/// `fresh_machine`).
 static mut PACKET_BUFFER: [u8; PACKET_SIZE] = [0; PACKET_SIZE];
+/// Where [`Rx`] assembles a packet. Borrowed once, at `init`.
+static mut RX_BUFFER: [u8; PACKET_SIZE] = [0; PACKET_SIZE];
+/// Where [`Conn`] gathers a reply (kept for a retransmission).
+static mut TX_BUFFER: [u8; PACKET_SIZE + 8] = [0; PACKET_SIZE + 8];
 
 type StopReason = SingleThreadStopReason<u64>;
 type Machine = GdbStubStateMachine<'static, UkTarget, Conn>;
-type Step = Result<Machine, gdbstub::stub::GdbStubError<&'static str, ()>>;
+type Step = Result<Machine, gdbstub::stub::GdbStubError<&'static str, Infallible>>;
 
-/// gdbstub's connection: RSP bytes onto the line, framed as debugger bytes.
-pub struct Conn;
+/// gdbstub's connection: gathers what gdbstub writes and sends it as one
+/// run of debugger bytes per packet (see [`Conn::send`]). The last reply is
+/// kept, so a NAK can be answered with it again.
+pub struct Conn {
+    buf: &'static mut [u8],
+    len: usize,
+    /// Where the last reply packet starts in `buf`, once sent.
+    reply: Option<usize>,
+    /// The reply did not fit: it went out in pieces and cannot be resent.
+    spilled: bool,
+}
+
+impl Conn {
+    /// Sends what was gathered; it is the last reply until more is written.
+    fn send(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        let gathered = self.buf.get(..self.len).unwrap_or_default();
+        line::write_debug(gathered);
+        line::flush();
+        self.reply = if self.spilled { None } else { gathered.iter().position(|&b| b == b'$') };
+        self.len = 0;
+        self.spilled = false;
+    }
+
+    /// Sends the last reply again (the debugger NAKed it).
+    fn resend(&mut self) {
+        if let Some(start) = self.reply {
+            if let Some(packet) = self.buf.get(start..) {
+                let end = packet.iter().position(|&b| b == b'#').map(|i| i + 3);
+                if let Some(packet) = end.and_then(|end| packet.get(..end)) {
+                    line::write_debug(packet);
+                    line::flush();
+                }
+            }
+        }
+    }
+}
 
 impl Connection for Conn {
-    type Error = ();
+    type Error = Infallible;
 
-    fn write(&mut self, byte: u8) -> Result<(), ()> {
+    fn write(&mut self, byte: u8) -> Result<(), Infallible> {
         self.write_all(&[byte])
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), ()> {
-        line::write_debug(buf)
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        if self.len == 0 {
+            self.reply = None;
+        }
+        for &b in bytes {
+            if self.len == self.buf.len() {
+                // Too long to keep: send what is here and go on.
+                let full = self.buf.get(..self.len).unwrap_or_default();
+                line::write_debug(full);
+                self.len = 0;
+                self.spilled = true;
+            }
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ()> {
+    fn flush(&mut self) -> Result<(), Infallible> {
+        self.send();
         Ok(())
     }
 }
@@ -73,59 +149,111 @@ impl Connection for Conn {
 struct Session {
     target: UkTarget,
     machine: Option<Machine>,
+    rx: Rx<'static>,
     /// A debugger has spoken since the session last ended.
     active: bool,
+    /// The session handled a packet beyond the opening handshake: another
+    /// opening packet is a new debugger.
+    opened: bool,
+    /// The debugger switched acknowledgements off.
+    no_ack: bool,
     /// The unikernel must not run: serve until the debugger resumes it.
     halted: bool,
     /// The stop holds until a debugger resumes it: `ukdb.wait`, or an
     /// exception or panic that resuming without a debugger only repeats.
     hold: bool,
-    rx: RxParser,
-    wait: bool,
+    /// TSC at the last byte received.
+    last_byte: u64,
 }
+
+// SAFETY: the session is reached only through SESSION's lock. Its one
+// non-`Send` part, the target's pointer to the trap frame, is set when a
+// stop begins and cleared before it ends, so it never outlives the stop
+// that made it, whichever context takes the lock next.
+unsafe impl Send for Session {}
 
 static SESSION: Global<Option<Session>> = Global::new(None);
+/// Read without a lock by the unikernel's context.
+static CONFIG: SetOnce<Config> = SetOnce::new();
+/// The outermost entry is running (set before the stack switch).
+static ENTERED: AtomicBool = AtomicBool::new(false);
 
-pub fn init(config: Config) {
-    if let Some(mut s) = SESSION.lock() {
-        let session = s.insert(Session {
-            target: UkTarget::new(config.trap),
-            machine: None,
-            active: false,
-            halted: false,
-            hold: false,
-            rx: RxParser::new(),
-            wait: config.wait,
-        });
-        session.fresh_machine();
+/// The panic message, kept apart from the session: recorded in the
+/// unikernel's context, read by the session only after `record_panic`
+/// returned.
+struct PanicMessage {
+    text: [u8; PANIC_MESSAGE_MAX],
+    len: usize,
+}
+static PANIC: Global<PanicMessage> =
+    Global::new(PanicMessage { text: [0; PANIC_MESSAGE_MAX], len: 0 });
+
+/// Where software breakpoints are planted, for [`on_busy`], which runs
+/// without the session: a lock-free copy of the table while the unikernel
+/// runs.
+struct Planted {
+    addr: AtomicU64,
+    original: AtomicU8,
+    live: AtomicBool,
+}
+#[allow(clippy::declare_interior_mutable_const)]
+const UNPLANTED: Planted =
+    Planted { addr: AtomicU64::new(0), original: AtomicU8::new(0), live: AtomicBool::new(false) };
+static PLANTED: [Planted; MAX_SW_BREAKPOINTS] = [UNPLANTED; MAX_SW_BREAKPOINTS];
+/// Traps that arrived while the stub was busy and were passed over.
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the session. `false` when it runs already.
+pub fn init(config: Config) -> bool {
+    if !CONFIG.set(config) {
+        return false;
     }
+    let Some(mut s) = SESSION.lock() else {
+        return false;
+    };
+    // SAFETY: the one borrow of RX_BUFFER, taken once: CONFIG.set above
+    // admits a single caller of this line.
+    let rx_buffer: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(RX_BUFFER) };
+    let session = s.insert(Session {
+        target: UkTarget::new(config.trap),
+        machine: None,
+        rx: Rx::new(rx_buffer),
+        active: false,
+        opened: false,
+        no_ack: false,
+        halted: false,
+        hold: false,
+        last_byte: 0,
+    });
+    session.fresh_machine();
+    true
 }
 
+/// Lock-free.
 pub fn wants_wait() -> bool {
-    SESSION.lock().is_some_and(|s| s.as_ref().is_some_and(|s| s.wait))
+    CONFIG.get().is_some_and(|c| c.wait)
 }
 
+/// Lock-free.
 pub fn is_running() -> bool {
-    SESSION.lock().is_some_and(|s| s.is_some())
+    CONFIG.get().is_some()
 }
 
 /// Keeps the panic message for the debugger. `false`: no stub to stop in.
 pub fn record_panic(info: &core::panic::PanicInfo<'_>) -> bool {
-    // Format before taking the lock: formatting runs shared code (a
-    // debugger may have a breakpoint in `core::fmt`), and a trap while the
-    // lock is held could not be served.
+    if !is_running() {
+        return false;
+    }
+    // Formatting runs shared code (a debugger may have a breakpoint in
+    // `core::fmt` or `memcpy`); no lock a trap needs is held meanwhile.
     let mut message = [0u8; PANIC_MESSAGE_MAX];
     let mut w = Truncating { buf: &mut message, len: 0 };
     let _ = write!(w, "{}", info);
     let len = w.len;
-    let Some(mut guard) = SESSION.lock() else {
-        return false;
-    };
-    let Some(s) = guard.as_mut() else {
-        return false;
-    };
-    s.target.panic_message = message;
-    s.target.panic_len = len;
+    if let Some(mut p) = PANIC.lock() {
+        p.text = message;
+        p.len = len;
+    }
     true
 }
 
@@ -149,17 +277,39 @@ impl Write for Truncating<'_> {
 /// An exception from the unikernel's handler.
 pub fn on_trap(frame: &mut TrapFrame) -> bool {
     // NMI and machine checks are the platform's business.
-    if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 {
+    if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 || !is_running() {
         return false;
     }
-    enter_stub(frame, |s, frame| {
+    if ENTERED.swap(true, Ordering::Acquire) {
+        return on_busy(frame);
+    }
+    let handled = super::stack::call(frame, 0, trap_on_stub_stack) != 0;
+    ENTERED.store(false, Ordering::Release);
+    handled
+}
+
+extern "C" fn trap_on_stub_stack(frame: *mut TrapFrame, _: u64) -> u64 {
+    // SAFETY: `stack::call` passes the `&mut TrapFrame` that `on_trap` was
+    // given, unused by anyone else until this returns.
+    let frame = unsafe { &mut *frame };
+    u64::from(enter_stub(frame, |s, frame| {
         let stepping = s.target.step_saved_if.is_some();
         Some(s.classify(frame, stepping))
-    })
+    }))
 }
 
 /// The stub entered itself (see `api::soft_entry`).
 pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
+    if !is_running() || ENTERED.swap(true, Ordering::Acquire) {
+        return;
+    }
+    super::stack::call(frame, why, soft_on_stub_stack);
+    ENTERED.store(false, Ordering::Release);
+}
+
+extern "C" fn soft_on_stub_stack(frame: *mut TrapFrame, why: u64) -> u64 {
+    // SAFETY: as in `trap_on_stub_stack`.
+    let frame = unsafe { &mut *frame };
     enter_stub(frame, |_, _| match why {
         w if w == Why::Wait as u64 => {
             Some((StopReason::Signal(Signal::SIGTRAP), Reason::Wait, true))
@@ -172,30 +322,82 @@ pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
         }
         _ => None,
     });
+    0
+}
+
+/// A trap while the stub is busy: in its own code (entered already), or in
+/// a console drain that holds the line. It cannot stop here, and takes no
+/// lock: a planted software breakpoint is taken out (the byte put back;
+/// planted again at the next stop) and passed over; a hardware breakpoint
+/// resumes past itself; a single step goes on stepping silently until the
+/// stub is free again, and is reported there. Anything else (a fault) is
+/// the unikernel's.
+fn on_busy(frame: &mut TrapFrame) -> bool {
+    let handled = match frame.vector {
+        1 => {
+            let dr6 = arch::dr::dr6();
+            arch::dr::clear_dr6();
+            if dr6 & 0xf != 0 {
+                frame.rflags |= arch::RFLAGS_RF;
+            }
+            true
+        }
+        3 => {
+            let at = frame.rip.wrapping_sub(1);
+            if unplant(at) {
+                frame.rip = at;
+            }
+            true
+        }
+        6 => unplant(frame.rip),
+        _ => false,
+    };
+    if handled {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+    }
+    handled
+}
+
+/// Puts back the original byte of a breakpoint planted at `addr`.
+fn unplant(addr: u64) -> bool {
+    for p in &PLANTED {
+        if p.live.load(Ordering::Acquire) && p.addr.load(Ordering::Relaxed) == addr {
+            let _ = write_mem(addr, &[p.original.load(Ordering::Relaxed)]);
+            p.live.store(false, Ordering::Release);
+            return true;
+        }
+    }
+    false
 }
 
 /// A stop to report: the reason for gdb, the reason for `monitor why`, and
 /// whether it holds without a debugger (see `Session::hold`).
 type Stop = (StopReason, Reason, bool);
 
-/// Every way into the stub: `decide` names the stop from the frame before
-/// the world is stopped (`None`: a poll, which halts only if the debugger
-/// asks). Then the stop is served, and the unikernel resumed with the
-/// console selection it had. `false`: no stub to enter (not started, or
-/// re-entered from inside itself).
+/// Every way into the stub, on the stub's stack: `decide` names the stop
+/// from the frame before the world is stopped (`None`: a poll, which halts
+/// only if the debugger asks). Then the stop is served, pending console text
+/// sent, and the breakpoints planted last, just before the unikernel
+/// resumes. `false`: no stub to enter, or it is busy (see [`on_busy`]).
 fn enter_stub(
     frame: &mut TrapFrame,
     decide: impl FnOnce(&mut Session, &mut TrapFrame) -> Option<Stop>,
 ) -> bool {
+    let busy = |frame: &mut TrapFrame| frame.vector != crate::SOFT_ENTRY_VECTOR && on_busy(frame);
+    if !line::available() {
+        return busy(frame);
+    }
     let Some(mut guard) = SESSION.lock() else {
-        return false;
+        return busy(frame);
     };
     let Some(s) = guard.as_mut() else {
         return false;
     };
     let stop = decide(s, frame);
-    let selection = line::selection();
     s.target.enter(frame);
+    for p in &PLANTED {
+        p.live.store(false, Ordering::Release);
+    }
     match stop {
         Some((reason, note, hold)) => s.stop(reason, note, hold),
         None => {
@@ -205,8 +407,16 @@ fn enter_stub(
             s.serve();
         }
     }
+    line::drain_console();
     s.target.leave();
-    line::restore_selection(selection);
+    let mut planted = s.target.bps.planted();
+    for p in &PLANTED {
+        if let Some((addr, original)) = planted.next() {
+            p.addr.store(addr, Ordering::Relaxed);
+            p.original.store(original, Ordering::Relaxed);
+            p.live.store(true, Ordering::Release);
+        }
+    }
     true
 }
 
@@ -214,14 +424,27 @@ impl Session {
     /// Drops the current state machine and starts a new one (idle, ack mode).
     fn fresh_machine(&mut self) {
         self.machine = None;
-        // SAFETY: the buffer's only borrower was the machine dropped above,
-        // and SESSION's lock makes this the only code running here, so this
-        // is the one live reference.
-        let buffer: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(PACKET_BUFFER) };
-        let Ok(stub) = GdbStubBuilder::new(Conn).with_packet_buffer(buffer).build() else {
+        // SAFETY: the buffers' only borrowers were the machine dropped above
+        // (and its Conn), and SESSION's lock makes this the only code running
+        // here, so these are the one live references.
+        let (buffer, tx): (&'static mut [u8], &'static mut [u8]) = unsafe {
+            (&mut *core::ptr::addr_of_mut!(PACKET_BUFFER), &mut *core::ptr::addr_of_mut!(TX_BUFFER))
+        };
+        let conn = Conn { buf: tx, len: 0, reply: None, spilled: false };
+        let Ok(stub) = GdbStubBuilder::new(conn).with_packet_buffer(buffer).build() else {
             return;
         };
         self.machine = stub.run_state_machine(&mut self.target).ok();
+    }
+
+    fn start_session(&mut self) {
+        self.active = true;
+        self.opened = false;
+        self.no_ack = false;
+        self.halted = true;
+        if self.target.reason == Reason::None {
+            self.target.reason = Reason::Interrupt;
+        }
     }
 
     fn end_session(&mut self) {
@@ -229,6 +452,26 @@ impl Session {
         self.target.resume = None;
         self.fresh_machine();
         self.active = false;
+        self.opened = false;
+        self.no_ack = false;
+    }
+
+    /// The session ends without the debugger resuming: a wait, fault or
+    /// panic still holds the unikernel; anything else lets it run.
+    fn abandon_session(&mut self) {
+        if self.active {
+            self.end_session();
+        }
+        self.halted = self.hold;
+    }
+
+    fn conn(&mut self) -> Option<&mut Conn> {
+        Some(match self.machine.as_mut()? {
+            GdbStubStateMachine::Idle(m) => m.borrow_conn(),
+            GdbStubStateMachine::Running(m) => m.borrow_conn(),
+            GdbStubStateMachine::CtrlCInterrupt(m) => m.borrow_conn(),
+            GdbStubStateMachine::Disconnected(m) => m.borrow_conn(),
+        })
     }
 
     /// Names the exception; rewinds `rip` onto a planted `int3`.
@@ -291,12 +534,20 @@ impl Session {
         match self.machine.take() {
             Some(GdbStubStateMachine::Running(mut running)) => {
                 if note == Reason::Panic {
-                    send_console_packet(running.borrow_conn(), self.target.panic_text());
+                    if let Some(p) = PANIC.lock() {
+                        send_console_packet(running.borrow_conn(), p.text.get(..p.len));
+                    }
                 }
                 let next = running.report_stop(&mut self.target, reason);
                 self.settle(next);
             }
             other => self.machine = other,
+        }
+        if note == Reason::Panic {
+            if let Some(p) = PANIC.lock() {
+                self.target.panic_message = p.text;
+                self.target.panic_len = p.len;
+            }
         }
         self.serve();
     }
@@ -304,57 +555,158 @@ impl Session {
     /// Reads and handles bytes: all that arrive while halted, and while
     /// running only those already waiting.
     fn serve(&mut self) {
+        let mut buf = [0u8; 64];
         loop {
-            let byte = if self.halted {
-                read_blocking()
-            } else {
-                match line::try_read() {
-                    Some(b) => b,
-                    None => return,
+            if let Some(event) = line::poll_event() {
+                self.on_link(event);
+            }
+            let n = line::read(&mut buf);
+            if n == 0 {
+                if !self.halted {
+                    return;
                 }
-            };
-            let mut rx = core::mem::take(&mut self.rx);
-            rx.push(byte, |event| self.on_event(event));
-            self.rx = rx;
+                if self.rx.in_packet()
+                    && rdtsc().wrapping_sub(self.last_byte) > PACKET_SILENCE_TICKS
+                {
+                    self.rx.abandon();
+                }
+                core::hint::spin_loop();
+                continue;
+            }
+            let now = rdtsc();
+            if self.rx.in_packet() && now.wrapping_sub(self.last_byte) > PACKET_SILENCE_TICKS {
+                // The rest of that packet never came: drop it, so that what
+                // follows (a control sequence, a new debugger) is read.
+                self.rx.abandon();
+            }
+            self.last_byte = now;
+            for &byte in buf.get(..n).unwrap_or_default() {
+                self.on_byte(byte);
+            }
         }
     }
 
-    fn on_event(&mut self, event: RxEvent) {
+    fn on_link(&mut self, event: LinkEvent) {
         match event {
-            RxEvent::Control(Control::Framed) => line::set_framed(true),
-            RxEvent::Control(Control::Raw) => line::set_framed(false),
-            RxEvent::Control(Control::DebuggerGone) => {
+            LinkEvent::Connected => {
                 if self.active {
                     self.end_session();
-                    self.halted = false;
+                }
+                self.rx.abandon();
+            }
+            LinkEvent::Gone => {
+                self.rx.abandon();
+                self.abandon_session();
+            }
+        }
+    }
+
+    fn on_byte(&mut self, byte: u8) {
+        // The event borrows the receive buffer; a packet is copied out into
+        // gdbstub byte by byte, so take the receiver out meanwhile.
+        let mut rx = core::mem::replace(&mut self.rx, Rx::new(&mut []));
+        if let Some(event) = rx.push(byte) {
+            self.on_event(event);
+        }
+        self.rx = rx;
+    }
+
+    fn on_event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Control(Control::Framed) => line::set_framed(true),
+            Event::Control(Control::Raw) => line::set_framed(false),
+            Event::Control(Control::DebuggerGone) => {
+                line::session_ended();
+                self.abandon_session();
+            }
+            Event::Ack => {}
+            Event::Nak => {
+                if let Some(conn) = self.conn() {
+                    conn.resend();
                 }
             }
-            RxEvent::PacketStart { new_session } => {
-                let running = matches!(self.machine, Some(GdbStubStateMachine::Running(_)));
-                if self.active && (new_session || running) {
+            Event::Interrupt => {
+                if !self.active {
+                    // A Ctrl-C from nobody attached yet: stop, as a debugger
+                    // would expect; a disconnect lets the unikernel go on.
+                    self.start_session();
+                    self.target.reason = Reason::Interrupt;
+                } else {
+                    self.feed(&[0x03]);
+                }
+            }
+            Event::Packet { bytes, class } => {
+                let running =
+                    matches!(self.machine, Some(GdbStubStateMachine::Running(_))) && !self.halted;
+                if self.active && ((class == PacketClass::Opening && self.opened) || running) {
+                    // A new debugger: the old one vanished without a word.
                     self.end_session();
                 }
                 if !self.active {
-                    self.active = true;
-                    self.halted = true;
-                    if self.target.reason == Reason::None {
-                        self.target.reason = Reason::Interrupt;
-                    }
+                    self.start_session();
+                }
+                if class == PacketClass::Other {
+                    self.opened = true;
+                }
+                let no_ack = bytes.starts_with(b"$QStartNoAckMode#");
+                self.feed(bytes);
+                if no_ack {
+                    self.no_ack = true;
                 }
             }
-            RxEvent::Byte(byte) => {
-                let next = match self.machine.take() {
-                    Some(GdbStubStateMachine::Idle(idle)) => {
-                        idle.incoming_data(&mut self.target, byte)
-                    }
-                    Some(GdbStubStateMachine::Running(running)) => {
-                        running.incoming_data(&mut self.target, byte)
-                    }
-                    Some(other) => Ok(other),
-                    None => return,
+            Event::Reject(reply) => {
+                if !self.active {
+                    self.start_session();
+                }
+                self.opened = true;
+                let packet: &[u8] = match reply {
+                    Reply::Einval => b"$E16#ac",
+                    Reply::Empty => b"$#00",
                 };
-                self.settle(next);
+                self.reply_raw(packet);
             }
+            Event::BadChecksum => {
+                if !self.no_ack {
+                    line::write_debug(b"-");
+                    line::flush();
+                }
+            }
+            Event::Overflow => {
+                if !self.active {
+                    self.start_session();
+                }
+                self.reply_raw(b"$E16#ac");
+            }
+        }
+    }
+
+    /// Sends a reply of the stub's own (acknowledged first in ack mode).
+    fn reply_raw(&mut self, packet: &[u8]) {
+        let ack = !self.no_ack;
+        if let Some(conn) = self.conn() {
+            if ack {
+                let _ = conn.write(b'+');
+            }
+            let _ = conn.write_all(packet);
+            conn.send();
+        }
+    }
+
+    /// Passes checked bytes to gdbstub, then sends what it wrote.
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            let next = match self.machine.take() {
+                Some(GdbStubStateMachine::Idle(idle)) => idle.incoming_data(&mut self.target, byte),
+                Some(GdbStubStateMachine::Running(running)) => {
+                    running.incoming_data(&mut self.target, byte)
+                }
+                Some(other) => Ok(other),
+                None => return,
+            };
+            self.settle(next);
+        }
+        if let Some(conn) = self.conn() {
+            conn.send();
         }
     }
 
@@ -385,35 +737,33 @@ impl Session {
                 self.halted = false;
             }
             Err(_) => {
-                // A protocol or connection error: the session cannot go on.
-                // A wait, fault or panic keeps the unikernel halted for the
-                // next debugger; anything else lets it run.
-                self.end_session();
-                self.halted = self.hold;
+                // Something the receiver's checks let through and gdbstub
+                // could not take: this session cannot go on.
+                self.abandon_session();
             }
         }
     }
 }
 
-fn read_blocking() -> u8 {
-    loop {
-        if let Some(b) = line::try_read() {
-            return b;
-        }
-        core::hint::spin_loop();
-    }
+/// The time-stamp counter.
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc reads a counter; it has no side effects.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// Sends `text` to the debugger's console as an `O` packet (valid while it
 /// waits for a stop reply).
-fn send_console_packet(conn: &mut Conn, text: &[u8]) {
+fn send_console_packet(conn: &mut Conn, text: Option<&[u8]>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut sum = b'O';
     let _ = conn.write_all(b"$O");
-    for &b in text.iter().chain(b"\n") {
+    for &b in text.unwrap_or_default().iter().chain(b"\n") {
         let pair = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
         sum = sum.wrapping_add(pair[0]).wrapping_add(pair[1]);
         let _ = conn.write_all(&pair);
     }
     let _ = conn.write_all(&[b'#', HEX[usize::from(sum >> 4)], HEX[usize::from(sum & 15)]]);
+    conn.send();
 }

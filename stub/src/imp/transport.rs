@@ -1,123 +1,128 @@
-//! Transports: the byte channels the stub can talk over. Each is polled: the
-//! stub reads and writes them with the world stopped, and from [`crate::poll`]
-//! only asks whether input is waiting. New transports (virtio-net, Xen
-//! console ring, vsock) are new variants of [`Transport`].
+//! The transports the stub brings, and where an installed transport lives.
+//! A unikernel's own transports implement [`Transport`] the same way.
 
 use super::arch;
+use crate::link::{Pending, Transport};
 use crate::uart::{Uart, UartRegs};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-/// A 16550 UART reached through I/O ports.
-#[derive(Debug, Clone, Copy)]
+/// A 16550 UART reached through I/O ports. The console may share it with
+/// the debugger (see [`crate::console_write`]).
+#[derive(Debug)]
 pub struct Uart16550 {
-    base: u16,
+    uart: Uart<PortRegs>,
 }
 
-impl Uart16550 {
-    /// The first PC serial port (I/O base 0x3f8).
-    pub const COM1: Uart16550 = Uart16550 { base: 0x3f8 };
+/// The usual I/O base of the first PC serial port.
+pub const COM1_BASE: u16 = 0x3f8;
 
+impl Uart16550 {
     /// A UART at I/O port `base`.
-    pub const fn new(base: u16) -> Self {
-        Uart16550 { base }
+    ///
+    /// # Safety
+    /// Ports `base..base + 8` are a 16550-compatible UART that nothing else
+    /// drives once the stub has it (the unikernel's console writes go
+    /// through [`crate::console_write`]).
+    pub const unsafe fn new(base: u16) -> Self {
+        Uart16550 { uart: Uart::new(PortRegs(base)) }
     }
 }
 
 /// The registers of a port-mapped UART.
+#[derive(Debug)]
 pub(crate) struct PortRegs(u16);
 
 impl UartRegs for PortRegs {
     fn read(&mut self, offset: u16) -> u8 {
-        // SAFETY: the unikernel named this UART as the stub's transport, so
-        // its eight ports are the stub's to drive.
-        unsafe { arch::inb(self.0 + offset) }
+        // SAFETY: `Uart16550::new`'s contract: these eight ports are a UART
+        // that is the stub's to drive.
+        unsafe { arch::inb(self.0.wrapping_add(offset)) }
     }
     fn write(&mut self, offset: u16, value: u8) {
         // SAFETY: as in `read`.
-        unsafe { arch::outb(self.0 + offset, value) }
+        unsafe { arch::outb(self.0.wrapping_add(offset), value) }
     }
 }
 
-/// The channel the stub talks to the debugger over: made from one of the
-/// transport types (`Uart16550::COM1.into()`).
-pub struct Transport(Inner);
-
-enum Inner {
-    /// A 16550 UART. The console may share it (see [`crate::console_write`]).
-    Uart16550(Uart<PortRegs>),
+/// The lock-free input check: the line status register's data-ready bit.
+fn uart_input_waiting(base: usize) -> bool {
+    // `Pending` contexts are made only by `Uart16550::pending`, from a port
+    // number, so the cast back is lossless.
+    let mut uart = Uart::new(PortRegs(base as u16));
+    uart.has_input()
 }
 
-impl From<Uart16550> for Transport {
-    fn from(u: Uart16550) -> Self {
-        Transport(Inner::Uart16550(Uart::new(PortRegs(u.base))))
+impl Transport for Uart16550 {
+    fn init(&mut self) {
+        self.uart.init();
     }
-}
 
-/// The parts of a transport that work without owning it, while the
-/// unikernel runs: is input waiting (for `poll`), and writing console text
-/// when the console shares the channel. Copied out of the transport at
-/// `init`; lock-free, so single-stepping through them cannot deadlock the
-/// stub.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Probe {
-    Uart16550(u16),
-}
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        for slot in buf.iter_mut() {
+            match self.uart.try_read() {
+                Some(b) => *slot = b,
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
 
-impl Probe {
-    /// Whether input is waiting.
-    pub fn has_input(self) -> bool {
-        match self {
-            Probe::Uart16550(base) => Uart::new(PortRegs(base)).has_input(),
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.uart.write(b);
         }
     }
 
-    /// Writes a console byte, if the console shares the channel.
-    pub fn console_write(self, byte: u8) {
-        match self {
-            Probe::Uart16550(base) => Uart::new(PortRegs(base)).write(byte),
-        }
+    fn carries_console(&self) -> bool {
+        true
     }
 
-    /// Whether the console shares this channel.
-    pub fn carries_console(self) -> bool {
-        match self {
-            Probe::Uart16550(_) => true,
-        }
+    fn pending(&self) -> Pending {
+        Pending::new(uart_input_waiting, usize::from(self.uart.regs().0))
+    }
+
+    fn name(&self) -> &'static str {
+        "serial"
     }
 }
 
-impl Transport {
-    /// The lock-free parts.
-    pub(crate) fn probe(&self) -> Probe {
-        match &self.0 {
-            Inner::Uart16550(u) => Probe::Uart16550(u.regs().0),
-        }
-    }
+/// Room for one transport handed to `init` by value: no heap, so it lives
+/// in this static. A transport larger than this is kept by the unikernel in
+/// a static of its own and handed over as `&'static mut`.
+pub const INLINE_TRANSPORT_BYTES: usize = 256;
 
-    /// Prepares the device.
-    pub(crate) fn init(&mut self) {
-        match &mut self.0 {
-            Inner::Uart16550(u) => u.init(),
-        }
-    }
+#[repr(C, align(16))]
+struct Slot(UnsafeCell<MaybeUninit<[u8; INLINE_TRANSPORT_BYTES]>>);
 
-    /// A waiting byte, if any.
-    pub(crate) fn try_read(&mut self) -> Option<u8> {
-        match &mut self.0 {
-            Inner::Uart16550(u) => u.try_read(),
-        }
-    }
+// SAFETY: written once, by the one caller that wins `TAKEN`; afterwards only
+// reached through the `&'static mut` that `store` hands out.
+unsafe impl Sync for Slot {}
 
-    /// Sends one byte.
-    pub(crate) fn write(&mut self, byte: u8) {
-        match &mut self.0 {
-            Inner::Uart16550(u) => u.write(byte),
-        }
-    }
+static SLOT: Slot = Slot(UnsafeCell::new(MaybeUninit::uninit()));
+static TAKEN: AtomicBool = AtomicBool::new(false);
 
-    /// A short name for messages.
-    pub(crate) fn describe(&self) -> &'static str {
-        match &self.0 {
-            Inner::Uart16550(_) => "serial",
-        }
+/// Moves `transport` into the static slot; `None` if the slot is taken.
+pub(crate) fn store<T: Transport + 'static>(transport: T) -> Option<&'static mut dyn Transport> {
+    const {
+        assert!(
+            size_of::<T>() <= INLINE_TRANSPORT_BYTES && align_of::<T>() <= 16,
+            "transport too large for the inline slot: keep it in a static and use init_static"
+        )
+    };
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    let p = SLOT.0.get().cast::<T>();
+    // SAFETY: the slot is large and aligned enough for T (checked above at
+    // compile time), and `TAKEN` admitted only this caller, once: nothing
+    // else reads or writes the slot, and the reference handed out is the
+    // only one.
+    unsafe {
+        p.write(transport);
+        Some(&mut *p)
     }
 }

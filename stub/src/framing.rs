@@ -38,16 +38,6 @@ impl Encoder {
         Encoder { framed: false, selected: Stream::Console }
     }
 
-    /// Whether output is framed.
-    pub fn framed(&self) -> bool {
-        self.framed
-    }
-
-    /// The stream the host reads now.
-    pub fn selected(&self) -> Stream {
-        self.selected
-    }
-
     /// Turns framing on (writing the `DLE 'F'` sync, after which the console
     /// is selected) or off.
     pub fn set_framed(&mut self, on: bool, mut out: impl FnMut(&[u8])) {

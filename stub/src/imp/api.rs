@@ -1,6 +1,7 @@
 //! The public entry points (feature `enabled`). The no-op build in
 //! `noop.rs` has the same signatures.
 
+use super::global::Global;
 use super::session::{self, Why};
 use super::{line, stack, transport};
 use crate::config::Config;
@@ -8,6 +9,7 @@ use crate::link::Transport;
 use crate::TrapFrame;
 use core::arch::naked_asm;
 
+pub use super::session::Buffers;
 pub use super::transport::{Uart16550, COM1_BASE, INLINE_TRANSPORT_BYTES};
 
 /// Writes a stub message to the console, if the console shares the line.
@@ -52,9 +54,24 @@ pub fn init_static(transport: &'static mut dyn Transport, cmdline: &str) {
 }
 
 fn start(transport: &'static mut dyn Transport, config: Config, bad: Option<&str>) {
+    static BUFFERS: Global<Buffers<{ session::PACKET_SIZE }>> = Global::new(Buffers::new());
+    // Taken once and never given back: the guard is leaked on purpose.
+    let Some(buffers) = BUFFERS.lock() else {
+        say(&["ukdb: init called twice; the stub keeps its first transport\n"]);
+        return;
+    };
+    start_with(transport, config, bad, buffers.leak());
+}
+
+fn start_with<const N: usize>(
+    transport: &'static mut dyn Transport,
+    config: Config,
+    bad: Option<&str>,
+    buffers: &'static mut Buffers<N>,
+) {
     stack::paint();
     let name = transport.name();
-    if line::install(transport).is_err() || !session::init(config) {
+    if line::install(transport).is_err() || !session::init(config, buffers) {
         say(&["ukdb: init called twice; the stub keeps its first transport\n"]);
         return;
     }

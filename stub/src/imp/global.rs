@@ -39,6 +39,18 @@ impl<T> Global<T> {
     }
 }
 
+impl<T: 'static> Guard<'static, T> {
+    /// Keeps the value for good: the lock is never released, and this is
+    /// the one reference to it from now on.
+    pub fn leak(self) -> &'static mut T {
+        let global: &'static Global<T> = self.global;
+        core::mem::forget(self);
+        // SAFETY: the busy flag stays set forever (the guard that would
+        // clear it is forgotten), so no other access can ever begin.
+        unsafe { &mut *global.value.get() }
+    }
+}
+
 /// Exclusive access until dropped.
 pub struct Guard<'a, T> {
     global: &'a Global<T>,

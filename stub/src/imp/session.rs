@@ -53,21 +53,57 @@ pub enum Why {
     Break = 3,
 }
 
-/// The packet buffer, advertised to debuggers as `PacketSize`: gdb reads
-/// memory in chunks of up to half of it.
+/// The default packet size (see [`Buffers`]).
 pub const PACKET_SIZE: usize = 16 * 1024;
 
 /// How long a packet may pause mid-way before it is dropped, in TSC ticks:
 /// 2^31 is 0.5 s at 4 GHz and 2 s at 1 GHz.
 const PACKET_SILENCE_TICKS: u64 = 1 << 31;
 
-/// gdbstub's packet buffer. Borrowed by the current state machine only (see
-/// `fresh_machine`).
-static mut PACKET_BUFFER: [u8; PACKET_SIZE] = [0; PACKET_SIZE];
-/// Where [`Rx`] assembles a packet. Borrowed once, at `init`.
-static mut RX_BUFFER: [u8; PACKET_SIZE] = [0; PACKET_SIZE];
-/// Where [`Conn`] gathers a reply (kept for a retransmission).
-static mut TX_BUFFER: [u8; PACKET_SIZE + 8] = [0; PACKET_SIZE + 8];
+/// The stub's packet buffers, supplied by the caller of `init_with` (or the
+/// stub's own, `PACKET_SIZE` bytes each, with `init`): `N` is advertised to
+/// debuggers as `PacketSize`, and gdb reads memory in chunks of up to half
+/// of it. Three buffers of `N` bytes: where a packet is assembled and
+/// checked, gdbstub's own, and where a reply is gathered (and kept for a
+/// retransmission).
+pub struct Buffers<const N: usize> {
+    rx: [u8; N],
+    packet: [u8; N],
+    tx: [u8; N],
+}
+
+impl<const N: usize> Buffers<N> {
+    /// Zeroed buffers (for a `static`).
+    pub const fn new() -> Self {
+        Buffers { rx: [0; N], packet: [0; N], tx: [0; N] }
+    }
+}
+
+impl<const N: usize> Default for Buffers<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A buffer handed over for good, re-borrowed by each new state machine.
+struct Chunk {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Chunk {
+    fn new(buf: &'static mut [u8]) -> Self {
+        Chunk { ptr: buf.as_mut_ptr(), len: buf.len() }
+    }
+
+    /// # Safety
+    /// The previous borrow (the state machine that had it) is gone.
+    unsafe fn borrow(&mut self) -> &'static mut [u8] {
+        // SAFETY: made from a `&'static mut [u8]` given to the stub for
+        // good; the caller guarantees no other borrow is alive.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
 
 type StopReason = SingleThreadStopReason<u64>;
 type Machine = GdbStubStateMachine<'static, UkTarget, Conn>;
@@ -149,6 +185,9 @@ impl Connection for Conn {
 struct Session {
     target: UkTarget,
     machine: Option<Machine>,
+    /// gdbstub's packet buffer and the reply buffer, lent to each machine.
+    packet: Chunk,
+    tx: Chunk,
     rx: Rx<'static>,
     /// A debugger has spoken since the session last ended.
     active: bool,
@@ -166,10 +205,11 @@ struct Session {
     last_byte: u64,
 }
 
-// SAFETY: the session is reached only through SESSION's lock. Its one
-// non-`Send` part, the target's pointer to the trap frame, is set when a
-// stop begins and cleared before it ends, so it never outlives the stop
-// that made it, whichever context takes the lock next.
+// SAFETY: the session is reached only through SESSION's lock. Its
+// non-`Send` parts are raw pointers: the target's pointer to the trap frame,
+// set when a stop begins and cleared before it ends (so it never outlives
+// the stop that made it), and the two `Chunk`s, which stand for `'static`
+// buffers given to the stub for good.
 unsafe impl Send for Session {}
 
 static SESSION: Global<Option<Session>> = Global::new(None);
@@ -203,21 +243,21 @@ static PLANTED: [Planted; MAX_SW_BREAKPOINTS] = [UNPLANTED; MAX_SW_BREAKPOINTS];
 /// Traps that arrived while the stub was busy and were passed over.
 static SKIPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the session. `false` when it runs already.
-pub fn init(config: Config) -> bool {
+/// Starts the session on `buffers`. `false` when it runs already.
+pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) -> bool {
     if !CONFIG.set(config) {
         return false;
     }
     let Some(mut s) = SESSION.lock() else {
         return false;
     };
-    // SAFETY: the one borrow of RX_BUFFER, taken once: CONFIG.set above
-    // admits a single caller of this line.
-    let rx_buffer: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(RX_BUFFER) };
+    let Buffers { rx, packet, tx } = buffers;
     let session = s.insert(Session {
         target: UkTarget::new(config.trap),
         machine: None,
-        rx: Rx::new(rx_buffer),
+        packet: Chunk::new(packet),
+        tx: Chunk::new(tx),
+        rx: Rx::new(rx),
         active: false,
         opened: false,
         no_ack: false,
@@ -427,9 +467,7 @@ impl Session {
         // SAFETY: the buffers' only borrowers were the machine dropped above
         // (and its Conn), and SESSION's lock makes this the only code running
         // here, so these are the one live references.
-        let (buffer, tx): (&'static mut [u8], &'static mut [u8]) = unsafe {
-            (&mut *core::ptr::addr_of_mut!(PACKET_BUFFER), &mut *core::ptr::addr_of_mut!(TX_BUFFER))
-        };
+        let (buffer, tx) = unsafe { (self.packet.borrow(), self.tx.borrow()) };
         let conn = Conn { buf: tx, len: 0, reply: None, spilled: false };
         let Ok(stub) = GdbStubBuilder::new(conn).with_packet_buffer(buffer).build() else {
             return;

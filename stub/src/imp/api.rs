@@ -159,11 +159,12 @@ extern "C" fn soft_entry(why: u64) {
         // rsp, ss, at [rsp+0] .. [rsp+48] after the `sub`.
         "pushfq",
         "cli",
-        // Clear TF for the stub's own code: a single step that led here
-        // stops at most on the instructions up to this popfq (no lock is
-        // held yet); the caller's flags, TF included, are in the frame.
+        // Clear TF (and keep IF clear) for the stub's own code: a single
+        // step that led here stops at most on the instructions up to this
+        // popfq (no lock is held yet); the caller's flags, TF and IF
+        // included, are in the frame.
         "push qword ptr [rsp]",
-        "and qword ptr [rsp], -257",
+        "and qword ptr [rsp], -769",
         "popfq",
         "sub rsp, 56",
         "mov [rsp + 8], rax",

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod frame;
+pub mod wire;
 pub use frame::{TrapFrame, SOFT_ENTRY_VECTOR, TRAP_FRAME_SIZE};
 
 #[cfg(feature = "enabled")]

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -41,10 +41,10 @@ const PROBES: [Duration; 3] =
 /// moment it connected (two seconds after the last probe).
 const NO_STUB_WARNING: Duration = Duration::from_secs(7);
 
-/// How many chunks of console output (each at most one read of the channel,
-/// [`READ_BUF`] bytes) may wait for stdout before the bridge stops reading
-/// the channel: 16 MiB. Console bytes are never dropped.
-const CONSOLE_QUEUE: usize = 256;
+/// How many bytes of console output may wait for stdout before the bridge
+/// stops reading the channel (until stdout takes some): 16 MiB. Console
+/// bytes are never dropped.
+const CONSOLE_QUEUE_BYTES: usize = 16 << 20;
 
 /// The size of the buffers that the channel and debugger sockets are read
 /// into.
@@ -174,7 +174,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let (channel_rd, channel_wr) = tokio::io::split(channel);
     let mut writer = tokio::spawn(pump_to_stub(channel_wr, Arc::clone(&shared)));
     let (synced_tx, synced_rx) = watch::channel(false);
-    let (console_tx, console_rx) = mpsc::channel(CONSOLE_QUEUE);
+    let (console_tx, console_rx) = console_queue();
     let mut console = tokio::spawn(write_console(console_rx, Console::new(console_log)));
     let mut reader =
         tokio::spawn(pump_from_stub(channel_rd, Arc::clone(&shared), console_tx, synced_tx));
@@ -187,6 +187,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let warning_timer = tokio::time::sleep_until(connected + NO_STUB_WARNING);
     tokio::pin!(warning_timer);
     let mut warned = false;
+    let mut console_running = true;
 
     loop {
         tokio::select! {
@@ -235,9 +236,12 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            written = &mut console => {
+            written = &mut console, if console_running => {
+                console_running = false;
                 let err = match written {
-                    Ok(Ok(())) => io::Error::other("the console writer ended"),
+                    // The reader has ended (dropping the queue's sender) and
+                    // stdout took everything: the reader's branch follows.
+                    Ok(Ok(())) => continue,
                     Ok(Err(err)) => err,
                     Err(join) => io::Error::other(join),
                 };
@@ -245,7 +249,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 return Err(anyhow::Error::from(err).context("cannot write the console to stdout"));
             }
             end = &mut reader => {
-                return finish_after_reader(&cmd.target, &shared, end, &mut console).await;
+                let console = console_running.then_some(&mut console);
+                return finish_after_reader(&cmd.target, &shared, end, console).await;
             }
             written = &mut writer => {
                 let err = match written {
@@ -258,7 +263,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 // last; show it before reporting the channel closed.
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut reader).await {
                     Ok(end) => {
-                        return finish_after_reader(&cmd.target, &shared, end, &mut console).await
+                        let console = console_running.then_some(&mut console);
+                        return finish_after_reader(&cmd.target, &shared, end, console).await;
                     }
                     Err(_) => {
                         reader.abort();
@@ -278,17 +284,20 @@ async fn finish_after_reader(
     target: &Target,
     shared: &Shared,
     end: Result<ReaderEnd, tokio::task::JoinError>,
-    console: &mut JoinHandle<io::Result<()>>,
+    console: Option<&mut JoinHandle<io::Result<()>>>,
 ) -> anyhow::Result<Exit> {
     match end {
         Ok(ReaderEnd::ChannelClosed(err)) => {
             // The reader has dropped its end of the console queue: the
-            // console writer ends once stdout has taken everything.
-            match tokio::time::timeout(CONSOLE_DRAIN_TIMEOUT, &mut *console).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(err))) => debug!("writing the last console output: {err}"),
-                Ok(Err(join)) => debug!("the console writer failed: {join}"),
-                Err(_) => warn!("stdout does not take the last console output; giving up"),
+            // console writer (unless it has ended already) ends once stdout
+            // has taken everything.
+            if let Some(console) = console {
+                match tokio::time::timeout(CONSOLE_DRAIN_TIMEOUT, console).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(err))) => debug!("writing the last console output: {err}"),
+                    Ok(Err(join)) => debug!("the console writer failed: {join}"),
+                    Err(_) => warn!("stdout does not take the last console output; giving up"),
+                }
             }
             channel_closed(target, err.as_ref());
             Ok(Exit::ChannelClosed)
@@ -364,11 +373,44 @@ impl Console {
     }
 }
 
+/// The sending end of the console queue: holds [`CONSOLE_QUEUE_BYTES`] bytes
+/// at most.
+struct ConsoleTx {
+    tx: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+/// The receiving end of the console queue; each chunk's permit returns its
+/// bytes to the budget when dropped (after the chunk is written).
+type ConsoleRx = mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>;
+
+fn console_queue() -> (ConsoleTx, ConsoleRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (ConsoleTx { tx, budget: Arc::new(Semaphore::new(CONSOLE_QUEUE_BYTES)) }, rx)
+}
+
+impl ConsoleTx {
+    /// Queues console bytes, waiting while the queue is full. Fails only
+    /// when the console writer has ended.
+    async fn send(&self, bytes: Vec<u8>) -> Result<(), ConsoleGone> {
+        // A chunk is one read of the channel: at most READ_BUF bytes, far
+        // below both limits.
+        let n = u32::try_from(bytes.len().min(CONSOLE_QUEUE_BYTES)).unwrap_or(u32::MAX);
+        let permit =
+            Arc::clone(&self.budget).acquire_many_owned(n).await.map_err(|_| ConsoleGone)?;
+        self.tx.send((bytes, permit)).map_err(|_| ConsoleGone)
+    }
+}
+
+/// The console writer has ended (stdout failed); the bridge is stopping.
+#[derive(Debug, Clone, Copy)]
+struct ConsoleGone;
+
 /// Writes console output, in its own task so that a slow or blocked stdout
 /// never stalls debugger traffic. Ends when the queue's sender is gone and
 /// everything was written, or when stdout fails.
-async fn write_console(mut queue: mpsc::Receiver<Vec<u8>>, mut console: Console) -> io::Result<()> {
-    while let Some(bytes) = queue.recv().await {
+async fn write_console(mut queue: ConsoleRx, mut console: Console) -> io::Result<()> {
+    while let Some((bytes, _permit)) = queue.recv().await {
         console.write(&bytes).await?;
     }
     Ok(())
@@ -378,13 +420,13 @@ async fn write_console(mut queue: mpsc::Receiver<Vec<u8>>, mut console: Console)
 /// debugger bytes to the attached debugger, the stub's hello and
 /// acknowledgements to [`Shared`].
 ///
-/// When [`CONSOLE_QUEUE`] chunks of console output wait for stdout, this
+/// When [`CONSOLE_QUEUE_BYTES`] of console output wait for stdout, this
 /// stops reading the channel until stdout takes some (console bytes are
 /// never dropped).
 async fn pump_from_stub(
     mut channel: impl AsyncRead + Unpin,
     shared: Arc<Shared>,
-    console: mpsc::Sender<Vec<u8>>,
+    console: ConsoleTx,
     synced: watch::Sender<bool>,
 ) -> ReaderEnd {
     let trace = shared.trace();

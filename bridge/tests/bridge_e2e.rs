@@ -647,3 +647,98 @@ fn a_listener_with_a_full_backlog_is_not_waited_for() {
     assert_eq!(status.code(), Some(1), "stderr:\n{}", bridge.stderr.text());
     bridge.stderr.wait_line("another process is listening there");
 }
+
+// ---- Hostile inputs at the bridge (rows of /work/shared/hostile-inputs.md) ----
+
+/// Deterministic pseudo-random bytes (xorshift64).
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_random_megabyte_then_close() {
+    // Row 2: 1 MiB of random bytes from a client, then close; the stub is
+    // still answering when the next debugger comes.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    stub.set_auto_ended(false);
+    let addr = bridge.listen_addr();
+    let mut first = Client::connect(addr);
+    first.send(&noise(1 << 20, 0x5eed));
+    drop(first);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+    // Whole packets and single bytes only: the one control sequence the
+    // stub sees is the final DLE 'X' (a DLE from the client outside a
+    // packet is never forwarded).
+    stub.received().wait("the detach", |b, _| support::controls(b).contains(&b'X'));
+    assert_eq!(support::controls(&stub.received().bytes()), b"FX".to_vec());
+    assert!(stub.received().bytes().ends_with(&DETACH));
+    stub.consume_all();
+
+    let mut second = Client::connect(addr);
+    second.send(&packet(b"qSupported"));
+    stub.expect(&packet(b"qSupported"));
+    let mut wire = framed(b'D', &packet(b"E01"));
+    wire.extend(framed(b'D', b"-"));
+    wire.extend(ENDED);
+    wire.extend(framed(b'D', &packet(b"OK")));
+    stub.send(&wire);
+    second.expect(&packet(b"OK"));
+    assert_eq!(show(&second.received.bytes()), show(&packet(b"OK")));
+}
+
+#[test]
+fn hostile_control_sequences_from_a_client() {
+    // Rows 35-38: DLE 'X', DLE 'R', DLE 'F' from a client, outside packets
+    // and inside one, split across writes: none reaches the stub as a
+    // control sequence, and the session goes on.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let mut gdb = Client::connect(bridge.listen_addr());
+    gdb.send(b"\x10X\x10");
+    gdb.send(b"R\x10F$m\x10X");
+    gdb.send(b"\x10R#00\x10");
+    gdb.send(&packet(b"?"));
+    stub.expect(b"XRF$m\x10X\x10R#00");
+    stub.expect(&packet(b"?"));
+    stub.send(&framed(b'D', &packet(b"S05")));
+    gdb.expect(&packet(b"S05"));
+    assert_eq!(support::controls(&stub.received().bytes()), b"F".to_vec());
+    assert_eq!(count(&bridge.stderr, "debugger disconnected"), 0);
+}
+
+#[test]
+fn hostile_connect_disconnect_cycles() {
+    // Row 45: 200 connect/disconnect cycles, some sending, then a debugger
+    // works.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let addr = bridge.listen_addr();
+    for i in 0..200 {
+        let mut gdb = Client::connect(addr);
+        if i % 2 == 0 {
+            gdb.send(b"+");
+        }
+    }
+    // Every one was accepted or refused, and every accepted one has left.
+    bridge.stderr.wait("all debuggers to have come and gone", |b, _| {
+        let text = String::from_utf8_lossy(b);
+        let connected = text.matches("ukdb: debugger connected").count();
+        let refused = text.matches("refused debugger").count();
+        connected + refused == 200
+            && text.matches("ukdb: debugger disconnected").count() == connected
+    });
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"g"));
+    let before = stub.skip_to(&packet(b"g"));
+    assert!(before.iter().all(|&b| b == b'+' || DETACH.contains(&b)), "{}", show(&before));
+    stub.send(&framed(b'D', &packet(b"E01")));
+    gdb.expect(&packet(b"E01"));
+}

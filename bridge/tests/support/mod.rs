@@ -286,6 +286,13 @@ impl HostStream {
     }
 }
 
+/// The control sequences (their second bytes) that a stub finds in the
+/// host's stream `bytes`, in order: `DLE x` between packets.
+pub fn controls(bytes: &[u8]) -> Vec<u8> {
+    let mut host = HostStream::default();
+    bytes.iter().filter_map(|&b| host.next(b)).collect()
+}
+
 impl FakeStub {
     /// A v2 stub on `reader`/`writer` that has not said hello (yet).
     pub fn new(reader: impl Read + Send + 'static, writer: impl Write + Send + 'static) -> Self {
@@ -386,6 +393,16 @@ impl FakeStub {
         let at = start + find(&got).unwrap();
         self.consumed = at + needle.len();
         got[start..at].to_vec()
+    }
+
+    /// Everything received from the bridge so far, consumed or not.
+    pub fn received(&self) -> &Capture {
+        &self.received
+    }
+
+    /// Marks everything received so far as consumed.
+    pub fn consume_all(&mut self) {
+        self.consumed = self.received.bytes().len();
     }
 
     /// Asserts that the bridge closed the channel with nothing more sent.

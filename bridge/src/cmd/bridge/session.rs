@@ -22,6 +22,7 @@
 //! messages in a [`Logs`] and emits them after unlocking.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
@@ -38,6 +39,11 @@ const CLIENT_QUEUE: usize = 1024;
 /// read brings (one read buffer, or one packet of at most
 /// [`rsp::DEFAULT_MAX_PACKET`] that it completes).
 pub const TO_STUB_LIMIT: usize = 64 * 1024;
+
+/// How long an unacknowledged `DLE 'X'` may keep the stub's replies from an
+/// attached debugger before the bridge warns (once) that the stub may not
+/// speak protocol v2.
+const ACK_WARNING: Duration = Duration::from_secs(5);
 
 /// Log lines collected under the lock and emitted after it is released.
 #[derive(Debug, Default)]
@@ -109,6 +115,10 @@ struct State {
     framing_requested: bool,
     /// `DLE 'X'` sent and not yet acknowledged by `DLE 'E'`.
     acks_outstanding: u32,
+    /// When `acks_outstanding` last went from 0 to 1.
+    acks_since: Option<Instant>,
+    /// Whether the bridge has warned about a missing acknowledgement.
+    ack_warned: bool,
 }
 
 #[derive(Debug)]
@@ -148,6 +158,8 @@ impl Shared {
                 stub_seen: false,
                 framing_requested: false,
                 acks_outstanding: 0,
+                acks_since: None,
+                ack_warned: false,
             }),
             trace,
             queued: Notify::new(),
@@ -174,6 +186,9 @@ impl Shared {
             state.framing_requested = true;
         }
         if seq == wire::DEBUGGER_GONE {
+            if state.acks_outstanding == 0 {
+                state.acks_since = Some(Instant::now());
+            }
             state.acks_outstanding = state.acks_outstanding.saturating_add(1);
         }
         state.out.extend_from_slice(&seq);
@@ -224,6 +239,7 @@ impl Shared {
         self.with(|state, logs| {
             state.stub_seen = true;
             state.acks_outstanding = 0;
+            state.acks_since = None;
             let mut restart = Restart::default();
             if state.client.as_ref().is_some_and(|c| framed || c.forwarded) {
                 // Dropping the record drops its sender: the task sees its
@@ -243,6 +259,9 @@ impl Shared {
             let mut state = self.lock();
             let was = state.acks_outstanding;
             state.acks_outstanding = was.saturating_sub(1);
+            if state.acks_outstanding == 0 {
+                state.acks_since = None;
+            }
             was == 0
         };
         if unexpected {
@@ -372,15 +391,21 @@ impl Shared {
     pub fn to_client(&self, bytes: Vec<u8>) {
         enum Outcome {
             Sent,
-            Late(Vec<u8>),
+            Late(Vec<u8>, bool),
             Nobody(Vec<u8>),
             Slow(String),
         }
         let outcome = {
             let mut state = self.lock();
             let late = state.acks_outstanding > 0;
+            // Replies withheld from an attached debugger for long: warn once.
+            let overdue = late
+                && state.client.is_some()
+                && !state.ack_warned
+                && state.acks_since.is_some_and(|since| since.elapsed() >= ACK_WARNING);
+            state.ack_warned |= overdue;
             match state.client.as_mut() {
-                _ if late => Outcome::Late(bytes),
+                _ if late => Outcome::Late(bytes, overdue),
                 None => Outcome::Nobody(bytes),
                 Some(Client { tx: None, .. }) => Outcome::Sent,
                 Some(client) => match client.tx.as_ref().map(|tx| tx.try_send(bytes)) {
@@ -395,11 +420,21 @@ impl Shared {
         };
         match outcome {
             Outcome::Sent => {}
-            Outcome::Late(bytes) => debug!(
-                "discarding {} bytes from the stub for an ended session: {}",
-                bytes.len(),
-                Escaped(&bytes)
-            ),
+            Outcome::Late(bytes, overdue) => {
+                if overdue {
+                    warn!(
+                        "the stub has not acknowledged the end of the previous session (DLE \
+                         'E') within {}s; its replies are discarded until it does (a stub \
+                         older than protocol v2?)",
+                        ACK_WARNING.as_secs()
+                    );
+                }
+                debug!(
+                    "discarding {} bytes from the stub for an ended session: {}",
+                    bytes.len(),
+                    Escaped(&bytes)
+                );
+            }
             Outcome::Nobody(bytes) => debug!(
                 "no debugger attached; discarding {} bytes from the stub: {}",
                 bytes.len(),
@@ -659,7 +694,19 @@ mod tests {
     struct LockChecker {
         shared: Arc<Shared>,
         events: AtomicUsize,
+        warnings: AtomicUsize,
         held: AtomicBool,
+    }
+
+    impl LockChecker {
+        fn new(shared: &Arc<Shared>) -> Arc<Self> {
+            Arc::new(LockChecker {
+                shared: Arc::clone(shared),
+                events: AtomicUsize::new(0),
+                warnings: AtomicUsize::new(0),
+                held: AtomicBool::new(false),
+            })
+        }
     }
 
     impl tracing::Subscriber for LockChecker {
@@ -671,8 +718,11 @@ mod tests {
         }
         fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
         fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {
+        fn event(&self, event: &tracing::Event<'_>) {
             self.events.fetch_add(1, Ordering::Relaxed);
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+            }
             if self.shared.state.try_lock().is_err() {
                 self.held.store(true, Ordering::Relaxed);
             }
@@ -684,11 +734,7 @@ mod tests {
     #[test]
     fn nothing_is_logged_under_the_lock() {
         let shared = Arc::new(Shared::new(true));
-        let checker = Arc::new(LockChecker {
-            shared: Arc::clone(&shared),
-            events: AtomicUsize::new(0),
-            held: AtomicBool::new(false),
-        });
+        let checker = LockChecker::new(&shared);
         let dispatch = tracing::Dispatch::from(Arc::clone(&checker));
         tracing::dispatcher::with_default(&dispatch, || {
             shared.on_hello(false);
@@ -711,5 +757,27 @@ mod tests {
         });
         assert!(checker.events.load(Ordering::Relaxed) >= 10);
         assert!(!checker.held.load(Ordering::Relaxed), "an event was logged under the lock");
+    }
+
+    #[test]
+    fn an_overdue_acknowledgement_is_warned_about_once() {
+        let shared = Arc::new(Shared::new(false));
+        let checker = LockChecker::new(&shared);
+        let dispatch = tracing::Dispatch::from(Arc::clone(&checker));
+        tracing::dispatcher::with_default(&dispatch, || {
+            shared.on_sync();
+            let a = shared.attach("a").unwrap();
+            assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
+            shared.detach(a.id);
+            let _b = shared.attach("b").unwrap();
+            // Not overdue yet: discarded quietly.
+            shared.to_client(b"+".to_vec());
+            assert_eq!(checker.warnings.load(Ordering::Relaxed), 0);
+            shared.lock().acks_since = Instant::now().checked_sub(ACK_WARNING);
+            shared.to_client(b"+".to_vec());
+            shared.to_client(b"+".to_vec());
+            assert_eq!(checker.warnings.load(Ordering::Relaxed), 1);
+        });
+        assert!(!checker.held.load(Ordering::Relaxed));
     }
 }

@@ -113,6 +113,8 @@ struct State {
     stub_seen: bool,
     /// A `DLE 'F'` has been written: the stub may be in framed mode.
     framing_requested: bool,
+    /// The last bytes queued in `out` are a `DLE 'F'` of ours.
+    framing_last: bool,
     /// `DLE 'X'` sent and not yet acknowledged by `DLE 'E'`.
     acks_outstanding: u32,
     /// When `acks_outstanding` last went from 0 to 1.
@@ -157,6 +159,7 @@ impl Shared {
                 closing: false,
                 stub_seen: false,
                 framing_requested: false,
+                framing_last: false,
                 acks_outstanding: 0,
                 acks_since: None,
                 ack_warned: false,
@@ -192,6 +195,7 @@ impl Shared {
             state.acks_outstanding = state.acks_outstanding.saturating_add(1);
         }
         state.out.extend_from_slice(&seq);
+        state.framing_last = seq == wire::REQUEST_FRAMING;
     }
 
     /// Takes the lock, runs `f`, releases the lock, wakes the writer, then
@@ -248,7 +252,11 @@ impl Shared {
                 logs.push(Level::Info, format!("debugger disconnected ({})", client.peer));
                 restart.dropped = Some(client.peer);
             }
-            self.control(state, wire::REQUEST_FRAMING, "answer to the stub's hello", logs);
+            // A request still waiting to be written serves this hello too: a
+            // guest that repeats hellos without reading cannot grow the queue.
+            if !state.framing_last {
+                self.control(state, wire::REQUEST_FRAMING, "answer to the stub's hello", logs);
+            }
             restart
         })
     }
@@ -332,6 +340,7 @@ impl Shared {
                 rsp::Event::Restarted(_) => return true,
             };
             state.out.extend_from_slice(bytes);
+            state.framing_last = false;
             if let Some(client) = state.client.as_mut() {
                 client.forwarded = true;
             }
@@ -479,6 +488,7 @@ impl Shared {
                 let mut state = self.lock();
                 if !state.out.is_empty() || !state.flushes.is_empty() {
                     std::mem::swap(&mut state.out, buf);
+                    state.framing_last = false;
                     let flushes = std::mem::take(&mut state.flushes);
                     drop(state);
                     self.room.notify_waiters();
@@ -496,9 +506,11 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    /// Everything queued for the stub so far.
+    /// Everything queued for the stub so far, taken as the writer takes it.
     fn drain(shared: &Shared) -> Vec<u8> {
-        std::mem::take(&mut shared.lock().out)
+        let mut state = shared.lock();
+        state.framing_last = false;
+        std::mem::take(&mut state.out)
     }
 
     fn packet(bytes: &[u8]) -> rsp::Event {
@@ -572,6 +584,25 @@ mod tests {
         shared.on_hello(false);
         assert!(!shared.probe());
         assert_eq!(drain(&shared), b"\x10F".to_vec());
+    }
+
+    #[test]
+    fn repeated_hellos_do_not_grow_the_queue() {
+        let shared = Shared::new(false);
+        for _ in 0..1000 {
+            shared.on_hello(false);
+        }
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+        // Once written, the next hello is answered again.
+        shared.on_hello(false);
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+        // A client's packet that happens to end in DLE 'F' (its checksum
+        // characters are not checked here) does not count as a request.
+        shared.on_sync();
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, &packet(b"$a#\x10F")));
+        shared.on_hello(true);
+        assert_eq!(drain(&shared), b"$a#\x10F\x10F".to_vec());
     }
 
     #[test]

@@ -615,11 +615,16 @@ fn a_blocked_stdout_does_not_stall_the_debugger() {
         stub
     });
     gdb.expect(&packet(b"S05"));
-    let _stub = writer.join().unwrap();
+    let mut stub = writer.join().unwrap();
 
-    // None of the console is lost: once stdout is read, all of it arrives.
-    let stdout = support::Capture::spawn(bridge.unread_stdout.take().unwrap());
-    let got = stdout.wait("the console", |b, _| b.len() >= CONSOLE);
+    // None of the console is lost, not even when the bridge is stopped
+    // before stdout took it: once stdout is read, all of it arrives.
+    bridge.signal(Signal::SIGTERM);
+    stub.expect(&DETACH);
+    stub.expect(&RAW);
+    bridge.stdout = support::Capture::spawn(bridge.unread_stdout.take().unwrap());
+    assert_eq!(bridge.wait_exit().code(), Some(0), "stderr:\n{}", bridge.stderr.text());
+    let got = bridge.stdout.bytes();
     assert_eq!(got.len(), CONSOLE);
     assert!(got.iter().all(|&b| b == b'x'));
 }

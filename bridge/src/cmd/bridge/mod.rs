@@ -136,6 +136,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 enum ReaderEnd {
     /// End of stream, or a read error.
     ChannelClosed(Option<io::Error>),
+    /// The bridge is stopping.
+    Stopped,
 }
 
 /// Runs the bridge until a signal (exit 0) or the channel closes (exit 3).
@@ -176,8 +178,14 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let (synced_tx, synced_rx) = watch::channel(false);
     let (console_tx, console_rx) = console_queue();
     let mut console = tokio::spawn(write_console(console_rx, Console::new(console_log)));
-    let mut reader =
-        tokio::spawn(pump_from_stub(channel_rd, Arc::clone(&shared), console_tx, synced_tx));
+    let (stop_reader, reader_stop) = watch::channel(false);
+    let mut reader = tokio::spawn(pump_from_stub(
+        channel_rd,
+        Arc::clone(&shared),
+        console_tx,
+        synced_tx,
+        reader_stop,
+    ));
 
     // The bridge writes nothing until a stub says hello (answered by the
     // reader) or, when none did, until the probes are due.
@@ -188,6 +196,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     tokio::pin!(warning_timer);
     let mut warned = false;
     let mut console_running = true;
+    let mut signalled = None;
 
     loop {
         tokio::select! {
@@ -273,10 +282,34 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                     }
                 }
             }
-            _ = sigint.recv() => return stop(&shared, "SIGINT").await,
-            _ = sigterm.recv() => return stop(&shared, "SIGTERM").await,
-            _ = sighup.recv() => return stop(&shared, "SIGHUP").await,
+            _ = sigint.recv() => signalled = Some("SIGINT"),
+            _ = sigterm.recv() => signalled = Some("SIGTERM"),
+            _ = sighup.recv() => signalled = Some("SIGHUP"),
         }
+        if let Some(why) = signalled {
+            let exit = stop(&shared, why).await;
+            // The reader ends after the chunk it is handling, dropping the
+            // console queue's sender; stdout then gets everything queued.
+            let _ = stop_reader.send(true);
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut reader).await.is_err() {
+                reader.abort();
+            }
+            if console_running {
+                drain_console(&mut console).await;
+            }
+            return exit;
+        }
+    }
+}
+
+/// Waits (up to [`CONSOLE_DRAIN_TIMEOUT`]) until the console writer, whose
+/// queue's sender is gone, has written everything to stdout.
+async fn drain_console(console: &mut JoinHandle<io::Result<()>>) {
+    match tokio::time::timeout(CONSOLE_DRAIN_TIMEOUT, console).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => debug!("writing the last console output: {err}"),
+        Ok(Err(join)) => debug!("the console writer failed: {join}"),
+        Err(_) => warn!("stdout does not take the last console output; giving up"),
     }
 }
 
@@ -292,16 +325,12 @@ async fn finish_after_reader(
             // console writer (unless it has ended already) ends once stdout
             // has taken everything.
             if let Some(console) = console {
-                match tokio::time::timeout(CONSOLE_DRAIN_TIMEOUT, console).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(err))) => debug!("writing the last console output: {err}"),
-                    Ok(Err(join)) => debug!("the console writer failed: {join}"),
-                    Err(_) => warn!("stdout does not take the last console output; giving up"),
-                }
+                drain_console(console).await;
             }
             channel_closed(target, err.as_ref());
             Ok(Exit::ChannelClosed)
         }
+        Ok(ReaderEnd::Stopped) => Ok(Exit::Stopped),
         Err(join) => {
             let _ = stop(shared, "error").await;
             Err(anyhow::Error::from(join).context("the channel reader failed"))
@@ -428,6 +457,7 @@ async fn pump_from_stub(
     shared: Arc<Shared>,
     console: ConsoleTx,
     synced: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> ReaderEnd {
     let trace = shared.trace();
     let mut demux = Demux::new();
@@ -437,7 +467,11 @@ async fn pump_from_stub(
     let mut buf = vec![0u8; READ_BUF];
     let mut events = Vec::new();
     loop {
-        let (n, closed) = match channel.read(&mut buf).await {
+        let read = tokio::select! {
+            read = channel.read(&mut buf) => read,
+            _ = stop.wait_for(|&stop| stop) => return ReaderEnd::Stopped,
+        };
+        let (n, closed) = match read {
             Ok(0) => (0, Some(None)),
             Ok(n) => (n, None),
             Err(err) => (0, Some(Some(err))),

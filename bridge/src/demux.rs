@@ -8,7 +8,13 @@
 //! The rules, from `docs/wire-protocol.md`:
 //!
 //! * before the stub's first `DLE 'F'` every byte is console text (the stub is
-//!   still in raw mode);
+//!   still in raw mode), except the two sequences below that the stub writes
+//!   in raw mode too;
+//! * `DLE 'H'` is the stub's hello, recognised in every state: a stub has just
+//!   started (or restarted, after a guest reset) in raw mode, so the parser
+//!   goes back to raw mode;
+//! * `DLE 'E'` is the stub's "session ended", the answer to the host's
+//!   `DLE 'X'`, recognised in every state; it does not change the channel;
 //! * `DLE 'F'` is the stub's sync: framing is on and the channel is the console;
 //! * `DLE 'C'` / `DLE 'D'` switch to the console / debugger channel;
 //! * `DLE DLE` is one literal `0x10` in the current channel;
@@ -22,7 +28,7 @@
 //! `DLE` waiting for its second byte; [`Demux::finish`] releases it at the end
 //! of the stream.
 
-use crate::wire::{CONSOLE, DEBUGGER, DLE, SYNC};
+use crate::wire::{CONSOLE, DEBUGGER, DLE, ENDED, HELLO, SYNC};
 
 /// The two logical channels of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +48,13 @@ pub enum Event {
     Debugger(Vec<u8>),
     /// The stub's `DLE 'F'`: framing is on (again); the channel is the console.
     Sync,
+    /// The stub's `DLE 'H'`: a stub has just started, in raw mode with no
+    /// session. The parser is back in raw mode (every following byte is
+    /// console text until the next [`Event::Sync`]).
+    Hello,
+    /// The stub's `DLE 'E'`: it has ended a session, in answer to a
+    /// `DLE 'X'`. Every debugger byte before it belongs to the ended session.
+    Ended,
     /// A `DLE 'C'` or `DLE 'D'` channel switch.
     Switch(Channel),
     /// `DLE` followed by this byte, which has no meaning in framed mode. Both
@@ -123,11 +136,24 @@ impl Demux {
             return;
         }
         // `byte` is the second byte of a DLE sequence.
-        if byte == SYNC {
-            self.framed = true;
-            self.channel = Channel::Console;
-            out.push(Event::Sync);
-            return;
+        match byte {
+            SYNC => {
+                self.framed = true;
+                self.channel = Channel::Console;
+                out.push(Event::Sync);
+                return;
+            }
+            HELLO => {
+                self.framed = false;
+                self.channel = Channel::Console;
+                out.push(Event::Hello);
+                return;
+            }
+            ENDED => {
+                out.push(Event::Ended);
+                return;
+            }
+            _ => {}
         }
         if !self.framed {
             // Raw mode: the DLE was console text, and `byte` starts afresh (it
@@ -248,7 +274,7 @@ mod tests {
     fn before_sync_dle_pairs_are_console() {
         // Every DLE pair other than DLE 'F' is two console bytes in raw mode,
         // including the framed-mode escapes C, D, R, X and DLE DLE.
-        for b in (0..=255u8).filter(|&b| b != SYNC && b != D) {
+        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, D].contains(&b)) {
             assert_eq!(run(&[D, b]), vec![console(&[D, b])], "DLE {b:#04x}");
         }
         // DLE DLE: the second DLE waits for its successor, then is released
@@ -268,6 +294,50 @@ mod tests {
         );
         assert!(demux.is_framed());
         assert_eq!(demux.channel(), Channel::Console);
+    }
+
+    #[test]
+    fn hello_is_recognised_in_every_state_and_means_raw_mode() {
+        // Raw mode (before any sync).
+        assert_eq!(run(b"boot\x10Hx"), vec![console(b"boot"), Event::Hello, console(b"x")]);
+        // Framed, in the debugger channel: back to raw mode, so what follows
+        // is console text and framed-mode escapes are plain bytes again.
+        let mut demux = Demux::new();
+        assert_eq!(
+            demux.feed(b"\x10F\x10D$T05\x10Hreboot\x10Dz"),
+            vec![
+                Event::Sync,
+                Event::Switch(Channel::Debugger),
+                debugger(b"$T05"),
+                Event::Hello,
+                console(b"reboot\x10Dz"),
+            ]
+        );
+        assert!(!demux.is_framed());
+        assert_eq!(demux.channel(), Channel::Console);
+        // Split across chunks, and after a doubled DLE.
+        assert_eq!(run_chunks(&[b"\x10", b"H"]), vec![Event::Hello]);
+        assert_eq!(run(b"\x10\x10H"), vec![console(&[D]), Event::Hello]);
+        assert_chunking_invariant(b"a\x10Hb\x10F\x10Dc\x10Hd\x10Fe");
+    }
+
+    #[test]
+    fn ended_is_recognised_in_every_state_and_keeps_the_channel() {
+        assert_eq!(run(b"a\x10Eb"), vec![console(b"a"), Event::Ended, console(b"b")]);
+        let mut demux = Demux::new();
+        assert_eq!(
+            demux.feed(b"\x10F\x10D$OK#9a\x10E+"),
+            vec![
+                Event::Sync,
+                Event::Switch(Channel::Debugger),
+                debugger(b"$OK#9a"),
+                Event::Ended,
+                debugger(b"+"),
+            ]
+        );
+        assert!(demux.is_framed());
+        assert_eq!(demux.channel(), Channel::Debugger);
+        assert_chunking_invariant(b"\x10E\x10F\x10D\x10E\x10\x10E");
     }
 
     #[test]
@@ -296,6 +366,8 @@ mod tests {
             let mut expect = vec![Event::Sync, Event::Switch(Channel::Debugger)];
             match b {
                 SYNC => expect.push(Event::Sync),
+                HELLO => expect.push(Event::Hello),
+                ENDED => expect.push(Event::Ended),
                 CONSOLE => expect.push(Event::Switch(Channel::Console)),
                 DEBUGGER => expect.push(Event::Switch(Channel::Debugger)),
                 D => expect.push(debugger(&[D])),

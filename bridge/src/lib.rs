@@ -22,25 +22,6 @@ pub mod demux;
 pub mod escape;
 pub mod rsp;
 
-/// Bytes of the wire protocol shared by the stub and the bridge.
-pub mod wire {
-    /// Data link escape: introduces every control sequence and channel switch.
-    pub const DLE: u8 = 0x10;
-    /// `DLE 'F'`: host -> stub "switch to framed mode"; stub -> host "framing is on".
-    pub const SYNC: u8 = b'F';
-    /// `DLE 'C'` (stub -> host): the following bytes are console text.
-    pub const CONSOLE: u8 = b'C';
-    /// `DLE 'D'` (stub -> host): the following bytes are RSP for the debugger.
-    pub const DEBUGGER: u8 = b'D';
-    /// `DLE 'R'` (host -> stub): switch back to raw mode.
-    pub const RAW: u8 = b'R';
-    /// `DLE 'X'` (host -> stub): the debugger is gone; end the session and resume.
-    pub const DETACH: u8 = b'X';
-
-    /// The host's request to switch to framed mode.
-    pub const REQUEST_FRAMING: [u8; 2] = [DLE, SYNC];
-    /// The host's request to switch back to raw mode.
-    pub const REQUEST_RAW: [u8; 2] = [DLE, RAW];
-    /// The host's notice that the debugger is gone.
-    pub const DEBUGGER_GONE: [u8; 2] = [DLE, DETACH];
-}
+/// Bytes of the wire protocol shared by the stub and the bridge: the stub
+/// crate's [`ukdb_stub::wire`], the one source of truth.
+pub use ukdb_stub::wire;

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use nix::sys::signal::Signal;
-use support::{framed, packet, show, Bridge, Client, FakeStub, DLE};
+use support::{framed, packet, show, Bridge, Client, FakeStub, DLE, ENDED, HELLO};
 
 const SYNC: [u8; 2] = [DLE, b'F'];
 const DETACH: [u8; 2] = [DLE, b'X'];
@@ -43,8 +43,9 @@ fn console_and_rsp_share_the_line() {
     assert!(addr.ip().is_loopback());
     assert_ne!(addr.port(), 0);
 
-    // The bridge asks for framing first thing. Until the stub answers, all
-    // it sends is console text, DLE sequences included.
+    // The stub says hello; the bridge answers with its request for framing.
+    // Until the stub answers that, all it sends is console text, DLE
+    // sequences included.
     let mut stub = FakeStub::accept(&listener);
     stub.expect(&SYNC);
     stub.send(b"early boot\r\n\x10C raw\n");
@@ -187,7 +188,8 @@ fn trace_logs_packets_and_control_sequences() {
     stub.expect(&DETACH);
 
     let stderr = &bridge.stderr;
-    stderr.wait_line("ukdb: bridge -> stub: DLE 'F' (switch to framed mode)");
+    stderr.wait_line("ukdb: stub -> bridge: DLE 'H' (hello)");
+    stderr.wait_line("ukdb: bridge -> stub: DLE 'F' (answer to the stub's hello)");
     stderr.wait_line("ukdb: stub -> bridge: DLE 'F' (framing on)");
     stderr.wait_line("ukdb: gdb -> stub: + (ack)");
     stderr.wait_line("ukdb: gdb -> stub: $m1000,8#92");
@@ -196,6 +198,7 @@ fn trace_logs_packets_and_control_sequences() {
     stderr.wait_line("ukdb: stub -> gdb: $\\x10\\x01#11");
     stderr.wait_line("ukdb: gdb -> stub: ^C (interrupt)");
     stderr.wait_line("ukdb: bridge -> stub: DLE 'X' (debugger gone)");
+    stderr.wait_line("ukdb: stub -> bridge: DLE 'E' (session ended)");
 }
 
 #[test]
@@ -237,23 +240,6 @@ fn usage_errors_exit_with_2() {
 }
 
 #[test]
-fn stub_that_never_answers_is_console_only() {
-    // A production image: no stub, so the DLE 'F' is never answered and
-    // everything is console text, DLE sequences included.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("serial.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let mut bridge = Bridge::start(&unix_target(&path), &[]);
-    let mut stub = FakeStub::accept(&listener);
-    stub.expect(&SYNC);
-    stub.send(b"plain \x10D console \x10\x10 $OK#9a\n");
-    bridge.stdout.wait_exact("the console", b"plain \x10D console \x10\x10 $OK#9a\n");
-    drop(stub);
-    assert_eq!(bridge.wait_exit().code(), Some(3));
-    assert!(!bridge.stderr.text().contains("framing on"));
-}
-
-#[test]
 fn pty_target() {
     let pty = nix::pty::openpty(None, None).expect("openpty");
     // Keep the test's slave descriptor open for the whole test, so that the
@@ -265,6 +251,10 @@ fn pty_target() {
     let addr = bridge.listen_addr();
 
     let mut stub = FakeStub::new(master.try_clone().unwrap(), master);
+    // Say hello once the bridge has opened the slave in raw mode (before,
+    // the slave's line discipline would echo it).
+    bridge.stderr.wait_line(&format!("ukdb: connected to {target}"));
+    stub.send(&HELLO);
     stub.expect(&SYNC);
     // Raw mode: no echo of what the stub sends, no CR/LF translation.
     stub.send(b"raw\n");
@@ -285,20 +275,6 @@ fn pty_target() {
     assert_eq!(bridge.wait_exit().code(), Some(0));
     assert_eq!(show(&stub.unexpected()), "");
     drop(pty.slave);
-}
-
-#[test]
-fn warns_when_no_stub_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("serial.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let bridge = Bridge::start(&unix_target(&path), &[]);
-    let mut stub = FakeStub::accept(&listener);
-    stub.expect(&SYNC);
-    stub.send(b"a production image\n");
-    // The warning comes about 5 s after connecting (within the deadline).
-    bridge.stderr.wait_line("ukdb: warning: no ukdb stub answered within 5s");
-    bridge.stdout.wait_exact("the console", b"a production image\n");
 }
 
 #[test]
@@ -389,4 +365,385 @@ fn oversized_packet_drops_the_debugger() {
     let mut gdb = Client::connect(addr);
     gdb.send(&packet(b"g"));
     stub.expect(&packet(b"g"));
+}
+
+// ---- Protocol v2: hello, probes, restarts, acknowledged detaches, bounds ----
+
+const FRAMING_ON: &str = "ukdb: stub answered; framing on";
+
+/// How many times `needle` occurs in what was captured so far.
+fn count(capture: &support::Capture, needle: &str) -> usize {
+    capture.text().matches(needle).count()
+}
+
+/// Waits until `needle` occurs at least `n` times.
+fn wait_count(capture: &support::Capture, needle: &str, n: usize) {
+    capture.wait(&format!("{n} x {needle:?}"), |b, _| {
+        String::from_utf8_lossy(b).matches(needle).count() >= n
+    });
+}
+
+#[test]
+fn probes_at_most_three_times_then_warns() {
+    // No stub says hello (a production image, or a stub that announced
+    // itself before the bridge connected): the bridge probes three times,
+    // 2, 3 and 5 s after connecting, then warns and writes nothing more.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut bridge = Bridge::start(&unix_target(&path), &[]);
+    let mut stub = FakeStub::accept_silent(&listener);
+    let accepted = std::time::Instant::now();
+    stub.send(b"plain \x10D console \x10\x10 $OK#9a\n");
+    bridge.stdout.wait_exact("the console", b"plain \x10D console \x10\x10 $OK#9a\n");
+    stub.expect(&SYNC);
+    let first = accepted.elapsed();
+    assert!(first >= std::time::Duration::from_millis(1500), "first probe after {first:?}");
+    bridge.stderr.wait_line(
+        "ukdb: warning: no ukdb stub announced itself or answered the bridge's probes within 7s",
+    );
+    assert_eq!(show(&stub.unexpected()), show(b"\x10F\x10F"), "bytes at the stub");
+    stub.expect(b"\x10F\x10F");
+    assert!(!bridge.stderr.text().contains(FRAMING_ON));
+
+    // A stub that starts later says hello and is answered.
+    stub.send(&HELLO);
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+    bridge.stderr.wait_line(FRAMING_ON);
+    drop(stub);
+    assert_eq!(bridge.wait_exit().code(), Some(3));
+}
+
+#[test]
+fn no_probe_writes_nothing_until_a_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut bridge = Bridge::start(&unix_target(&path), &["--no-probe"]);
+    let addr = bridge.listen_addr();
+    let mut stub = FakeStub::accept_silent(&listener);
+    stub.send(b"booting\n");
+    bridge.stdout.wait_exact("the console", b"booting\n");
+    bridge.stderr.wait_line("ukdb: warning: no ukdb stub announced itself within 7s");
+    assert_eq!(show(&stub.unexpected()), "", "bytes at the stub");
+
+    stub.send(&HELLO);
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+    bridge.stderr.wait_line(FRAMING_ON);
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"qSupported"));
+    stub.expect(&packet(b"qSupported"));
+    stub.send(&framed(b'D', &packet(b"OK")));
+    gdb.expect(&packet(b"OK"));
+
+    bridge.signal(Signal::SIGTERM);
+    stub.expect(&DETACH);
+    stub.expect(&RAW);
+    assert_eq!(bridge.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_restarted_unikernel_is_resynchronised() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let addr = bridge.listen_addr();
+    let mut gdb = Client::connect(addr);
+    bridge.stderr.wait_line("ukdb: debugger connected");
+    gdb.send(&packet(b"?"));
+    stub.expect(&packet(b"?"));
+
+    // A guest reset: the stub starts afresh, in raw mode, and says hello.
+    stub.send(b"\x10Hrebooting \x10D\n");
+    gdb.received.wait_closed("the bridge to drop the debugger");
+    bridge.stderr.wait_line("ukdb: the unikernel restarted; dropped debugger 127.0.0.1:");
+    // No DLE 'X' (the new stub has no session): framing is requested again.
+    stub.expect(&SYNC);
+    bridge.stdout.wait_exact("the console after the reset", b"rebooting \x10D\n");
+    stub.send(&SYNC);
+    wait_count(&bridge.stderr, FRAMING_ON, 2);
+
+    // A new debugger works.
+    let mut gdb = Client::connect(addr);
+    wait_count(&bridge.stderr, "ukdb: debugger connected", 2);
+    gdb.send(&packet(b"g"));
+    stub.expect(&packet(b"g"));
+    stub.send(&framed(b'D', &packet(b"E01")));
+    gdb.expect(&packet(b"E01"));
+    assert_eq!(show(&stub.unexpected()), "");
+}
+
+#[test]
+fn late_replies_never_reach_the_next_debugger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    stub.set_auto_ended(false);
+    let addr = bridge.listen_addr();
+    let mut first = Client::connect(addr);
+    first.send(&packet(b"m1000,4"));
+    stub.expect(&packet(b"m1000,4"));
+    drop(first);
+    stub.expect(&DETACH);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+
+    let mut second = Client::connect(addr);
+    second.send(&packet(b"qSupported"));
+    stub.expect(&packet(b"qSupported"));
+    // The stub was still busy with the first debugger's request: its reply
+    // comes late, before the stub's acknowledgement of the DLE 'X'.
+    let mut wire = framed(b'D', b"+");
+    wire.extend(framed(b'D', &packet(b"deadbeef")));
+    wire.extend(ENDED);
+    wire.extend(framed(b'D', b"+"));
+    wire.extend(framed(b'D', &packet(b"PacketSize=4000")));
+    wire.extend(framed(b'C', b"marker\n"));
+    stub.send(&wire);
+    let mut expect = b"+".to_vec();
+    expect.extend(packet(b"PacketSize=4000"));
+    second.expect(&expect);
+    bridge.stdout.wait_exact("the console marker", b"marker\n");
+    assert_eq!(show(&second.received.bytes()), show(&expect));
+}
+
+#[test]
+fn a_debugger_that_leaves_before_the_stub_answers_frees_the_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let addr = bridge.listen_addr();
+    let mut stub = FakeStub::accept_silent(&listener);
+
+    // No stub has answered yet; a gdb connects, sends, and gives up.
+    let mut first = Client::connect(addr);
+    bridge.stderr.wait_line("ukdb: debugger connected");
+    first.send(&packet(b"qSupported:first"));
+    drop(first);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+
+    // The next one gets the slot.
+    let mut second = Client::connect(addr);
+    wait_count(&bridge.stderr, "ukdb: debugger connected", 2);
+    assert_eq!(count(&bridge.stderr, "refused debugger"), 0, "{}", bridge.stderr.text());
+
+    stub.send(&HELLO);
+    stub.skip_to(&SYNC);
+    stub.send(&SYNC);
+    bridge.stderr.wait_line(FRAMING_ON);
+    second.send(&packet(b"g"));
+    let before = stub.skip_to(&packet(b"g"));
+    // Before it: framing requests only (probes, the answer to the hello).
+    // Nothing of the first debugger, and no DLE 'X' for it: it never
+    // reached the stub.
+    assert!(before.chunks(2).all(|c| c == SYNC), "{}", show(&before));
+    stub.send(&framed(b'D', &packet(b"OK")));
+    second.expect(&packet(b"OK"));
+}
+
+#[test]
+fn a_flooding_client_is_slowed_down_not_buffered() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let addr = bridge.listen_addr();
+    // A slow line: this stub does the handshake, then reads nothing.
+    let mut line = support::accept_unix(&listener);
+    line.write_all(&HELLO).unwrap();
+    let mut sync = [0u8; 2];
+    line.read_exact(&mut sync).unwrap();
+    assert_eq!(sync, SYNC);
+    line.write_all(&SYNC).unwrap();
+    bridge.stderr.wait_line(FRAMING_ON);
+
+    let mut gdb = Client::connect(addr);
+    bridge.stderr.wait_line("ukdb: debugger connected");
+    // Packets and stray bytes, as fast as the bridge takes them, for 3 s.
+    let mut chunk = packet(&[b'a'; 16 * 1024]);
+    chunk.extend([b'+'; 4096]);
+    gdb.stream.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut sent = 0usize;
+    while Instant::now() < until {
+        if let Ok(n) = gdb.stream.write(&chunk) {
+            sent += n;
+        }
+    }
+    let peak_kb = bridge.status_kb("VmHWM");
+    assert!(peak_kb < 100 * 1024, "peak RSS {peak_kb} kB after the client sent {sent} bytes");
+
+    // Once the line drains the bridge carries on: the client leaves and its
+    // DLE 'X' comes last.
+    drop(gdb);
+    let mut stub = FakeStub::new(line.try_clone().unwrap(), line);
+    stub.skip_to(&DETACH);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+    assert_eq!(show(&stub.unexpected()), "");
+}
+
+#[test]
+fn a_blocked_stdout_does_not_stall_the_debugger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut bridge = Bridge::spawn_unread_stdout(&[
+        "bridge",
+        "--target",
+        &unix_target(&path),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = bridge.listen_addr();
+    let mut stub = FakeStub::accept(&listener);
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+    bridge.stderr.wait_line(FRAMING_ON);
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"?"));
+    stub.expect(&packet(b"?"));
+
+    // 1 MiB of console text that nobody reads from stdout (a pipe holds
+    // 64 KiB), then the reply.
+    const CONSOLE: usize = 1 << 20;
+    let mut wire = framed(b'C', &vec![b'x'; CONSOLE]);
+    wire.extend(framed(b'D', &packet(b"S05")));
+    let writer = std::thread::spawn(move || {
+        stub.send(&wire);
+        stub
+    });
+    gdb.expect(&packet(b"S05"));
+    let mut stub = writer.join().unwrap();
+
+    // None of the console is lost, not even when the bridge is stopped
+    // before stdout took it: once stdout is read, all of it arrives.
+    bridge.signal(Signal::SIGTERM);
+    stub.expect(&DETACH);
+    stub.expect(&RAW);
+    bridge.stdout = support::Capture::spawn(bridge.unread_stdout.take().unwrap());
+    assert_eq!(bridge.wait_exit().code(), Some(0), "stderr:\n{}", bridge.stderr.text());
+    let got = bridge.stdout.bytes();
+    assert_eq!(got.len(), CONSOLE);
+    assert!(got.iter().all(|&b| b == b'x'));
+}
+
+#[test]
+fn a_listener_with_a_full_backlog_is_not_waited_for() {
+    use nix::sys::socket::UnixAddr;
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let gdb_path = dir.path().join("gdb.sock");
+    // A live listener with a backlog of 0: one pending connection fills
+    // it, and a blocking connect would then wait forever.
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None).unwrap();
+    bind(fd.as_raw_fd(), &UnixAddr::new(&gdb_path).unwrap()).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let _pending = std::os::unix::net::UnixStream::connect(&gdb_path).unwrap();
+
+    let serial = dir.path().join("serial.sock");
+    let _serial = UnixListener::bind(&serial).unwrap();
+    let listen = format!("unix:{}", gdb_path.display());
+    let mut bridge =
+        Bridge::spawn(&["bridge", "--target", &unix_target(&serial), "--listen", &listen]);
+    let status = bridge.wait_exit();
+    assert_eq!(status.code(), Some(1), "stderr:\n{}", bridge.stderr.text());
+    bridge.stderr.wait_line("another process is listening there");
+}
+
+// ---- Hostile inputs at the bridge (rows of /work/shared/hostile-inputs.md) ----
+
+/// Deterministic pseudo-random bytes (xorshift64).
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_random_megabyte_then_close() {
+    // Row 2: 1 MiB of random bytes from a client, then close; the stub is
+    // still answering when the next debugger comes.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    stub.set_auto_ended(false);
+    let addr = bridge.listen_addr();
+    let mut first = Client::connect(addr);
+    first.send(&noise(1 << 20, 0x5eed));
+    drop(first);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+    // Whole packets and single bytes only: the one control sequence the
+    // stub sees is the final DLE 'X' (a DLE from the client outside a
+    // packet is never forwarded).
+    stub.received().wait("the detach", |b, _| support::controls(b).contains(&b'X'));
+    assert_eq!(support::controls(&stub.received().bytes()), b"FX".to_vec());
+    assert!(stub.received().bytes().ends_with(&DETACH));
+    stub.consume_all();
+
+    let mut second = Client::connect(addr);
+    second.send(&packet(b"qSupported"));
+    stub.expect(&packet(b"qSupported"));
+    let mut wire = framed(b'D', &packet(b"E01"));
+    wire.extend(framed(b'D', b"-"));
+    wire.extend(ENDED);
+    wire.extend(framed(b'D', &packet(b"OK")));
+    stub.send(&wire);
+    second.expect(&packet(b"OK"));
+    assert_eq!(show(&second.received.bytes()), show(&packet(b"OK")));
+}
+
+#[test]
+fn hostile_control_sequences_from_a_client() {
+    // Rows 35-38: DLE 'X', DLE 'R', DLE 'F' from a client, outside packets
+    // and inside one, split across writes: none reaches the stub as a
+    // control sequence, and the session goes on.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let mut gdb = Client::connect(bridge.listen_addr());
+    gdb.send(b"\x10X\x10");
+    gdb.send(b"R\x10F$m\x10X");
+    gdb.send(b"\x10R#00\x10");
+    gdb.send(&packet(b"?"));
+    stub.expect(b"XRF$m\x10X\x10R#00");
+    stub.expect(&packet(b"?"));
+    stub.send(&framed(b'D', &packet(b"S05")));
+    gdb.expect(&packet(b"S05"));
+    assert_eq!(support::controls(&stub.received().bytes()), b"F".to_vec());
+    assert_eq!(count(&bridge.stderr, "debugger disconnected"), 0);
+}
+
+#[test]
+fn hostile_connect_disconnect_cycles() {
+    // Row 45: 200 connect/disconnect cycles, some sending, then a debugger
+    // works.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    let addr = bridge.listen_addr();
+    for i in 0..200 {
+        let mut gdb = Client::connect(addr);
+        if i % 2 == 0 {
+            gdb.send(b"+");
+        }
+    }
+    // Every one was accepted or refused, and every accepted one has left.
+    bridge.stderr.wait("all debuggers to have come and gone", |b, _| {
+        let text = String::from_utf8_lossy(b);
+        let connected = text.matches("ukdb: debugger connected").count();
+        let refused = text.matches("refused debugger").count();
+        connected + refused == 200
+            && text.matches("ukdb: debugger disconnected").count() == connected
+    });
+    let mut gdb = Client::connect(addr);
+    gdb.send(&packet(b"g"));
+    let before = stub.skip_to(&packet(b"g"));
+    assert!(before.iter().all(|&b| b == b'+' || DETACH.contains(&b)), "{}", show(&before));
+    stub.send(&framed(b'D', &packet(b"E01")));
+    gdb.expect(&packet(b"E01"));
 }

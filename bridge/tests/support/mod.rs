@@ -19,6 +19,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(10);
 
 pub const DLE: u8 = 0x10;
+/// The stub's hello.
+pub const HELLO: [u8; 2] = [DLE, b'H'];
+/// The stub's acknowledgement of a `DLE 'X'`.
+pub const ENDED: [u8; 2] = [DLE, b'E'];
 
 /// Shows bytes readably in assertion messages.
 pub fn show(bytes: &[u8]) -> String {
@@ -62,13 +66,23 @@ struct Captured {
 
 impl Capture {
     /// Starts a thread that reads `reader` to its end.
-    pub fn spawn(mut reader: impl Read + Send + 'static) -> Self {
+    pub fn spawn(reader: impl Read + Send + 'static) -> Self {
+        Self::spawn_with(reader, |_| {})
+    }
+
+    /// Like [`Capture::spawn`], calling `hook` with each chunk read before
+    /// it is captured.
+    pub fn spawn_with(
+        mut reader: impl Read + Send + 'static,
+        mut hook: impl FnMut(&[u8]) + Send + 'static,
+    ) -> Self {
         let capture = Capture::default();
         let inner = Arc::clone(&capture.inner);
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
             loop {
                 let n = reader.read(&mut buf).unwrap_or(0);
+                hook(&buf[..n]);
                 let (lock, cvar) = &*inner;
                 let mut captured = lock.lock().unwrap_or_else(|e| e.into_inner());
                 if n == 0 {
@@ -145,10 +159,19 @@ pub struct Bridge {
     pub child: Child,
     pub stdout: Capture,
     pub stderr: Capture,
+    pub unread_stdout: Option<std::process::ChildStdout>,
 }
 
 impl Bridge {
     pub fn spawn(args: &[&str]) -> Self {
+        let mut bridge = Self::spawn_unread_stdout(args);
+        bridge.stdout = Capture::spawn(bridge.unread_stdout.take().unwrap());
+        bridge
+    }
+
+    /// Like [`Bridge::spawn`], with a stdout pipe that nobody reads (until
+    /// the test takes `unread_stdout`): a blocked terminal.
+    pub fn spawn_unread_stdout(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ukdb"))
             .args(args)
             .env("RUST_LOG", "info")
@@ -157,9 +180,19 @@ impl Bridge {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ukdb");
-        let stdout = Capture::spawn(child.stdout.take().unwrap());
+        let unread_stdout = child.stdout.take();
         let stderr = Capture::spawn(child.stderr.take().unwrap());
-        Bridge { child, stdout, stderr }
+        Bridge { child, stdout: Capture::default(), stderr, unread_stdout }
+    }
+
+    /// A `/proc/PID/status` field in kB, e.g. `VmHWM` (peak resident set).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("no {field} in\n{status}"));
+        line.trim().trim_end_matches("kB").trim().parse().unwrap()
     }
 
     /// `ukdb bridge --target TARGET --listen 127.0.0.1:0 EXTRA...`
@@ -210,32 +243,97 @@ impl Drop for Bridge {
     }
 }
 
-/// The unikernel's end of the channel: what the bridge sends is captured,
-/// what the test sends goes to the bridge.
+/// The unikernel's end of the channel, speaking protocol v2: what the bridge
+/// sends is captured, what the test sends goes to the bridge, and every
+/// `DLE 'X'` outside a packet is answered with `DLE 'E'` (unless
+/// [`FakeStub::set_auto_ended`] turned that off).
 pub struct FakeStub {
-    writer: Box<dyn Write + Send>,
+    writer: Arc<Mutex<Box<dyn Write + Send>>>,
     received: Capture,
     consumed: usize,
+    auto_ended: Arc<std::sync::atomic::AtomicBool>,
     /// Closes the connection for good: the reader thread holds a second
     /// descriptor, so dropping the writer alone would not.
     closer: Option<Box<dyn FnOnce() + Send>>,
 }
 
+/// Follows the host's stream far enough to find control sequences: a `DLE`
+/// between packets starts one.
+#[derive(Default, Clone, Copy)]
+enum HostStream {
+    #[default]
+    Idle,
+    Dle,
+    Packet,
+    Checksum(u8),
+}
+
+impl HostStream {
+    /// Returns the control byte when `byte` completes `DLE byte`.
+    fn next(&mut self, byte: u8) -> Option<u8> {
+        let (next, control) = match (*self, byte) {
+            (HostStream::Idle, DLE) => (HostStream::Dle, None),
+            (HostStream::Idle, b'$') => (HostStream::Packet, None),
+            (HostStream::Idle, _) => (HostStream::Idle, None),
+            (HostStream::Dle, b) => (HostStream::Idle, Some(b)),
+            (HostStream::Packet, b'#') => (HostStream::Checksum(0), None),
+            (HostStream::Packet, _) => (HostStream::Packet, None),
+            (HostStream::Checksum(0), _) => (HostStream::Checksum(1), None),
+            (HostStream::Checksum(_), _) => (HostStream::Idle, None),
+        };
+        *self = next;
+        control
+    }
+}
+
+/// The control sequences (their second bytes) that a stub finds in the
+/// host's stream `bytes`, in order: `DLE x` between packets.
+pub fn controls(bytes: &[u8]) -> Vec<u8> {
+    let mut host = HostStream::default();
+    bytes.iter().filter_map(|&b| host.next(b)).collect()
+}
+
 impl FakeStub {
+    /// A v2 stub on `reader`/`writer` that has not said hello (yet).
     pub fn new(reader: impl Read + Send + 'static, writer: impl Write + Send + 'static) -> Self {
+        let writer: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(Box::new(writer)));
+        let auto_ended = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut host = HostStream::default();
+        let hook = {
+            let writer = Arc::clone(&writer);
+            let auto_ended = Arc::clone(&auto_ended);
+            move |chunk: &[u8]| {
+                for &b in chunk {
+                    if host.next(b) == Some(b'X')
+                        && auto_ended.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                        let _ = w.write_all(&ENDED).and_then(|()| w.flush());
+                    }
+                }
+            }
+        };
         FakeStub {
-            writer: Box::new(writer),
-            received: Capture::spawn(reader),
+            writer,
+            received: Capture::spawn_with(reader, hook),
             consumed: 0,
+            auto_ended,
             closer: None,
         }
     }
 
-    /// Accepts the bridge's connection on `listener`, within [`TIMEOUT`].
+    /// Accepts the bridge's connection on `listener`, within [`TIMEOUT`],
+    /// and says hello, as a stub does at init.
     pub fn accept(listener: &UnixListener) -> Self {
-        listener.set_nonblocking(true).unwrap();
-        let stream = accept_within_timeout(|| listener.accept().map(|(stream, _)| stream));
-        stream.set_nonblocking(false).unwrap();
+        let mut stub = Self::accept_silent(listener);
+        stub.send(&HELLO);
+        stub
+    }
+
+    /// Accepts the bridge's connection without saying hello: a stub that
+    /// announced itself before the bridge connected, or no stub at all.
+    pub fn accept_silent(listener: &UnixListener) -> Self {
+        let stream = accept_unix(listener);
         let reader: UnixStream = stream.try_clone().unwrap();
         let closer = stream.try_clone().unwrap();
         let mut stub = Self::new(reader, stream);
@@ -245,7 +343,8 @@ impl FakeStub {
         stub
     }
 
-    /// Accepts the bridge's TCP connection on `listener`, within [`TIMEOUT`].
+    /// Accepts the bridge's TCP connection on `listener`, within [`TIMEOUT`],
+    /// and says hello.
     pub fn accept_tcp(listener: &std::net::TcpListener) -> Self {
         listener.set_nonblocking(true).unwrap();
         let stream = accept_within_timeout(|| listener.accept().map(|(stream, _)| stream));
@@ -256,12 +355,20 @@ impl FakeStub {
         stub.closer = Some(Box::new(move || {
             let _ = closer.shutdown(std::net::Shutdown::Both);
         }));
+        stub.send(&HELLO);
         stub
     }
 
+    /// Whether each `DLE 'X'` is answered with `DLE 'E'` at once (the
+    /// default). Off, the test sends `ENDED` itself.
+    pub fn set_auto_ended(&self, on: bool) {
+        self.auto_ended.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
-        self.writer.flush().unwrap();
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.write_all(bytes).unwrap();
+        w.flush().unwrap();
     }
 
     /// Asserts that the next bytes from the bridge are exactly `expect`.
@@ -274,6 +381,30 @@ impl FakeStub {
         self.consumed = end;
     }
 
+    /// Waits until `needle` arrives; returns what came before it (after what
+    /// was consumed already) and consumes both.
+    pub fn skip_to(&mut self, needle: &[u8]) -> Vec<u8> {
+        let start = self.consumed;
+        let find =
+            |b: &[u8]| b[start.min(b.len())..].windows(needle.len()).position(|w| w == needle);
+        let got = self
+            .received
+            .wait(&format!("the stub to receive {}", show(needle)), |b, _| find(b).is_some());
+        let at = start + find(&got).unwrap();
+        self.consumed = at + needle.len();
+        got[start..at].to_vec()
+    }
+
+    /// Everything received from the bridge so far, consumed or not.
+    pub fn received(&self) -> &Capture {
+        &self.received
+    }
+
+    /// Marks everything received so far as consumed.
+    pub fn consume_all(&mut self) {
+        self.consumed = self.received.bytes().len();
+    }
+
     /// Asserts that the bridge closed the channel with nothing more sent.
     pub fn expect_closed(&mut self) {
         let got = self.received.wait_closed("the bridge to close the channel");
@@ -284,6 +415,15 @@ impl FakeStub {
     pub fn unexpected(&self) -> Vec<u8> {
         self.received.bytes()[self.consumed..].to_vec()
     }
+}
+
+/// Accepts one connection on `listener`, within [`TIMEOUT`], as a blocking
+/// stream.
+pub fn accept_unix(listener: &UnixListener) -> UnixStream {
+    listener.set_nonblocking(true).unwrap();
+    let stream = accept_within_timeout(|| listener.accept().map(|(stream, _)| stream));
+    stream.set_nonblocking(false).unwrap();
+    stream
 }
 
 impl Drop for FakeStub {

@@ -63,7 +63,7 @@ async fn connect_once(target: &Target) -> io::Result<Box<dyn Stream>> {
             stream.set_nodelay(true)?;
             Box::new(stream)
         }
-        Target::Pty(path) => Box::new(PtyStream::open(path)?),
+        Target::Pty(path) => Box::new(PtyStream::open(path).await?),
     })
 }
 
@@ -76,8 +76,22 @@ pub struct PtyStream {
 impl PtyStream {
     /// Opens the pty slave at `path` read/write (never as the controlling
     /// terminal) and puts it in raw mode: no echo, no line editing, no
-    /// translation of bytes, 8 data bits.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    /// translation of bytes, 8 data bits. The blocking calls (`open`,
+    /// `tcsetattr`) run on tokio's blocking pool.
+    pub async fn open(path: &Path) -> io::Result<Self> {
+        let owned = path.to_owned();
+        let file = tokio::task::spawn_blocking(move || Self::open_raw(&owned))
+            .await
+            .map_err(io::Error::other)??;
+        // SAFETY: `file` owns its descriptor, which stays open, and the same
+        // one, until the `AsyncFd` (which owns `file`) is dropped: this type
+        // never takes the file out, swaps it or closes its descriptor.
+        let file = unsafe { AsyncFd::register(file) }?;
+        Ok(Self { file })
+    }
+
+    /// The blocking part of [`PtyStream::open`].
+    fn open_raw(path: &Path) -> io::Result<File> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -91,11 +105,7 @@ impl PtyStream {
         })?;
         termios::cfmakeraw(&mut attrs);
         termios::tcsetattr(&file, SetArg::TCSANOW, &attrs).map_err(io::Error::from)?;
-        // SAFETY: `file` owns its descriptor, which stays open, and the same
-        // one, until the `AsyncFd` (which owns `file`) is dropped: this type
-        // never takes the file out, swaps it or closes its descriptor.
-        let file = unsafe { AsyncFd::register(file) }?;
-        Ok(Self { file })
+        Ok(file)
     }
 }
 
@@ -172,7 +182,7 @@ mod tests {
     async fn pty_is_raw_and_passes_every_byte() {
         let pty = openpty(None, None).expect("openpty");
         let path = slave_path(&pty.slave);
-        let mut stream = PtyStream::open(&path).expect("open the slave");
+        let mut stream = PtyStream::open(&path).await.expect("open the slave");
         let mut master = File::from(pty.master);
 
         // Every byte value, in both directions, unchanged (raw mode: no echo,
@@ -207,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn a_regular_file_is_not_a_pty() {
         let file = tempfile::NamedTempFile::new().unwrap();
-        let err = PtyStream::open(file.path()).unwrap_err();
+        let err = PtyStream::open(file.path()).await.unwrap_err();
         assert!(err.to_string().contains("not a terminal"), "{err}");
     }
 

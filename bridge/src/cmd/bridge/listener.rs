@@ -37,7 +37,7 @@ impl Listener {
                 Ok(Listener::Tcp(listener, local))
             }
             ListenAddr::Unix(path) => {
-                remove_stale_socket(path)?;
+                remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path)
                     .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
                 Ok(Listener::Unix(listener, path.clone()))
@@ -84,8 +84,9 @@ impl Drop for Listener {
 
 /// Removes a Unix socket file left behind by a bridge that did not exit
 /// cleanly. A socket that someone still listens on, or a file that is not a
-/// socket, is an error.
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+/// socket, is an error. The check connects without blocking: a listener
+/// whose backlog is full makes a blocking connect wait forever.
+async fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -93,10 +94,14 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     if !meta.file_type().is_socket() {
         bail!("cannot listen on unix:{}: the file exists and is not a socket", path.display());
     }
-    match std::os::unix::net::UnixStream::connect(path) {
+    match tokio::net::UnixStream::connect(path).await {
         Ok(_) => {
             bail!("cannot listen on unix:{}: another process is listening there", path.display())
         }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => bail!(
+            "cannot listen on unix:{}: another process is listening there (its backlog is full)",
+            path.display()
+        ),
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display())),
         Err(err) => Err(err).with_context(|| format!("cannot listen on unix:{}", path.display())),

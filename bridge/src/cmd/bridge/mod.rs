@@ -14,7 +14,9 @@ use anyhow::Context as _;
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use ukdb_bridge::addr::{ListenAddr, Target, DEFAULT_LISTEN};
 use ukdb_bridge::demux::{self, Channel, Demux};
@@ -25,16 +27,32 @@ use ukdb_bridge::wire;
 use crate::Exit;
 use channel::Stream;
 use listener::Listener;
-use session::{Attached, Shared, ToStub};
+use session::{Attached, Shared};
 
-/// How long after connecting the bridge waits for the stub's sync before it
-/// warns that no stub answered.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// When the bridge probes for a stub with `DLE 'F'`, counted from the
+/// moment it connected, unless a hello or a sync was seen before: a stub that
+/// announced itself before the bridge connected does not say hello again.
+/// Three probes at most, then the bridge writes into the guest only to answer
+/// a hello.
+const PROBES: [Duration; 3] =
+    [Duration::from_secs(2), Duration::from_secs(3), Duration::from_secs(5)];
 
-/// How often the bridge repeats its request for framing until the stub
-/// answers: a request that arrives while the unikernel is still booting can
-/// be lost (a UART reset clears its receive FIFO).
-const SYNC_RETRY: Duration = Duration::from_millis(250);
+/// When the bridge warns that no stub announced itself, counted from the
+/// moment it connected (two seconds after the last probe).
+const NO_STUB_WARNING: Duration = Duration::from_secs(7);
+
+/// How many bytes of console output may wait for stdout before the bridge
+/// stops reading the channel (until stdout takes some): 16 MiB. Console
+/// bytes are never dropped.
+const CONSOLE_QUEUE_BYTES: usize = 16 << 20;
+
+/// The size of the buffers that the channel and debugger sockets are read
+/// into.
+const READ_BUF: usize = 64 * 1024;
+
+/// How long the bridge waits for stdout to take the last console output
+/// once the channel has closed.
+const CONSOLE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the bridge waits for its last bytes (`DLE 'X'`, `DLE 'R'`) to be
 /// written when it stops.
@@ -49,14 +67,17 @@ const LONG_ABOUT: &str = "\
 Share a unikernel's serial line between its console and a debugger.
 
 Connects to the unikernel's serial line (--target), switches the ukdb stub
-to framed mode, prints the console on stdout and serves the debugger half
-on --listen, for one gdb or lldb at a time:
+to framed mode when it announces itself (or answers one of at most three
+probes), prints the console on stdout and serves the debugger half on
+--listen, for one gdb or lldb at a time:
 
     ukdb bridge --target unix:/tmp/uk.sock
     gdb -ex 'target remote 127.0.0.1:1234' kernel.elf
 
 When a debugger disconnects the stub removes its breakpoints and lets the
-unikernel run; another debugger can attach later. Messages go to stderr,
+unikernel run; another debugger can attach later. When the unikernel
+restarts, the attached debugger is disconnected and framing is requested
+again. Messages go to stderr,
 one line each, starting with \"ukdb: \" (RUST_LOG selects them; default
 info).
 
@@ -97,6 +118,12 @@ pub struct Cmd {
     /// starting), in seconds.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     connect_timeout: Duration,
+
+    /// Never probe for a stub: write into the guest only to answer a stub's
+    /// hello (by default the bridge sends up to three probes, 2, 3 and 5
+    /// seconds after connecting, when no stub announced itself).
+    #[arg(long)]
+    no_probe: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -109,8 +136,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 enum ReaderEnd {
     /// End of stream, or a read error.
     ChannelClosed(Option<io::Error>),
-    /// Writing the console to stdout failed.
-    Stdout(io::Error),
+    /// The bridge is stopping.
+    Stopped,
 }
 
 /// Runs the bridge until a signal (exit 0) or the channel closes (exit 3).
@@ -131,8 +158,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         None => None,
     };
 
-    // Bind before connecting: a busy port should fail before the stub is
-    // switched to framed mode.
+    // Bind before connecting: a busy port should fail before anything is
+    // written to the unikernel.
     let listener = Listener::bind(&cmd.listen).await?;
     eprintln!("ukdb: listening on {listener}");
 
@@ -142,38 +169,57 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         _ = sigterm.recv() => return Ok(Exit::Stopped),
         _ = sighup.recv() => return Ok(Exit::Stopped),
     };
+    let connected = Instant::now();
     info!("connected to {}", cmd.target);
 
-    let (to_stub_tx, to_stub_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(to_stub_tx, cmd.trace));
-    shared.request_framing();
-
+    let shared = Arc::new(Shared::new(cmd.trace));
     let (channel_rd, channel_wr) = tokio::io::split(channel);
-    let mut writer = tokio::spawn(pump_to_stub(channel_wr, to_stub_rx));
+    let mut writer = tokio::spawn(pump_to_stub(channel_wr, Arc::clone(&shared)));
     let (synced_tx, synced_rx) = watch::channel(false);
-    let console = Console::new(console_log);
-    let mut reader =
-        tokio::spawn(pump_from_stub(channel_rd, Arc::clone(&shared), console, synced_tx));
+    let (console_tx, console_rx) = console_queue();
+    let mut console = tokio::spawn(write_console(console_rx, Console::new(console_log)));
+    let (stop_reader, reader_stop) = watch::channel(false);
+    let mut reader = tokio::spawn(pump_from_stub(
+        channel_rd,
+        Arc::clone(&shared),
+        console_tx,
+        synced_tx,
+        reader_stop,
+    ));
 
-    let sync_deadline = tokio::time::sleep(SYNC_TIMEOUT);
-    tokio::pin!(sync_deadline);
-    let mut sync_checked = false;
-    let mut resync = tokio::time::interval(SYNC_RETRY);
-    resync.tick().await;
+    // The bridge writes nothing until a stub says hello (answered by the
+    // reader) or, when none did, until the probes are due.
+    let mut probes = if cmd.no_probe { &[][..] } else { &PROBES[..] };
+    let probe_timer = tokio::time::sleep_until(connected + PROBES[0]);
+    tokio::pin!(probe_timer);
+    let warning_timer = tokio::time::sleep_until(connected + NO_STUB_WARNING);
+    tokio::pin!(warning_timer);
+    let mut warned = false;
+    let mut console_running = true;
+    let mut signalled = None;
 
     loop {
         tokio::select! {
-            _ = resync.tick(), if !*synced_rx.borrow() => {
-                shared.request_framing();
+            () = &mut probe_timer, if !probes.is_empty() => {
+                probes = &probes[1..];
+                if shared.probe() {
+                    debug!("no stub has announced itself; probing with DLE 'F'");
+                    if let Some(next) = probes.first() {
+                        probe_timer.as_mut().reset(connected + *next);
+                    }
+                } else {
+                    probes = &[];
+                }
             }
-            () = &mut sync_deadline, if !sync_checked => {
-                sync_checked = true;
-                if !*synced_rx.borrow() {
+            () = &mut warning_timer, if !warned => {
+                warned = true;
+                if !shared.stub_seen() {
+                    let probed = if cmd.no_probe { "" } else { " or answered the bridge's probes" };
                     warn!(
-                        "no ukdb stub answered within {}s (a production image, or the \
-                         unikernel does not poll its serial line yet); passing the line \
-                         through as console text",
-                        SYNC_TIMEOUT.as_secs()
+                        "no ukdb stub announced itself{probed} within {}s (a production image, \
+                         or the unikernel does not poll its serial line yet); passing the line \
+                         through as console text until a stub says hello",
+                        NO_STUB_WARNING.as_secs()
                     );
                 }
             }
@@ -199,8 +245,21 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            written = &mut console, if console_running => {
+                console_running = false;
+                let err = match written {
+                    // The reader has ended (dropping the queue's sender) and
+                    // stdout took everything: the reader's branch follows.
+                    Ok(Ok(())) => continue,
+                    Ok(Err(err)) => err,
+                    Err(join) => io::Error::other(join),
+                };
+                let _ = stop(&shared, "error").await;
+                return Err(anyhow::Error::from(err).context("cannot write the console to stdout"));
+            }
             end = &mut reader => {
-                return finish_after_reader(&cmd.target, &shared, end).await;
+                let console = console_running.then_some(&mut console);
+                return finish_after_reader(&cmd.target, &shared, end, console).await;
             }
             written = &mut writer => {
                 let err = match written {
@@ -212,7 +271,10 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 // The read side still holds whatever the unikernel printed
                 // last; show it before reporting the channel closed.
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut reader).await {
-                    Ok(end) => return finish_after_reader(&cmd.target, &shared, end).await,
+                    Ok(end) => {
+                        let console = console_running.then_some(&mut console);
+                        return finish_after_reader(&cmd.target, &shared, end, console).await;
+                    }
                     Err(_) => {
                         reader.abort();
                         channel_closed(&cmd.target, err.as_ref());
@@ -220,10 +282,34 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                     }
                 }
             }
-            _ = sigint.recv() => return stop(&shared, "SIGINT").await,
-            _ = sigterm.recv() => return stop(&shared, "SIGTERM").await,
-            _ = sighup.recv() => return stop(&shared, "SIGHUP").await,
+            _ = sigint.recv() => signalled = Some("SIGINT"),
+            _ = sigterm.recv() => signalled = Some("SIGTERM"),
+            _ = sighup.recv() => signalled = Some("SIGHUP"),
         }
+        if let Some(why) = signalled {
+            let exit = stop(&shared, why).await;
+            // The reader ends after the chunk it is handling, dropping the
+            // console queue's sender; stdout then gets everything queued.
+            let _ = stop_reader.send(true);
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut reader).await.is_err() {
+                reader.abort();
+            }
+            if console_running {
+                drain_console(&mut console).await;
+            }
+            return exit;
+        }
+    }
+}
+
+/// Waits (up to [`CONSOLE_DRAIN_TIMEOUT`]) until the console writer, whose
+/// queue's sender is gone, has written everything to stdout.
+async fn drain_console(console: &mut JoinHandle<io::Result<()>>) {
+    match tokio::time::timeout(CONSOLE_DRAIN_TIMEOUT, console).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => debug!("writing the last console output: {err}"),
+        Ok(Err(join)) => debug!("the console writer failed: {join}"),
+        Err(_) => warn!("stdout does not take the last console output; giving up"),
     }
 }
 
@@ -231,16 +317,20 @@ async fn finish_after_reader(
     target: &Target,
     shared: &Shared,
     end: Result<ReaderEnd, tokio::task::JoinError>,
+    console: Option<&mut JoinHandle<io::Result<()>>>,
 ) -> anyhow::Result<Exit> {
     match end {
         Ok(ReaderEnd::ChannelClosed(err)) => {
+            // The reader has dropped its end of the console queue: the
+            // console writer (unless it has ended already) ends once stdout
+            // has taken everything.
+            if let Some(console) = console {
+                drain_console(console).await;
+            }
             channel_closed(target, err.as_ref());
             Ok(Exit::ChannelClosed)
         }
-        Ok(ReaderEnd::Stdout(err)) => {
-            let _ = stop(shared, "error").await;
-            Err(anyhow::Error::from(err).context("cannot write the console to stdout"))
-        }
+        Ok(ReaderEnd::Stopped) => Ok(Exit::Stopped),
         Err(join) => {
             let _ = stop(shared, "error").await;
             Err(anyhow::Error::from(join).context("the channel reader failed"))
@@ -261,32 +351,27 @@ async fn stop(shared: &Shared, why: &str) -> anyhow::Result<Exit> {
     info!("stopping ({why})");
     let flushed = shared.shutdown();
     match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, flushed).await {
-        Ok(Ok(())) => debug!("stub switched back to raw mode"),
+        Ok(Ok(())) => debug!("the last control sequences are written"),
         Ok(Err(_)) => debug!("the channel is closed; the stub was not switched back"),
         Err(_) => warn!("could not switch the stub back to raw mode: the channel is stuck"),
     }
     Ok(Exit::Stopped)
 }
 
-/// Writes everything queued for the stub, in order. Ends only on an error
-/// (or when every sender is gone).
-async fn pump_to_stub(
-    mut channel: impl AsyncWrite + Unpin,
-    mut queue: mpsc::UnboundedReceiver<ToStub>,
-) -> io::Result<()> {
-    while let Some(msg) = queue.recv().await {
-        match msg {
-            ToStub::Bytes(bytes) => {
-                channel.write_all(&bytes).await?;
-                channel.flush().await?;
-            }
-            ToStub::Flush(done) => {
-                channel.flush().await?;
-                let _ = done.send(());
-            }
+/// Writes everything queued for the stub, in order. Ends only on an error.
+async fn pump_to_stub(mut channel: impl AsyncWrite + Unpin, shared: Arc<Shared>) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let flushes = shared.next_output(&mut buf).await;
+        if !buf.is_empty() {
+            channel.write_all(&buf).await?;
+            channel.flush().await?;
+            buf.clear();
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
-    Ok(())
 }
 
 /// Where console text goes: stdout, and the console log if there is one.
@@ -317,23 +402,76 @@ impl Console {
     }
 }
 
-/// Reads the channel until it closes: console text to [`Console`], debugger
-/// bytes to the attached debugger.
+/// The sending end of the console queue: holds [`CONSOLE_QUEUE_BYTES`] bytes
+/// at most.
+struct ConsoleTx {
+    tx: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
+}
+
+/// The receiving end of the console queue; each chunk's permit returns its
+/// bytes to the budget when dropped (after the chunk is written).
+type ConsoleRx = mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>;
+
+fn console_queue() -> (ConsoleTx, ConsoleRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (ConsoleTx { tx, budget: Arc::new(Semaphore::new(CONSOLE_QUEUE_BYTES)) }, rx)
+}
+
+impl ConsoleTx {
+    /// Queues console bytes, waiting while the queue is full. Fails only
+    /// when the console writer has ended.
+    async fn send(&self, bytes: Vec<u8>) -> Result<(), ConsoleGone> {
+        // A chunk is one read of the channel: at most READ_BUF bytes, far
+        // below both limits.
+        let n = u32::try_from(bytes.len().min(CONSOLE_QUEUE_BYTES)).unwrap_or(u32::MAX);
+        let permit =
+            Arc::clone(&self.budget).acquire_many_owned(n).await.map_err(|_| ConsoleGone)?;
+        self.tx.send((bytes, permit)).map_err(|_| ConsoleGone)
+    }
+}
+
+/// The console writer has ended (stdout failed); the bridge is stopping.
+#[derive(Debug, Clone, Copy)]
+struct ConsoleGone;
+
+/// Writes console output, in its own task so that a slow or blocked stdout
+/// never stalls debugger traffic. Ends when the queue's sender is gone and
+/// everything was written, or when stdout fails.
+async fn write_console(mut queue: ConsoleRx, mut console: Console) -> io::Result<()> {
+    while let Some((bytes, _permit)) = queue.recv().await {
+        console.write(&bytes).await?;
+    }
+    Ok(())
+}
+
+/// Reads the channel until it closes: console text to the console writer,
+/// debugger bytes to the attached debugger, the stub's hello and
+/// acknowledgements to [`Shared`].
+///
+/// When [`CONSOLE_QUEUE_BYTES`] of console output wait for stdout, this
+/// stops reading the channel until stdout takes some (console bytes are
+/// never dropped).
 async fn pump_from_stub(
     mut channel: impl AsyncRead + Unpin,
     shared: Arc<Shared>,
-    mut console: Console,
+    console: ConsoleTx,
     synced: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> ReaderEnd {
     let trace = shared.trace();
     let mut demux = Demux::new();
     // Follows the stub's RSP stream for --trace only; nothing is held back.
     let mut replies = rsp::Tracker::new(usize::MAX);
     let mut framing_errors = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUF];
     let mut events = Vec::new();
     loop {
-        let (n, closed) = match channel.read(&mut buf).await {
+        let read = tokio::select! {
+            read = channel.read(&mut buf) => read,
+            _ = stop.wait_for(|&stop| stop) => return ReaderEnd::Stopped,
+        };
+        let (n, closed) = match read {
             Ok(0) => (0, Some(None)),
             Ok(n) => (n, None),
             Err(err) => (0, Some(Some(err))),
@@ -346,9 +484,9 @@ async fn pump_from_stub(
         for event in events.drain(..) {
             match event {
                 demux::Event::Console(bytes) => {
-                    if let Err(err) = console.write(&bytes).await {
-                        return ReaderEnd::Stdout(err);
-                    }
+                    // Fails only when the console writer has ended, and then
+                    // the bridge is stopping with an error.
+                    let _ = console.send(bytes).await;
                 }
                 demux::Event::Debugger(bytes) => {
                     if trace {
@@ -360,12 +498,37 @@ async fn pump_from_stub(
                     if trace {
                         info!("stub -> bridge: {} (framing on)", control_sequence(wire::SYNC));
                     }
+                    shared.on_sync();
                     if !*synced.borrow() {
                         eprintln!("ukdb: stub answered; framing on");
                         let _ = synced.send(true);
                     } else {
                         debug!("the stub synchronised again");
                     }
+                }
+                demux::Event::Hello => {
+                    if trace {
+                        info!("stub -> bridge: {} (hello)", control_sequence(wire::HELLO));
+                    }
+                    let framed = synced.send_replace(false);
+                    // Its RSP state is gone with the old stub.
+                    replies.reset();
+                    let restart = shared.on_hello(framed);
+                    if framed {
+                        let dropped = match restart.dropped {
+                            Some(peer) => format!("dropped debugger {peer}; "),
+                            None => String::new(),
+                        };
+                        info!("the unikernel restarted; {dropped}requesting framing again");
+                    } else {
+                        debug!("a stub said hello; requesting framing");
+                    }
+                }
+                demux::Event::Ended => {
+                    if trace {
+                        info!("stub -> bridge: {} (session ended)", control_sequence(wire::ENDED));
+                    }
+                    shared.on_ended();
                 }
                 demux::Event::Switch(channel) => {
                     if trace {
@@ -414,8 +577,10 @@ fn trace_replies(replies: &mut rsp::Tracker, bytes: &[u8]) {
 /// Serves one debugger: its RSP stream to the stub, whole packets only; the
 /// stub's replies to it. Nothing is forwarded before the stub has answered
 /// the framing request (its replies would otherwise be taken for console
-/// text). Ends when it disconnects or is dropped, and then ends its session
-/// (`DLE 'X'`).
+/// text); meanwhile what the debugger sends is held (one buffer's worth) and
+/// its disconnecting frees the session at once. Reading from the debugger
+/// pauses while the queue for the stub is full. Ends when it disconnects or
+/// is dropped, and then ends its session (`DLE 'X'`).
 async fn serve_debugger(
     shared: Arc<Shared>,
     attached: Attached,
@@ -423,39 +588,66 @@ async fn serve_debugger(
     stream: Box<dyn Stream>,
     mut synced: watch::Receiver<bool>,
 ) {
-    if synced.wait_for(|&on| on).await.is_err() {
-        shared.detach(attached.id);
-        return;
-    }
     let Attached { id, mut from_stub } = attached;
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut tracker = rsp::Tracker::new(rsp::DEFAULT_MAX_PACKET);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut events = Vec::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut held = 0;
     loop {
         tokio::select! {
-            read = rd.read(&mut buf) => {
-                let n = match read {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(err) => {
-                        debug!("reading from debugger {peer}: {err}");
-                        break;
-                    }
-                };
-                events.clear();
-                let parsed = tracker.push(&buf[..n], &mut events);
-                for event in events.drain(..) {
-                    if !shared.forward(id, event) {
-                        // The session was taken away (the bridge is stopping).
-                        return;
-                    }
+            on = synced.wait_for(|&on| on) => {
+                if on.is_err() {
+                    shared.detach(id);
+                    return;
                 }
-                if let Err(err) = parsed {
-                    error!("debugger {peer}: {err}; dropping it");
-                    break;
+                break;
+            }
+            read = rd.read(&mut buf[held..]), if held < buf.len() => match read {
+                Ok(0) => {
+                    debug!("debugger {peer} left before the stub answered");
+                    shared.detach(id);
+                    return;
+                }
+                Ok(n) => held += n,
+                Err(err) => {
+                    debug!("reading from debugger {peer}: {err}");
+                    shared.detach(id);
+                    return;
+                }
+            },
+        }
+    }
+    let mut tracker = rsp::Tracker::new(rsp::DEFAULT_MAX_PACKET);
+    let mut events = Vec::new();
+    let mut chunk = held;
+    loop {
+        if chunk > 0 {
+            events.clear();
+            let parsed = tracker.push(&buf[..chunk], &mut events);
+            chunk = 0;
+            for event in events.drain(..) {
+                if !shared.forward(id, &event) {
+                    // The session was taken away (the bridge is stopping, or
+                    // the unikernel restarted).
+                    return;
                 }
             }
+            if let Err(err) = parsed {
+                error!("debugger {peer}: {err}; dropping it");
+                break;
+            }
+        }
+        tokio::select! {
+            read = async {
+                shared.wait_room().await;
+                rd.read(&mut buf).await
+            } => match read {
+                Ok(0) => break,
+                Ok(n) => chunk = n,
+                Err(err) => {
+                    debug!("reading from debugger {peer}: {err}");
+                    break;
+                }
+            },
             reply = from_stub.recv() => match reply {
                 Some(bytes) => {
                     let written = match wr.write_all(&bytes).await {

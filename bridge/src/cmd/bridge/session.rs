@@ -2,14 +2,29 @@
 //!
 //! All bytes for the stub go through [`Shared`], under one lock together with
 //! the record of the attached debugger. That makes the ordering guarantees
-//! simple: a debugger's bytes are forwarded only while it owns the session;
+//! simple: a debugger's bytes are queued only while it owns the session;
 //! its `DLE 'X'` is queued, and the session freed, in one step; so the next
 //! debugger's first byte always comes after the previous one's `DLE 'X'`, and
 //! nothing of a debugger ever follows its `DLE 'X'` or the final `DLE 'R'`.
+//!
+//! The queue for the stub is one byte buffer, bounded for debuggers: a
+//! debugger's task waits for [`Shared::wait_room`] before it reads more from
+//! its socket, so a client that sends faster than the line carries is slowed
+//! down (TCP backpressure) instead of filling the bridge's memory. Control
+//! sequences are always queued (they are few and tiny).
+//!
+//! Every `DLE 'X'` the bridge sends is acknowledged by the stub's `DLE 'E'`.
+//! While an acknowledgement is outstanding, the stub's debugger bytes are
+//! late replies to an ended session and are discarded, so that they never
+//! reach the next debugger.
+//!
+//! Nothing is logged while the lock is held: each method collects its
+//! messages in a [`Logs`] and emits them after unlocking.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 use ukdb_bridge::escape::{control_sequence, describe_rsp_byte, Escaped};
 use ukdb_bridge::rsp;
@@ -19,13 +34,59 @@ use ukdb_bridge::wire::{self, DLE};
 /// read them before it is dropped.
 const CLIENT_QUEUE: usize = 1024;
 
-/// A message for the task that writes to the channel.
-#[derive(Debug)]
-pub enum ToStub {
-    /// Bytes to write, in order.
-    Bytes(Vec<u8>),
-    /// Answer once everything queued before has been written.
-    Flush(oneshot::Sender<()>),
+/// How many bytes from debuggers may be queued for the line before their
+/// tasks stop reading their sockets. The queue can exceed it by what one
+/// read brings (one read buffer, or one packet of at most
+/// [`rsp::DEFAULT_MAX_PACKET`] that it completes).
+pub const TO_STUB_LIMIT: usize = 64 * 1024;
+
+/// How long an unacknowledged `DLE 'X'` may keep the stub's replies from an
+/// attached debugger before the bridge warns (once) that the stub may not
+/// speak protocol v2.
+const ACK_WARNING: Duration = Duration::from_secs(5);
+
+/// Log lines collected under the lock and emitted after it is released.
+#[derive(Debug, Default)]
+#[must_use = "the collected lines must be emitted with `emit`"]
+struct Logs(Vec<(Level, String)>);
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Info,
+    Warn,
+}
+
+impl Logs {
+    fn push(&mut self, level: Level, msg: String) {
+        self.0.push((level, msg));
+    }
+
+    fn emit(self) {
+        for (level, msg) in self.0 {
+            match level {
+                Level::Info => info!("{msg}"),
+                Level::Warn => warn!("{msg}"),
+            }
+        }
+    }
+}
+
+/// Why a debugger cannot have the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// Another debugger has it.
+    #[error("a debugger is attached already ({0})")]
+    Busy(String),
+    /// The bridge is shutting down.
+    #[error("the bridge is stopping")]
+    Stopping,
+}
+
+/// What a hello from the stub (a restarted unikernel) did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// The debugger whose connection was dropped, if any.
+    pub dropped: Option<String>,
 }
 
 /// The state shared by the bridge's tasks.
@@ -33,14 +94,33 @@ pub enum ToStub {
 pub struct Shared {
     state: Mutex<State>,
     trace: bool,
+    /// Wakes the channel writer: bytes or a flush request were queued.
+    queued: Notify,
+    /// Wakes debugger tasks waiting for room in the queue.
+    room: Notify,
 }
 
 #[derive(Debug)]
 struct State {
-    to_stub: mpsc::UnboundedSender<ToStub>,
+    /// Bytes for the stub, in order, not yet taken by the writer.
+    out: Vec<u8>,
+    /// Answered once everything queued before them has been written.
+    flushes: Vec<oneshot::Sender<()>>,
     client: Option<Client>,
     next_id: u64,
     closing: bool,
+    /// A hello or a sync has been seen: a stub is there.
+    stub_seen: bool,
+    /// A `DLE 'F'` has been written: the stub may be in framed mode.
+    framing_requested: bool,
+    /// The last bytes queued in `out` are a `DLE 'F'` of ours.
+    framing_last: bool,
+    /// `DLE 'X'` sent and not yet acknowledged by `DLE 'E'`.
+    acks_outstanding: u32,
+    /// When `acks_outstanding` last went from 0 to 1.
+    acks_since: Option<Instant>,
+    /// Whether the bridge has warned about a missing acknowledgement.
+    ack_warned: bool,
 }
 
 #[derive(Debug)]
@@ -48,8 +128,11 @@ struct Client {
     id: u64,
     peer: String,
     /// Stub output for the debugger; `None` once the bridge has decided to
-    /// drop it (the session stays taken until its task has sent `DLE 'X'`).
+    /// drop it (the session stays taken until its task has detached).
     tx: Option<mpsc::Sender<Vec<u8>>>,
+    /// Whether anything of this debugger was queued for the stub (only then
+    /// may the stub have a session for it, which `DLE 'X'` ends).
+    forwarded: bool,
 }
 
 /// A debugger's claim on the session, handed to its task.
@@ -60,22 +143,30 @@ pub struct Attached {
 }
 
 impl State {
-    fn send(&self, bytes: Vec<u8>) {
-        // The writer task lives as long as the channel; when it has ended the
-        // channel is closed and the bridge is about to exit anyway.
-        let _ = self.to_stub.send(ToStub::Bytes(bytes));
-    }
-
     fn owns(&self, id: u64) -> bool {
         self.client.as_ref().is_some_and(|c| c.id == id)
     }
 }
 
 impl Shared {
-    pub fn new(to_stub: mpsc::UnboundedSender<ToStub>, trace: bool) -> Self {
+    pub fn new(trace: bool) -> Self {
         Self {
-            state: Mutex::new(State { to_stub, client: None, next_id: 1, closing: false }),
+            state: Mutex::new(State {
+                out: Vec::new(),
+                flushes: Vec::new(),
+                client: None,
+                next_id: 1,
+                closing: false,
+                stub_seen: false,
+                framing_requested: false,
+                framing_last: false,
+                acks_outstanding: 0,
+                acks_since: None,
+                ack_warned: false,
+            }),
             trace,
+            queued: Notify::new(),
+            room: Notify::new(),
         }
     }
 
@@ -89,71 +180,192 @@ impl Shared {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn control(&self, state: &State, seq: [u8; 2], why: &str) {
+    /// Queues a control sequence (under the lock; `logs` gets the trace line).
+    fn control(&self, state: &mut State, seq: [u8; 2], why: &str, logs: &mut Logs) {
         if self.trace {
-            info!("bridge -> stub: {} ({why})", control_sequence(seq[1]));
+            logs.push(Level::Info, format!("bridge -> stub: {} ({why})", control_sequence(seq[1])));
         }
-        state.send(seq.to_vec());
+        if seq == wire::REQUEST_FRAMING {
+            state.framing_requested = true;
+        }
+        if seq == wire::DEBUGGER_GONE {
+            if state.acks_outstanding == 0 {
+                state.acks_since = Some(Instant::now());
+            }
+            state.acks_outstanding = state.acks_outstanding.saturating_add(1);
+        }
+        state.out.extend_from_slice(&seq);
+        state.framing_last = seq == wire::REQUEST_FRAMING;
     }
 
-    /// Asks the stub to switch to framed mode (`DLE 'F'`).
-    pub fn request_framing(&self) {
-        let state = self.lock();
-        self.control(&state, wire::REQUEST_FRAMING, "switch to framed mode");
+    /// Takes the lock, runs `f`, releases the lock, wakes the writer, then
+    /// emits the collected log lines.
+    fn with<R>(&self, f: impl FnOnce(&mut State, &mut Logs) -> R) -> R {
+        let mut logs = Logs::default();
+        let result = {
+            let mut state = self.lock();
+            f(&mut state, &mut logs)
+        };
+        self.queued.notify_one();
+        logs.emit();
+        result
+    }
+
+    /// Probes for a stub that announced itself before the bridge connected:
+    /// queues `DLE 'F'` unless a hello or sync has been seen. Returns whether
+    /// it probed.
+    pub fn probe(&self) -> bool {
+        self.with(|state, logs| {
+            if state.stub_seen {
+                return false;
+            }
+            self.control(state, wire::REQUEST_FRAMING, "probe: is there a stub?", logs);
+            true
+        })
+    }
+
+    /// Whether a hello or a sync has been seen.
+    pub fn stub_seen(&self) -> bool {
+        self.lock().stub_seen
+    }
+
+    /// The stub's sync (`DLE 'F'`) arrived.
+    pub fn on_sync(&self) {
+        self.lock().stub_seen = true;
+    }
+
+    /// The stub's hello (`DLE 'H'`) arrived: a stub has just started, raw and
+    /// without a session. When the line was `framed` (or the attached
+    /// debugger had sent anything) this is a restart: the debugger's
+    /// connection is dropped. Outstanding acknowledgements are forgotten (the
+    /// new stub knows nothing of them) and framing is requested.
+    pub fn on_hello(&self, framed: bool) -> Restart {
+        self.with(|state, logs| {
+            state.stub_seen = true;
+            state.acks_outstanding = 0;
+            state.acks_since = None;
+            let mut restart = Restart::default();
+            if state.client.as_ref().is_some_and(|c| framed || c.forwarded) {
+                // Dropping the record drops its sender: the task sees its
+                // queue end and finds the session no longer its own.
+                let client = state.client.take().expect("checked");
+                logs.push(Level::Info, format!("debugger disconnected ({})", client.peer));
+                restart.dropped = Some(client.peer);
+            }
+            // A request still waiting to be written serves this hello too: a
+            // guest that repeats hellos without reading cannot grow the queue.
+            if !state.framing_last {
+                self.control(state, wire::REQUEST_FRAMING, "answer to the stub's hello", logs);
+            }
+            restart
+        })
+    }
+
+    /// The stub's `DLE 'E'` arrived: one `DLE 'X'` is acknowledged.
+    pub fn on_ended(&self) {
+        let unexpected = {
+            let mut state = self.lock();
+            let was = state.acks_outstanding;
+            state.acks_outstanding = was.saturating_sub(1);
+            if state.acks_outstanding == 0 {
+                state.acks_since = None;
+            }
+            was == 0
+        };
+        if unexpected {
+            debug!("the stub ended a session the bridge did not end (DLE 'E' with none due)");
+        }
     }
 
     /// Gives the session to a new debugger; or, when one is attached already
     /// or the bridge is stopping, says why not.
-    pub fn attach(&self, peer: &str) -> Result<Attached, String> {
-        let mut state = self.lock();
-        if state.closing {
-            return Err("the bridge is stopping".to_owned());
-        }
-        if let Some(client) = &state.client {
-            return Err(format!("a debugger is attached already ({})", client.peer));
-        }
-        let id = state.next_id;
-        state.next_id += 1;
-        let (tx, from_stub) = mpsc::channel(CLIENT_QUEUE);
-        state.client = Some(Client { id, peer: peer.to_owned(), tx: Some(tx) });
+    pub fn attach(&self, peer: &str) -> Result<Attached, AttachError> {
+        let attached = {
+            let mut state = self.lock();
+            if state.closing {
+                return Err(AttachError::Stopping);
+            }
+            if let Some(client) = &state.client {
+                return Err(AttachError::Busy(client.peer.clone()));
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            let (tx, from_stub) = mpsc::channel(CLIENT_QUEUE);
+            state.client =
+                Some(Client { id, peer: peer.to_owned(), tx: Some(tx), forwarded: false });
+            Attached { id, from_stub }
+        };
         info!("debugger connected ({peer})");
-        Ok(Attached { id, from_stub })
+        Ok(attached)
+    }
+
+    /// Whether debuggers may queue more bytes for the stub.
+    pub fn has_room(&self) -> bool {
+        self.lock().out.len() < TO_STUB_LIMIT
+    }
+
+    /// Waits until debuggers may queue more bytes for the stub.
+    pub async fn wait_room(&self) {
+        loop {
+            // Created before the check: a wake-up between the check and the
+            // await is not lost (`notify_waiters` reaches every `Notified`
+            // created before it).
+            let notified = self.room.notified();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Forwards one event of debugger `id`'s RSP stream to the stub. Returns
     /// `false` when `id` no longer owns the session (it must stop).
-    pub fn forward(&self, id: u64, event: rsp::Event) -> bool {
-        let state = self.lock();
-        if !state.owns(id) {
-            return false;
+    pub fn forward(&self, id: u64, event: &rsp::Event) -> bool {
+        let owned = self.with(|state, logs| {
+            if !state.owns(id) {
+                return false;
+            }
+            let bytes: &[u8] = match event {
+                rsp::Event::Packet(packet) => packet,
+                rsp::Event::Byte(DLE) => {
+                    // Outside a packet a DLE starts a control sequence for
+                    // the stub; a debugger has no business sending one.
+                    logs.push(
+                        Level::Warn,
+                        "debugger sent a DLE byte outside a packet; not forwarded".to_owned(),
+                    );
+                    return true;
+                }
+                rsp::Event::Byte(byte) => std::slice::from_ref(byte),
+                rsp::Event::Restarted(_) => return true,
+            };
+            state.out.extend_from_slice(bytes);
+            state.framing_last = false;
+            if let Some(client) = state.client.as_mut() {
+                client.forwarded = true;
+            }
+            true
+        });
+        if owned {
+            self.log_forwarded(event);
         }
+        owned
+    }
+
+    fn log_forwarded(&self, event: &rsp::Event) {
         match event {
-            rsp::Event::Packet(packet) => {
-                if self.trace {
-                    let bad = if rsp::checksum_ok(&packet) == Some(false) {
-                        " (bad checksum)"
-                    } else {
-                        ""
-                    };
-                    info!("gdb -> stub: {}{bad}", Escaped(&packet));
-                }
-                state.send(packet);
+            rsp::Event::Packet(packet) if self.trace => {
+                let bad =
+                    if rsp::checksum_ok(packet) == Some(false) { " (bad checksum)" } else { "" };
+                info!("gdb -> stub: {}{bad}", Escaped(packet));
             }
-            rsp::Event::Byte(DLE) => {
-                // Outside a packet a DLE starts a control sequence for the
-                // stub; a debugger has no business sending one.
-                warn!("debugger sent a DLE byte outside a packet; not forwarded");
-            }
-            rsp::Event::Byte(byte) => {
-                if self.trace {
-                    info!("gdb -> stub: {}", describe_rsp_byte(byte));
-                }
-                state.send(vec![byte]);
+            rsp::Event::Byte(byte) if self.trace && *byte != DLE => {
+                info!("gdb -> stub: {}", describe_rsp_byte(*byte));
             }
             rsp::Event::Restarted(partial) => {
                 let msg = format!(
                     "gdb -> stub: discarded incomplete packet {} (a new `$` started)",
-                    Escaped(&partial)
+                    Escaped(partial)
                 );
                 if self.trace {
                     info!("{msg}");
@@ -161,130 +373,241 @@ impl Shared {
                     debug!("{msg}");
                 }
             }
+            _ => {}
         }
-        true
     }
 
-    /// Ends debugger `id`'s session, if it still has it: sends `DLE 'X'` so
-    /// the stub removes its breakpoints and resumes the unikernel.
+    /// Ends debugger `id`'s session, if it still has it: sends `DLE 'X'`
+    /// (when the debugger sent the stub anything) so the stub removes its
+    /// breakpoints and resumes the unikernel.
     pub fn detach(&self, id: u64) {
-        let mut state = self.lock();
-        if !state.owns(id) {
-            return;
-        }
-        let client = state.client.take().expect("owned");
-        self.control(&state, wire::DEBUGGER_GONE, "debugger gone");
-        info!("debugger disconnected ({})", client.peer);
+        self.with(|state, logs| {
+            if !state.owns(id) {
+                return;
+            }
+            let client = state.client.take().expect("owned");
+            if client.forwarded {
+                self.control(state, wire::DEBUGGER_GONE, "debugger gone", logs);
+            }
+            logs.push(Level::Info, format!("debugger disconnected ({})", client.peer));
+        });
     }
 
-    /// Hands stub output to the attached debugger, or discards it when none
-    /// is attached. A debugger that lets [`CLIENT_QUEUE`] chunks pile up is
-    /// dropped.
+    /// Hands stub output to the attached debugger. It is discarded when no
+    /// debugger is attached, or while a `DLE 'X'` is unacknowledged (it then
+    /// belongs to an ended session). A debugger that lets [`CLIENT_QUEUE`]
+    /// chunks pile up is dropped.
     pub fn to_client(&self, bytes: Vec<u8>) {
-        let mut state = self.lock();
-        let Some(client) = state.client.as_mut() else {
-            debug!(
+        enum Outcome {
+            Sent,
+            Late(Vec<u8>, bool),
+            Nobody(Vec<u8>),
+            Slow(String),
+        }
+        let outcome = {
+            let mut state = self.lock();
+            let late = state.acks_outstanding > 0;
+            // Replies withheld from an attached debugger for long: warn once.
+            let overdue = late
+                && state.client.is_some()
+                && !state.ack_warned
+                && state.acks_since.is_some_and(|since| since.elapsed() >= ACK_WARNING);
+            state.ack_warned |= overdue;
+            match state.client.as_mut() {
+                _ if late => Outcome::Late(bytes, overdue),
+                None => Outcome::Nobody(bytes),
+                Some(Client { tx: None, .. }) => Outcome::Sent,
+                Some(client) => match client.tx.as_ref().map(|tx| tx.try_send(bytes)) {
+                    Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                        // Its task sees the queue end, then detaches.
+                        client.tx = None;
+                        Outcome::Slow(client.peer.clone())
+                    }
+                    _ => Outcome::Sent,
+                },
+            }
+        };
+        match outcome {
+            Outcome::Sent => {}
+            Outcome::Late(bytes, overdue) => {
+                if overdue {
+                    warn!(
+                        "the stub has not acknowledged the end of the previous session (DLE \
+                         'E') within {}s; its replies are discarded until it does (a stub \
+                         older than protocol v2?)",
+                        ACK_WARNING.as_secs()
+                    );
+                }
+                debug!(
+                    "discarding {} bytes from the stub for an ended session: {}",
+                    bytes.len(),
+                    Escaped(&bytes)
+                );
+            }
+            Outcome::Nobody(bytes) => debug!(
                 "no debugger attached; discarding {} bytes from the stub: {}",
                 bytes.len(),
                 Escaped(&bytes)
-            );
-            return;
-        };
-        let Some(tx) = &client.tx else {
-            return;
-        };
-        match tx.try_send(bytes) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!("debugger {} does not read the stub's replies; dropping it", client.peer);
-                // Its task sees the queue end, then detaches.
-                client.tx = None;
+            ),
+            Outcome::Slow(peer) => {
+                warn!("debugger {peer} does not read the stub's replies; dropping it")
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
     /// Stops the bridge: ends the session of an attached debugger
-    /// (`DLE 'X'`), switches the stub back to raw mode (`DLE 'R'`) and
-    /// returns a receiver that fires once both are written.
+    /// (`DLE 'X'`), switches the stub back to raw mode (`DLE 'R'`, if framing
+    /// was ever requested) and returns a receiver that fires once both are
+    /// written.
     pub fn shutdown(&self) -> oneshot::Receiver<()> {
-        let mut state = self.lock();
-        state.closing = true;
-        if let Some(client) = state.client.take() {
-            self.control(&state, wire::DEBUGGER_GONE, "bridge stopping");
-            info!("debugger disconnected ({})", client.peer);
+        self.with(|state, logs| {
+            state.closing = true;
+            if let Some(client) = state.client.take() {
+                if client.forwarded {
+                    self.control(state, wire::DEBUGGER_GONE, "bridge stopping", logs);
+                }
+                logs.push(Level::Info, format!("debugger disconnected ({})", client.peer));
+            }
+            if state.framing_requested {
+                self.control(state, wire::REQUEST_RAW, "back to raw mode", logs);
+            }
+            let (tx, rx) = oneshot::channel();
+            state.flushes.push(tx);
+            rx
+        })
+    }
+
+    /// For the channel writer: waits until bytes or flush requests are
+    /// queued, then swaps the queued bytes into `buf` (which must be empty)
+    /// and returns the flush requests to answer once `buf` is written.
+    pub async fn next_output(&self, buf: &mut Vec<u8>) -> Vec<oneshot::Sender<()>> {
+        debug_assert!(buf.is_empty());
+        loop {
+            let notified = self.queued.notified();
+            {
+                let mut state = self.lock();
+                if !state.out.is_empty() || !state.flushes.is_empty() {
+                    std::mem::swap(&mut state.out, buf);
+                    state.framing_last = false;
+                    let flushes = std::mem::take(&mut state.flushes);
+                    drop(state);
+                    self.room.notify_waiters();
+                    return flushes;
+                }
+            }
+            notified.await;
         }
-        self.control(&state, wire::REQUEST_RAW, "back to raw mode");
-        let (tx, rx) = oneshot::channel();
-        let _ = state.to_stub.send(ToStub::Flush(tx));
-        rx
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
 
-    fn drain(rx: &mut mpsc::UnboundedReceiver<ToStub>) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Ok(msg) = rx.try_recv() {
-            if let ToStub::Bytes(bytes) = msg {
-                out.extend(bytes);
-            }
-        }
-        out
+    /// Everything queued for the stub so far, taken as the writer takes it.
+    fn drain(shared: &Shared) -> Vec<u8> {
+        let mut state = shared.lock();
+        state.framing_last = false;
+        std::mem::take(&mut state.out)
+    }
+
+    fn packet(bytes: &[u8]) -> rsp::Event {
+        rsp::Event::Packet(bytes.to_vec())
     }
 
     #[test]
     fn one_debugger_at_a_time_and_x_between_sessions() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx, false);
-        shared.request_framing();
+        let shared = Shared::new(false);
+        shared.on_hello(false);
         let first = shared.attach("a").unwrap();
-        assert!(shared.attach("b").is_err());
-        assert!(shared.forward(first.id, rsp::Event::Packet(b"$g#67".to_vec())));
+        assert_eq!(shared.attach("b").unwrap_err(), AttachError::Busy("a".to_owned()));
+        assert!(shared.forward(first.id, &packet(b"$g#67")));
         shared.detach(first.id);
         // The old session can no longer send anything.
-        assert!(!shared.forward(first.id, rsp::Event::Byte(b'+')));
+        assert!(!shared.forward(first.id, &rsp::Event::Byte(b'+')));
         let second = shared.attach("c").unwrap();
-        assert!(shared.forward(second.id, rsp::Event::Byte(3)));
+        assert!(shared.forward(second.id, &rsp::Event::Byte(3)));
         // A stale detach does not end the new session.
         shared.detach(first.id);
-        assert!(shared.forward(second.id, rsp::Event::Byte(b'+')));
-        assert_eq!(drain(&mut rx), b"\x10F$g#67\x10X\x03+".to_vec());
+        assert!(shared.forward(second.id, &rsp::Event::Byte(b'+')));
+        assert_eq!(drain(&shared), b"\x10F$g#67\x10X\x03+".to_vec());
     }
 
     #[test]
     fn dle_outside_packets_is_not_forwarded() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx, false);
+        let shared = Shared::new(false);
         let a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, rsp::Event::Byte(DLE)));
-        assert!(shared.forward(a.id, rsp::Event::Byte(b'R')));
-        assert!(shared.forward(a.id, rsp::Event::Packet(b"$\x10R#62".to_vec())));
-        assert_eq!(drain(&mut rx), b"R$\x10R#62".to_vec());
+        assert!(shared.forward(a.id, &rsp::Event::Byte(DLE)));
+        assert!(shared.forward(a.id, &rsp::Event::Byte(b'R')));
+        assert!(shared.forward(a.id, &packet(b"$\x10R#62")));
+        assert_eq!(drain(&shared), b"R$\x10R#62".to_vec());
     }
 
     #[test]
     fn shutdown_sends_x_then_r_and_refuses_new_debuggers() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx, true);
+        let shared = Shared::new(true);
+        shared.on_hello(false);
         let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
         let _flushed = shared.shutdown();
-        assert!(!shared.forward(a.id, rsp::Event::Byte(b'+')));
-        assert!(shared.attach("b").is_err());
-        assert_eq!(drain(&mut rx), b"\x10X\x10R".to_vec());
+        assert!(!shared.forward(a.id, &rsp::Event::Byte(b'+')));
+        assert_eq!(shared.attach("b").unwrap_err(), AttachError::Stopping);
+        assert_eq!(drain(&shared), b"\x10F+\x10X\x10R".to_vec());
 
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx, false);
+        let shared = Shared::new(false);
+        shared.on_hello(false);
         let _flushed = shared.shutdown();
-        assert_eq!(drain(&mut rx), b"\x10R".to_vec());
+        assert_eq!(drain(&shared), b"\x10F\x10R".to_vec());
+    }
+
+    #[test]
+    fn nothing_is_written_into_a_guest_that_never_announced_a_stub() {
+        // A debugger that came and went without sending anything, then
+        // shutdown: no DLE 'X', no DLE 'R'.
+        let shared = Shared::new(false);
+        let a = shared.attach("a").unwrap();
+        shared.detach(a.id);
+        let _flushed = shared.shutdown();
+        assert_eq!(drain(&shared), b"".to_vec());
+    }
+
+    #[test]
+    fn probes_stop_once_a_stub_is_seen() {
+        let shared = Shared::new(false);
+        assert!(shared.probe());
+        shared.on_sync();
+        assert!(!shared.probe());
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+        let shared = Shared::new(false);
+        shared.on_hello(false);
+        assert!(!shared.probe());
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+    }
+
+    #[test]
+    fn repeated_hellos_do_not_grow_the_queue() {
+        let shared = Shared::new(false);
+        for _ in 0..1000 {
+            shared.on_hello(false);
+        }
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+        // Once written, the next hello is answered again.
+        shared.on_hello(false);
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+        // A client's packet that happens to end in DLE 'F' (its checksum
+        // characters are not checked here) does not count as a request.
+        shared.on_sync();
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, &packet(b"$a#\x10F")));
+        shared.on_hello(true);
+        assert_eq!(drain(&shared), b"$a#\x10F\x10F".to_vec());
     }
 
     #[test]
     fn stub_output_goes_to_the_attached_debugger_only() {
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx, false);
+        let shared = Shared::new(false);
         shared.to_client(b"$OK#9a".to_vec()); // discarded: nobody attached
         let mut a = shared.attach("a").unwrap();
         shared.to_client(b"+".to_vec());
@@ -295,10 +618,62 @@ mod tests {
     }
 
     #[test]
+    fn late_replies_are_discarded_until_the_stub_acknowledges_the_detach() {
+        let shared = Shared::new(false);
+        shared.on_sync();
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, &packet(b"$m0,1#fa")));
+        shared.detach(a.id);
+        let a2 = shared.attach("a2").unwrap();
+        assert!(shared.forward(a2.id, &packet(b"$g#67")));
+        shared.detach(a2.id);
+        let mut b = shared.attach("b").unwrap();
+        // Two DLE 'X' are outstanding: replies to the old sessions.
+        shared.to_client(b"$00#60".to_vec());
+        shared.on_ended();
+        shared.to_client(b"$E01#a6".to_vec());
+        assert!(b.from_stub.try_recv().is_err());
+        shared.on_ended();
+        shared.to_client(b"+".to_vec());
+        assert_eq!(b.from_stub.try_recv().unwrap(), b"+".to_vec());
+        // An unexpected DLE 'E' does not make the count negative.
+        shared.on_ended();
+        shared.to_client(b"$OK#9a".to_vec());
+        assert_eq!(b.from_stub.try_recv().unwrap(), b"$OK#9a".to_vec());
+    }
+
+    #[test]
+    fn a_hello_drops_the_debugger_and_forgets_outstanding_acks() {
+        let shared = Shared::new(false);
+        shared.on_hello(false);
+        shared.on_sync();
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, &packet(b"$?#3f")));
+        shared.detach(a.id);
+        let mut b = shared.attach("b").unwrap();
+        assert_eq!(shared.on_hello(true), Restart { dropped: Some("b".to_owned()) });
+        // Its queue is closed and the session is no longer its own.
+        assert_eq!(b.from_stub.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
+        assert!(!shared.forward(b.id, &rsp::Event::Byte(b'+')));
+        shared.detach(b.id);
+        // The outstanding DLE 'X' is forgotten: the next debugger gets the
+        // new stub's replies.
+        let mut c = shared.attach("c").unwrap();
+        shared.to_client(b"+".to_vec());
+        assert_eq!(c.from_stub.try_recv().unwrap(), b"+".to_vec());
+        assert_eq!(drain(&shared), b"\x10F$?#3f\x10X\x10F".to_vec());
+        // A debugger that is still waiting for the first sync stays.
+        let shared = Shared::new(false);
+        let _waiting = shared.attach("w").unwrap();
+        assert_eq!(shared.on_hello(false), Restart { dropped: None });
+        assert!(shared.attach("x").is_err());
+    }
+
+    #[test]
     fn a_debugger_that_does_not_read_is_dropped() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let shared = Shared::new(tx, false);
+        let shared = Shared::new(false);
         let mut a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
         for _ in 0..=CLIENT_QUEUE {
             shared.to_client(b"x".to_vec());
         }
@@ -311,6 +686,129 @@ mod tests {
         assert!(shared.attach("b").is_err());
         shared.detach(a.id);
         assert!(shared.attach("b").is_ok());
-        assert_eq!(drain(&mut rx), b"\x10X".to_vec());
+        assert_eq!(drain(&shared), b"+\x10X".to_vec());
+    }
+
+    #[tokio::test]
+    async fn debuggers_wait_for_room_and_the_writer_makes_it() {
+        let shared = Arc::new(Shared::new(false));
+        let a = shared.attach("a").unwrap();
+        let big = rsp::Event::Packet(vec![b'a'; TO_STUB_LIMIT]);
+        assert!(shared.has_room());
+        assert!(shared.forward(a.id, &big));
+        assert!(!shared.has_room());
+        let waiting = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move { shared.wait_room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let mut buf = Vec::new();
+        let flushes = shared.next_output(&mut buf).await;
+        assert!(flushes.is_empty());
+        assert_eq!(buf.len(), TO_STUB_LIMIT);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("room made")
+            .unwrap();
+        // Control sequences are queued even when the queue is full.
+        buf.clear();
+        assert!(shared.forward(a.id, &big));
+        shared.detach(a.id);
+        let _ = shared.next_output(&mut buf).await;
+        assert_eq!(&buf[buf.len() - 2..], b"\x10X");
+    }
+
+    /// A tracing subscriber that checks, for every event, that the shared
+    /// state's lock is free (logging under the lock would make every task
+    /// wait for stderr).
+    struct LockChecker {
+        shared: Arc<Shared>,
+        events: AtomicUsize,
+        warnings: AtomicUsize,
+        held: AtomicBool,
+    }
+
+    impl LockChecker {
+        fn new(shared: &Arc<Shared>) -> Arc<Self> {
+            Arc::new(LockChecker {
+                shared: Arc::clone(shared),
+                events: AtomicUsize::new(0),
+                warnings: AtomicUsize::new(0),
+                held: AtomicBool::new(false),
+            })
+        }
+    }
+
+    impl tracing::Subscriber for LockChecker {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            self.events.fetch_add(1, Ordering::Relaxed);
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.shared.state.try_lock().is_err() {
+                self.held.store(true, Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn nothing_is_logged_under_the_lock() {
+        let shared = Arc::new(Shared::new(true));
+        let checker = LockChecker::new(&shared);
+        let dispatch = tracing::Dispatch::from(Arc::clone(&checker));
+        tracing::dispatcher::with_default(&dispatch, || {
+            shared.on_hello(false);
+            shared.on_sync();
+            let a = shared.attach("a").unwrap();
+            assert!(shared.forward(a.id, &packet(b"$g#67")));
+            assert!(shared.forward(a.id, &rsp::Event::Byte(DLE)));
+            assert!(shared.forward(a.id, &rsp::Event::Restarted(b"$m".to_vec())));
+            shared.to_client(b"+".to_vec());
+            shared.on_hello(true);
+            shared.detach(a.id);
+            let b = shared.attach("b").unwrap();
+            assert!(shared.forward(b.id, &rsp::Event::Byte(b'+')));
+            shared.detach(b.id);
+            shared.to_client(b"late".to_vec());
+            shared.on_ended();
+            shared.on_ended();
+            let _ = shared.attach("c").unwrap();
+            let _flushed = shared.shutdown();
+        });
+        assert!(checker.events.load(Ordering::Relaxed) >= 10);
+        assert!(!checker.held.load(Ordering::Relaxed), "an event was logged under the lock");
+    }
+
+    #[test]
+    fn an_overdue_acknowledgement_is_warned_about_once() {
+        let shared = Arc::new(Shared::new(false));
+        let checker = LockChecker::new(&shared);
+        let dispatch = tracing::Dispatch::from(Arc::clone(&checker));
+        tracing::dispatcher::with_default(&dispatch, || {
+            shared.on_sync();
+            let a = shared.attach("a").unwrap();
+            assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
+            shared.detach(a.id);
+            let _b = shared.attach("b").unwrap();
+            // Not overdue yet: discarded quietly.
+            shared.to_client(b"+".to_vec());
+            assert_eq!(checker.warnings.load(Ordering::Relaxed), 0);
+            shared.lock().acks_since = Instant::now().checked_sub(ACK_WARNING);
+            shared.to_client(b"+".to_vec());
+            shared.to_client(b"+".to_vec());
+            assert_eq!(checker.warnings.load(Ordering::Relaxed), 1);
+        });
+        assert!(!checker.held.load(Ordering::Relaxed));
     }
 }

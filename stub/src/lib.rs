@@ -47,6 +47,8 @@ pub(crate) mod framing;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]
+pub(crate) mod rx;
+#[cfg(any(test, feature = "enabled"))]
 pub(crate) mod swbreak;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod uart;

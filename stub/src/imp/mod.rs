@@ -15,5 +15,5 @@ mod arch;
 mod global;
 mod line;
 mod session;
-mod target;
+pub(crate) mod target;
 mod transport;

@@ -57,6 +57,8 @@ const GONE: u8 = b'X';
 /// The longest `m` read passed on: half the stub's packet size (0x4000),
 /// so the hex reply fits in a packet.
 pub const M_MAX: u64 = 0x2000;
+/// [`M_MAX`] as an `m` packet writes it.
+const M_MAX_HEX: &[u8] = b"2000";
 
 /// The `G` block's sizes in hex digits: core + SSE registers (0x218 bytes),
 /// optionally followed by `fs_base` and `gs_base` (0x228 bytes).
@@ -302,8 +304,7 @@ impl<'b> Rx<'b> {
         match check(body) {
             Ok(Verdict::Pass(class)) => Event::Packet { bytes: packet, class },
             Ok(Verdict::ClampM { len_at }) => {
-                let end = clamp_m(packet, len_at);
-                match packet.get(..end) {
+                match clamp_m(packet, len_at).and_then(|end| packet.get(..end)) {
                     Some(bytes) => Event::Packet { bytes, class: PacketClass::Other },
                     None => Event::Reject(Reply::Einval),
                 }
@@ -328,39 +329,19 @@ pub fn checksum(body: &[u8]) -> u8 {
 
 /// Rewrites `$m<addr>,<len>#xx` in place to read [`M_MAX`] bytes;
 /// `len_at` is where the length's digits start in the body. Returns the
-/// new packet length.
-fn clamp_m(packet: &mut [u8], len_at: usize) -> usize {
+/// new packet length. The length was above [`M_MAX`], so it had at least as
+/// many digits: the packet only shrinks.
+fn clamp_m(packet: &mut [u8], len_at: usize) -> Option<usize> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // M_MAX's digits, most significant first.
-    let mut digits = [0u8; 16];
-    let mut n = 0;
-    let mut v = M_MAX;
-    while v != 0 || n == 0 {
-        digits[n] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        n += 1;
-    }
-    digits[..n].reverse();
-    // The length was above M_MAX, so it has at least as many digits: the
-    // packet only shrinks. `$` comes before the body.
-    let start = 1 + len_at;
-    let body_end = start + n;
-    let Some(slot) = packet.get_mut(start..body_end) else {
-        return 0;
-    };
-    slot.copy_from_slice(&digits[..n]);
-    let sum = match packet.get(1..body_end) {
-        Some(body) => checksum(body),
-        None => return 0,
-    };
+    // `$` comes before the body.
+    let start = len_at.checked_add(1)?;
+    let body_end = start.checked_add(M_MAX_HEX.len())?;
+    packet.get_mut(start..body_end)?.copy_from_slice(M_MAX_HEX);
+    let sum = checksum(packet.get(1..body_end)?);
     let tail = [b'#', DIGITS[usize::from(sum >> 4)], DIGITS[usize::from(sum & 0xf)]];
-    match packet.get_mut(body_end..body_end + 3) {
-        Some(slot) => {
-            slot.copy_from_slice(&tail);
-            body_end + 3
-        }
-        None => 0,
-    }
+    let end = body_end.checked_add(tail.len())?;
+    packet.get_mut(body_end..end)?.copy_from_slice(&tail);
+    Some(end)
 }
 
 /// What [`check`] decided about a well-formed packet.

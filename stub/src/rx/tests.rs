@@ -153,6 +153,49 @@ fn valid_bodies() -> Vec<Vec<u8>> {
     bodies
 }
 
+/// Well-formed packets from the hostile-input catalogue
+/// (`/work/shared/hostile-inputs.md`): they pass, and the target refuses
+/// or bounds what they ask.
+fn hostile_bodies() -> Vec<Vec<u8>> {
+    let mut bodies: Vec<Vec<u8>> = [
+        &b"m100000,ffffffff"[..],
+        b"m7f0000001000,10",
+        b"m8000000000000000,10",
+        b"mffffffffffffff00,200",
+        b"M7f0000001000,1:00",
+        b"M0,1:00",
+        b"Z0,7f0000001000,1",
+        b"Z2,100000,3",
+        b"Z3,100000,4",
+        b"Z1,1,1",
+        b"p3b",
+        b"pffff",
+        b"P3b=00",
+        b"Pffff=0011",
+        b"P0=00",
+        b"vCont;s:99",
+        b"vCont;c:p1.0",
+        b"qXfer:features:read:target.xml:ffffffff,ffb",
+        b"qXfer:features:read:target.xml:0,ffffffffffffffff",
+        b"Hgp0.0",
+        b"Hg99",
+        b"Hc99",
+        b"T99",
+        b"Tp0.1",
+        b"q\x00\xff\x80\x10",
+        b"\x00",
+        b"k",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    bodies.push(format!("qRcmd,{}", "61".repeat(8000)).into_bytes());
+    bodies.push(format!("qSupported:{}multiprocess+", "feature+;".repeat(1200)).into_bytes());
+    // The longest packet that fits the buffer.
+    bodies.push(vec![b'q'; SIZE - 4]);
+    bodies
+}
+
 /// Malformed packets for commands the stub supports: each is refused with
 /// `E16` (and most would end the session inside gdbstub).
 fn malformed_bodies() -> Vec<Vec<u8>> {
@@ -319,6 +362,19 @@ fn valid_packets_pass_unchanged() {
 }
 
 #[test]
+fn hostile_but_well_formed_packets_pass() {
+    for body in hostile_bodies() {
+        let class =
+            if body.starts_with(b"qSupported") { PacketClass::Opening } else { PacketClass::Other };
+        let expect = match &body[..] {
+            b"m100000,ffffffff" => passed(b"m100000,2000", class),
+            _ => passed(&body, class),
+        };
+        assert_eq!(run(&pkt(&body)), expect, "{}", String::from_utf8_lossy(&body));
+    }
+}
+
+#[test]
 fn malformed_packets_are_refused_with_einval() {
     for body in malformed_bodies() {
         assert_eq!(
@@ -346,6 +402,7 @@ fn reply_packets_carry_their_checksums() {
 
 #[test]
 fn long_m_reads_are_clamped() {
+    assert_eq!(M_MAX_HEX, format!("{M_MAX:x}").as_bytes());
     assert_eq!(run(&pkt(b"m100000,2001")), passed(b"m100000,2000", PacketClass::Other));
     assert_eq!(run(&pkt(b"m100000,ffffffff")), passed(b"m100000,2000", PacketClass::Other));
     assert_eq!(run(&pkt(b"m0,ffffffffffffffff")), passed(b"m0,2000", PacketClass::Other));

@@ -217,6 +217,9 @@ struct Session<'a> {
     target: Fake,
     passed: usize,
     rejected: usize,
+    /// Report a stop as soon as gdbstub resumes the target (else the
+    /// next packets reach gdbstub while it runs).
+    stop_at_once: bool,
 }
 
 impl<'a> Session<'a> {
@@ -227,7 +230,7 @@ impl<'a> Session<'a> {
             .build()
             .expect("gdbstub builds");
         let machine = stub.run_state_machine(&mut target).expect("gdbstub starts");
-        Session { machine: Some(machine), target, passed: 0, rejected: 0 }
+        Session { machine: Some(machine), target, passed: 0, rejected: 0, stop_at_once: true }
     }
 
     /// Bytes of the debugger's reply so far; clears them.
@@ -257,7 +260,7 @@ impl<'a> Session<'a> {
     /// Back to idle, as the stub is after a stop.
     fn settle(&mut self, m: Machine<'a>, what: &[u8]) -> Machine<'a> {
         let next = match m {
-            GdbStubStateMachine::Running(m) => {
+            GdbStubStateMachine::Running(m) if self.stop_at_once => {
                 m.report_stop(&mut self.target, SingleThreadStopReason::<u64>::DoneStep)
             }
             GdbStubStateMachine::CtrlCInterrupt(m) => m.interrupt_handled(
@@ -293,16 +296,65 @@ impl<'a> Session<'a> {
 }
 
 #[test]
-fn gdbstub_handles_every_valid_packet() {
+fn gdbstub_handles_every_valid_and_hostile_packet() {
     let mut packet_buffer = vec![0u8; SIZE];
     let mut session = Session::new(&mut packet_buffer);
     let mut rx_buf = vec![0u8; SIZE];
     let mut rx = Rx::new(&mut rx_buf);
-    for body in valid_bodies() {
-        session.feed(&mut rx, &pkt(&body));
+    let mut bodies = valid_bodies();
+    bodies.extend(hostile_bodies());
+    for body in &bodies {
+        session.feed(&mut rx, &pkt(body));
         session.take_output();
     }
-    assert_eq!((session.passed, session.rejected), (valid_bodies().len(), 0));
+    assert_eq!((session.passed, session.rejected), (bodies.len(), 0));
+}
+
+/// The bodies of the reply packets in `out` (`$body#xx` each).
+fn reply_bodies(out: &[u8]) -> Vec<&[u8]> {
+    out.split(|&b| b == b'$')
+        .skip(1)
+        .map(|p| p.split(|&b| b == b'#').next().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn replies_fit_the_packet_size() {
+    // PacketSize counts a packet's data, without `$` and `#xx`: the clamped
+    // `m` and the whole target description each come back in one reply of
+    // at most that.
+    let mut packet_buffer = vec![0u8; SIZE];
+    let mut session = Session::new(&mut packet_buffer);
+    let mut rx_buf = vec![0u8; SIZE];
+    let mut rx = Rx::new(&mut rx_buf);
+    session.feed(&mut rx, &pkt(b"QStartNoAckMode"));
+    session.take_output();
+    for body in [
+        &b"m100000,ffffffffffffffff"[..],
+        b"m100000,2000",
+        b"qXfer:features:read:target.xml:0,ffffffffffffffff",
+        b"qRcmd,68656c70",
+    ] {
+        session.feed(&mut rx, &pkt(body));
+        let out = session.take_output();
+        let replies = reply_bodies(&out);
+        assert!(!replies.is_empty());
+        for reply in replies {
+            assert!(
+                reply.len() <= SIZE,
+                "{} bytes for {}",
+                reply.len(),
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+    session.feed(&mut rx, &pkt(b"m100000,ffffffff"));
+    let out = session.take_output();
+    assert_eq!(
+        reply_bodies(&out),
+        vec![&b"a5".repeat(M_MAX as usize)[..]],
+        "a short read, in full"
+    );
 }
 
 #[test]
@@ -480,6 +532,7 @@ fn gdbstub_survives_100k_mutated_packets() {
     let mut rx_buf = vec![0u8; SIZE];
     let mut rx = Rx::new(&mut rx_buf);
     let mut seeds = valid_bodies();
+    seeds.extend(hostile_bodies());
     seeds.extend(malformed_bodies());
     let mut rng = Rng(0x5eed_f00d_dba1_1a55);
     for _ in 0..100_000 {
@@ -498,6 +551,7 @@ fn gdbstub_survives_100k_mutated_packets() {
             }
             _ => {}
         }
+        session.stop_at_once = rng.below(4) != 0;
         session.feed(&mut rx, &bytes);
         session.take_output();
         // Whatever came before, a packet that stopped arriving is dropped.

@@ -461,26 +461,6 @@ fn gdbstub_alone_acts_on_inconsistent_packets() {
     );
 }
 
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'s, T>(&mut self, items: &'s [T]) -> &'s T {
-        &items[self.below(items.len())]
-    }
-}
-
 /// Bytes that matter to the parsers.
 const INTERESTING: &[u8] = b"0123456789abcdefABCDEFxX,:;=.-p}*#$+\x03\x10?cCsSrtgGmMzZ0";
 

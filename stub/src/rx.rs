@@ -21,14 +21,17 @@
 //! - a complete packet for a command the stub's target supports is checked
 //!   field by field (see [`check`]). One that gdbstub would choke on
 //!   becomes [`Event::Reject`] with the reply the stub sends instead, and
-//!   the session goes on. The check is at least as strict as gdbstub (it
-//!   refuses some oddities gdbstub accepts, such as numbers longer than 16
-//!   digits or an odd number of hex digits), and it accepts every packet
-//!   gdb and lldb send;
+//!   the session goes on. The check is at least as strict as gdbstub: it
+//!   also refuses oddities gdbstub accepts and acts on wrongly (an odd
+//!   number of hex digits in `G`, `M`, `qRcmd`; an `X` or `M` whose length
+//!   field differs from its data; a `G` block of any other size; numbers
+//!   that are empty, longer than 16 digits or use gdb's `x` digit), and it
+//!   accepts every packet gdb and lldb send;
 //! - an `m` asking for more than [`M_MAX`] bytes is rewritten to ask for
 //!   [`M_MAX`] (a short read: debuggers ask again for the rest), so no reply
-//!   is longer than the packet size and no request keeps the unikernel
-//!   stopped for minutes;
+//!   carries more than the packet size (`PacketSize` counts a packet's data,
+//!   without `$` and `#xx`) and no request keeps the unikernel stopped for
+//!   minutes;
 //! - the packets that open a session (`qSupported`, `QStartNoAckMode`) and
 //!   the handshake's `vMustReplyEmpty` are named ([`PacketClass`]), so the
 //!   session can tell a new debugger from the current one.

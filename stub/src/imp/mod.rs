@@ -18,5 +18,5 @@ mod global;
 mod line;
 mod session;
 mod stack;
-mod target;
+pub(crate) mod target;
 mod transport;

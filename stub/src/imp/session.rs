@@ -697,11 +697,7 @@ impl Session {
                     self.start_session();
                 }
                 self.opened = true;
-                let packet: &[u8] = match reply {
-                    Reply::Einval => b"$E16#ac",
-                    Reply::Empty => b"$#00",
-                };
-                self.reply_raw(packet);
+                self.reply_raw(reply.packet());
             }
             Event::BadChecksum => {
                 if !self.no_ack {
@@ -713,7 +709,7 @@ impl Session {
                 if !self.active {
                     self.start_session();
                 }
-                self.reply_raw(b"$E16#ac");
+                self.reply_raw(Reply::Einval.packet());
             }
         }
     }

@@ -68,14 +68,17 @@ pub fn run() -> ! {
             // rather than printing a burst of lines to catch up.
             next = now;
         }
-        // Poll before every `hlt`: the UART raises no interrupt, so a
-        // debugger's bytes that arrived while the line was printed would
-        // otherwise wait for the timer handler.
+        // Poll before every `hlt` (the UART raises no interrupt: bytes that
+        // arrived while the line was printed would otherwise wait for the
+        // timer), then sleep until the next tick. The timer handler leaves
+        // polling to this loop when it woke the `hlt`, so an idle stop lands
+        // here, in the application.
+        ukdb_stub::poll();
         while time::rdtsc() < next {
-            ukdb_stub::poll();
             if timer_running {
                 cpu::wait_for_interrupt();
             }
+            ukdb_stub::poll();
         }
     }
 }

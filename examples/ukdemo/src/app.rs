@@ -41,6 +41,16 @@ pub fn tick(n: u64) {
     }
 }
 
+/// Computes (spins) until the TSC reaches `until`, without polling the stub
+/// or halting: with `ukdemo.busy`, only the timer interrupt's poll can
+/// notice a debugger.
+#[inline(never)]
+fn busy_until(until: u64) {
+    while time::rdtsc() < until {
+        core::hint::spin_loop();
+    }
+}
+
 fn option_u64(key: &str) -> Option<u64> {
     pvh::option(key)?.parse().ok()
 }
@@ -55,6 +65,7 @@ pub fn run() -> ! {
     }
     let period = time::tsc_hz() / rate;
     let timer_running = timer::running();
+    let busy = pvh::cmdline().split_ascii_whitespace().any(|w| w == "ukdemo.busy");
     let mut next = time::rdtsc();
     let mut n: u64 = 0;
     loop {
@@ -67,6 +78,10 @@ pub fn run() -> ! {
             // We were stopped (in a debugger): restart the cadence from now
             // rather than printing a burst of lines to catch up.
             next = now;
+        }
+        if busy {
+            busy_until(next);
+            continue;
         }
         // Poll before every `hlt` (the UART raises no interrupt: bytes that
         // arrived while the line was printed would otherwise wait for the

@@ -90,10 +90,12 @@ pub fn eoi() {
     }
 }
 
-/// The tick: `rip` is where the interrupt came in.
+/// The tick: `rip` is where the interrupt came in. The EOI comes after the
+/// poll, so a stop here shows this handler as the innermost frame (gdb
+/// unwinds from it through the interrupt into the interrupted code).
 pub fn on_interrupt(rip: u64) {
-    eoi();
     if !cpu::interrupted_idle(rip) {
         ukdb_stub::poll();
     }
+    eoi();
 }

@@ -23,13 +23,14 @@ pub const TIMER_VECTOR: u8 = 32;
 
 static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
-/// Fills and loads the IDT. Call once, with interrupts disabled, before
-/// `ukdb_stub::init`.
+/// Fills and loads the IDT. Call once, with interrupts disabled, after
+/// `gdt::init` (the gates take the current CS) and before `ukdb_stub::init`.
 pub fn init() {
     // SAFETY: single-threaded boot with interrupts disabled: nothing else
     // references IDT while it is filled, and it is never written after
     // `load`. Each address is the assembly entry for exactly that vector,
-    // which handles the CPU's frame for it (with or without error code).
+    // which handles the CPU's frame for it (with or without error code);
+    // the double fault's IST slot holds a stack (`gdt::init`).
     unsafe {
         let idt = &mut *addr_of_mut!(IDT);
         let at = |vector| VirtAddr::new(exception_entry(vector));
@@ -41,7 +42,9 @@ pub fn init() {
         idt.bound_range_exceeded.set_handler_addr(at(5));
         idt.invalid_opcode.set_handler_addr(at(6));
         idt.device_not_available.set_handler_addr(at(7));
-        idt.double_fault.set_handler_addr(at(8));
+        idt.double_fault
+            .set_handler_addr(at(8))
+            .set_stack_index(crate::gdt::DOUBLE_FAULT_IST_INDEX);
         idt.invalid_tss.set_handler_addr(at(10));
         idt.segment_not_present.set_handler_addr(at(11));
         idt.stack_segment_fault.set_handler_addr(at(12));

@@ -1,6 +1,7 @@
 //! How to integrate ukdb-stub into a kernel built on the `x86_64` crate, the
 //! shape of the blog_os kernel: an IDT from `x86_64::structures::idt` whose
-//! exception gates point at assembly entries (`entry.rs`, `idt.rs`), SSE
+//! exception gates point at assembly entries (`entry.rs`, `idt.rs`), a
+//! double fault on its own stack (`gdt.rs`), SSE
 //! enabled for the stub's `fxsave` (`cpu.rs`), `poll` from the timer and
 //! before every `hlt` (`kernel_main`, `entry::timer_tick`).
 //!
@@ -11,6 +12,7 @@
 
 mod cpu;
 mod entry;
+mod gdt;
 mod idt;
 mod pic;
 
@@ -25,6 +27,7 @@ pub extern "C" fn _start() -> ! {
 
 fn kernel_main() -> ! {
     cpu::enable_sse();
+    gdt::init();
     idt::init();
     // SAFETY: COM1 is this kernel's console and debug line: nothing else
     // drives it, and the console writes through `ukdb_stub::console_write`.

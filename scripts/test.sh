@@ -11,16 +11,22 @@ step() { printf '\n== %s\n' "$*"; }
 step "format"
 cargo fmt --all -- --check
 (cd examples/ukdemo && cargo fmt -- --check)
+(cd examples/x86_64-idt && cargo fmt -- --check)
 
 step "lints: host"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p ukdb-stub --features enabled --all-targets --locked -- -D warnings
 
-step "lints and builds: x86_64-unknown-none (stub without and with its feature, the example)"
+step "lints and builds: x86_64-unknown-none (stub without and with its feature, the examples)"
 cargo clippy -p ukdb-stub --target x86_64-unknown-none --locked -- -D warnings
 cargo clippy -p ukdb-stub --features enabled --target x86_64-unknown-none --locked -- -D warnings
 (cd examples/ukdemo && cargo clippy --release --locked -- -D warnings \
     && cargo clippy --release --locked --no-default-features -- -D warnings)
+# The x86_64-crate integration example (docs/debugging.md quotes it): lints
+# and links, with and without the stub; it is not booted.
+(cd examples/x86_64-idt && cargo clippy --release --locked -- -D warnings \
+    && cargo clippy --release --locked --no-default-features -- -D warnings \
+    && cargo build --release --locked)
 
 step "docs: the stub's API docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p ukdb-stub --no-deps

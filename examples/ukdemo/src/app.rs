@@ -1,9 +1,11 @@
 //! The application: a loop that calls [`tick`] once per iteration, counts the
 //! calls in [`TICKS`] and prints one numbered console line per iteration at a
-//! steady rate. While it waits for the next line it polls the debug stub, so
-//! a debugger's Ctrl-C stops it within a millisecond.
+//! steady rate. It runs with interrupts enabled. While it waits for the next
+//! line it polls the debug stub and then sleeps with `sti; hlt` until the
+//! next timer tick (1 ms), so a debugger's Ctrl-C stops it within a tick;
+//! the timer handler polls too, for when the application is busy.
 
-use crate::{println, pvh, time};
+use crate::{cpu, println, pvh, time, timer};
 use core::ptr::{addr_of, addr_of_mut};
 
 /// How many times `tick` ran. Read and written volatile, so a debugger's
@@ -16,7 +18,7 @@ static mut PANIC_AT: u64 = u64::MAX;
 static mut FAULT_AT: u64 = u64::MAX;
 
 fn ticks() -> u64 {
-    // SAFETY: single CPU, no interrupts touch TICKS; volatile because a
+    // SAFETY: single CPU, no interrupt handler touches TICKS; volatile because a
     // debugger may change it while the program is stopped.
     unsafe { addr_of!(TICKS).read_volatile() }
 }
@@ -39,6 +41,16 @@ pub fn tick(n: u64) {
     }
 }
 
+/// Computes (spins) until the TSC reaches `until`, without polling the stub
+/// or halting: with `ukdemo.busy`, only the timer interrupt's poll can
+/// notice a debugger.
+#[inline(never)]
+fn busy_until(until: u64) {
+    while time::rdtsc() < until {
+        core::hint::spin_loop();
+    }
+}
+
 fn option_u64(key: &str) -> Option<u64> {
     pvh::option(key)?.parse().ok()
 }
@@ -52,6 +64,8 @@ pub fn run() -> ! {
         FAULT_AT = option_u64("ukdemo.fault").unwrap_or(u64::MAX);
     }
     let period = time::tsc_hz() / rate;
+    let timer_running = timer::running();
+    let busy = pvh::cmdline().split_ascii_whitespace().any(|w| w == "ukdemo.busy");
     let mut next = time::rdtsc();
     let mut n: u64 = 0;
     loop {
@@ -65,7 +79,20 @@ pub fn run() -> ! {
             // rather than printing a burst of lines to catch up.
             next = now;
         }
+        if busy {
+            busy_until(next);
+            continue;
+        }
+        // Poll before every `hlt` (the UART raises no interrupt: bytes that
+        // arrived while the line was printed would otherwise wait for the
+        // timer), then sleep until the next tick. The timer handler leaves
+        // polling to this loop when it woke the `hlt`, so an idle stop lands
+        // here, in the application.
+        ukdb_stub::poll();
         while time::rdtsc() < next {
+            if timer_running {
+                cpu::wait_for_interrupt();
+            }
             ukdb_stub::poll();
         }
     }

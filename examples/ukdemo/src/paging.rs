@@ -2,7 +2,9 @@
 //! - page 0 is not mapped, so null dereferences fault;
 //! - `.text` is read-only and executable;
 //! - `.rodata` is read-only, everything else read-write, both non-executable;
-//! - the first GiB of physical memory is identity-mapped, nothing above it.
+//! - the first GiB of physical memory is identity-mapped;
+//! - the local APIC's registers are identity-mapped (one uncached 2 MiB
+//!   page, non-executable), nothing else above the first GiB.
 
 use core::arch::asm;
 use core::ptr::addr_of_mut;
@@ -10,7 +12,10 @@ use core::ptr::addr_of_mut;
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
 const HUGE: u64 = 1 << 7;
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
 const NO_EXECUTE: u64 = 1 << 63;
+const GIB: u64 = 1 << 30;
 
 const PAGE: u64 = 4096;
 const LARGE: u64 = 2 * 1024 * 1024;
@@ -23,6 +28,8 @@ struct Table([u64; 512]);
 static mut PML4: Table = Table([0; 512]);
 static mut PDPT: Table = Table([0; 512]);
 static mut PD: Table = Table([0; 512]);
+/// The page directory for the GiB that holds the local APIC.
+static mut APIC_PD: Table = Table([0; 512]);
 static mut PT: [Table; SMALL_TABLES] = [const { Table([0; 512]) }; SMALL_TABLES];
 
 extern "C" {
@@ -35,6 +42,15 @@ extern "C" {
 
 fn sym(s: &u8) -> u64 {
     s as *const u8 as u64
+}
+
+static mut APIC_MAPPED: bool = false;
+
+/// Whether [`init`] mapped the local APIC's registers.
+pub fn apic_mapped() -> bool {
+    // SAFETY: written once in `init`, during single-threaded boot, before
+    // any reader.
+    unsafe { APIC_MAPPED }
 }
 
 /// Builds the tables and switches CR3 to them.
@@ -73,6 +89,25 @@ pub fn init() {
                 } else {
                     addr | PRESENT | WRITABLE | NO_EXECUTE
                 };
+            }
+        }
+        // The local APIC (usually 0xfee00000): its 2 MiB page, uncached, in
+        // its own page directory. Not mapped when the APIC is off or sits in
+        // the first GiB (already mapped, cached: then the timer stays off)
+        // or beyond the PDPT's 512 GiB.
+        if let Ok(apic) = crate::apic::base() {
+            let slot = (apic / GIB) as usize;
+            if (1..512).contains(&slot) {
+                let apic_pd = &mut *addr_of_mut!(APIC_PD);
+                pdpt.0[slot] = addr_of_mut!(APIC_PD) as u64 | PRESENT | WRITABLE;
+                apic_pd.0[((apic % GIB) / LARGE) as usize] = (apic & !(LARGE - 1))
+                    | PRESENT
+                    | WRITABLE
+                    | WRITE_THROUGH
+                    | CACHE_DISABLE
+                    | HUGE
+                    | NO_EXECUTE;
+                APIC_MAPPED = true;
             }
         }
         asm!("mov cr3, {}", in(reg) addr_of_mut!(PML4) as u64, options(nostack, preserves_flags));

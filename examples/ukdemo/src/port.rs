@@ -1,19 +1,32 @@
-//! Port I/O for the devices the example drives itself: the COM1 console and
-//! the PIT (with the system control port). Callers name only those ports.
+//! Port I/O for the devices the example drives itself: the COM1 console, the
+//! PIT with the system control port (TSC calibration only), and the legacy
+//! PICs (remapped and masked at boot). Each caller names the port it owns in
+//! its `// SAFETY:` comment.
 
 use core::arch::asm;
 
-/// Writes a byte to an I/O port of one of the example's devices.
-pub fn outb(port: u16, value: u8) {
-    // SAFETY: port I/O has no memory effects; callers use only the COM1,
-    // PIT and system control ports, which the example owns.
+/// Writes `value` to I/O port `port`.
+///
+/// # Safety
+/// The port must belong to a device that the caller owns (no other code, and
+/// no other driver, programs it concurrently), and the write must be one that
+/// device expects: a port write can reconfigure hardware, start DMA or raise
+/// interrupts, none of which the compiler can see.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: `out` touches no memory the compiler knows about; the caller
+    // guarantees the device-level contract above.
     unsafe {
         asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
     };
 }
 
-/// Reads a byte from an I/O port of one of the example's devices.
-pub fn inb(port: u16) -> u8 {
+/// Reads a byte from I/O port `port`.
+///
+/// # Safety
+/// As for [`outb`]: the port must belong to a device the caller owns. Reads
+/// have side effects on many devices (they pop a UART's receive FIFO, clear
+/// a latch), so they are no safer than writes.
+pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as for `outb`.
     unsafe {

@@ -442,7 +442,7 @@ fn stopping_and_stepping_inside_a_console_write() {
         &a.image,
         &bridge.addr,
         &[
-            "break ukdb_stub::imp::line::console_write",
+            "break *ukdb_stub::imp::line::console_write",
             "continue",
             "stepi 200",
             "delete",

@@ -277,9 +277,15 @@ impl Bridge {
 
     /// Starts the bridge and waits until it listens.
     pub fn start_unsynced(vm: &Vm, extra: &[&str]) -> Bridge {
+        Self::start_unsynced_at(&vm.sock, extra)
+    }
+
+    /// [`Bridge::start_unsynced`] with the serial line at `sock` (for
+    /// example a relay in front of the VM's socket).
+    pub fn start_unsynced_at(sock: &Path, extra: &[&str]) -> Bridge {
         let mut child = Command::new(&artifacts().ukdb)
             .args(["bridge", "--target"])
-            .arg(format!("unix:{}", vm.sock.display()))
+            .arg(format!("unix:{}", sock.display()))
             .args(if extra.contains(&"--listen") {
                 &[][..]
             } else {

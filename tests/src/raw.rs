@@ -352,3 +352,41 @@ pub fn tcp_relay(path: &std::path::Path) -> String {
     });
     addr
 }
+
+/// A unix socket at `at` that relays its first connection to the unix
+/// socket `target` and records every byte written towards `target` (what
+/// a bridge writes into the guest).
+pub fn recording_relay(
+    at: &std::path::Path,
+    target: &std::path::Path,
+) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::os::unix::net::UnixListener;
+    let listener = UnixListener::bind(at).unwrap();
+    let target = target.to_path_buf();
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&written);
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else { return };
+        let Ok(guest) = UnixStream::connect(&target) else { return };
+        let (mut from_guest, mut to_client) =
+            (guest.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_guest, &mut to_client);
+        });
+        let (mut from_client, mut to_guest) = (client, guest);
+        let mut buf = [0u8; 4096];
+        loop {
+            match from_client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if to_guest.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_guest.shutdown(std::net::Shutdown::Both);
+    });
+    written
+}

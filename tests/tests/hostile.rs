@@ -148,14 +148,8 @@ fn still_stopped(c: &mut Raw) -> Row {
 // Group 1: junk on the debugger port, framing, connections.
 
 #[test]
-fn rows_01_03_04_05_06_07_08_39_45_junk_framing_connections() {
+fn rows_03_04_05_06_07_08_39_45_01_junk_framing_connections() {
     let mut rig = Rig::new();
-    rig.row(1, |r| {
-        let mut c = r.connect();
-        c.send(&raw::random_bytes(1, 1024));
-        c.close();
-        Ok(())
-    });
     rig.row(3, |r| {
         let mut c = r.session();
         let mut body = b"qRcmd,".to_vec();
@@ -234,6 +228,13 @@ fn rows_01_03_04_05_06_07_08_39_45_junk_framing_connections() {
             r.connect().close();
         }
         println!("200 connect/disconnect cycles in {:?}", start.elapsed());
+        Ok(())
+    });
+    // Random bytes hold 0x03s: last, as a lone 0x03 stopped the foundation.
+    rig.row(1, |r| {
+        let mut c = r.connect();
+        c.send(&raw::random_bytes(1, 1024));
+        c.close();
         Ok(())
     });
     rig.finish();
@@ -401,10 +402,16 @@ fn rows_10_11_12_13_14_15_17_18_20_21_22_23_25_memory_and_breakpoints() {
     rig.row(25, |r| {
         let mut c = r.session();
         let res = (|| {
-            expect_error(&mut c, b"p999")?;
-            expect_error(&mut c, b"pffffffffffffffffff")?;
-            expect_error(&mut c, b"P999=0000000000000000")?;
-            expect_error(&mut c, b"Pzz=00")?;
+            // An error, or the empty reply (no such register).
+            for body in [&b"p999"[..], b"pffffffffffffffffff", b"P999=0000000000000000", b"Pzz=00"]
+            {
+                let got = c.request(body);
+                check!(
+                    is_error(&got) || got.is_empty(),
+                    "{}: want an error or empty, got {got:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
             still_stopped(&mut c)
         })();
         c.close();
@@ -481,8 +488,9 @@ fn rows_26_27_29_30_31_32_33_34_35_36_37_38_40_42_47_48_49_50_protocol() {
     let mut rig = Rig::new();
     rig.row(26, |r| {
         let mut c = r.session();
+        // An error, or (one thread) a step of the only thread.
         let got = c.request(b"vCont;s:99");
-        let res = if is_error(&got) {
+        let res = if is_error(&got) || is_stop(&got) {
             still_stopped(&mut c)
         } else {
             Err(format!("vCont;s:99: {got:?}"))
@@ -493,10 +501,10 @@ fn rows_26_27_29_30_31_32_33_34_35_36_37_38_40_42_47_48_49_50_protocol() {
     rig.row(27, |r| {
         let mut c = r.session();
         let got = c.request(b"vCont;x");
-        let res = if is_error(&got) || got.is_empty() {
+        let res = if got == "E16" {
             still_stopped(&mut c)
         } else {
-            Err(format!("vCont;x: {got:?}"))
+            Err(format!("vCont;x: want E16, got {got:?}"))
         };
         c.close();
         res
@@ -837,13 +845,17 @@ fn row_43_queued_m_requests_then_disconnect_next_gdb() {
         for i in 0..3000u64 {
             burst.extend_from_slice(&packet(format!("m{:x},40", r.tick + i % 64).as_bytes()));
         }
-        let mut c = r.connect();
-        c.send(&burst);
-        c.close();
-        // The next gdb a second later (as found), and then at once.
-        r.bridge.wait_more_lines(50);
-        let out = gdb_breaks_at_tick(&r.image, &r.bridge.addr);
-        check!(!out.contains("Remote replied unexpectedly"), "{out}");
+        // The next gdb at once, then (as found) a second later.
+        for wait_lines in [0, 50] {
+            let mut c = r.connect();
+            c.send(&burst);
+            c.close();
+            if wait_lines > 0 {
+                r.bridge.wait_more_lines(wait_lines);
+            }
+            let out = gdb_breaks_at_tick(&r.image, &r.bridge.addr);
+            check!(!out.contains("Remote replied unexpectedly"), "{out}");
+        }
         Ok(())
     });
     rig.finish();
@@ -937,6 +949,11 @@ fn row_51_raw_random_bytes_while_printing() {
     for i in 0..8 {
         c.send(&raw::random_bytes(51 + i, 512));
     }
+    // Random bytes end anywhere, here inside a packet: a `$` and more
+    // random bytes, no `#`.
+    let mut tail = vec![b'$'];
+    tail.extend(raw::random_bytes(59, 64).into_iter().filter(|&b| b != b'#' && b != b'$'));
+    c.send(&tail);
     c.close();
     bridge_syncs_and_gdb_breaks(&vm);
 }

@@ -5,6 +5,9 @@
 //! Every wait is for a condition with a deadline ([`DEADLINE`]); nothing
 //! sleeps to synchronise.
 
+pub mod qmp;
+pub mod raw;
+
 use regex::Regex;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -57,6 +60,18 @@ pub fn artifacts() -> &'static Artifacts {
             image: example.join("target/x86_64-unknown-none/release/ukdemo"),
             production: example.join("target/production/x86_64-unknown-none/release/ukdemo"),
         }
+    })
+}
+
+/// The example image with the stub, built in the dev profile (no
+/// inlining: the UART's byte write is a function of its own), once per test
+/// binary.
+pub fn dev_image() -> &'static Path {
+    static DEV: OnceLock<PathBuf> = OnceLock::new();
+    DEV.get_or_init(|| {
+        let example = root().join("examples/ukdemo");
+        cargo(&example, &["build"]);
+        example.join("target/x86_64-unknown-none/debug/ukdemo")
     })
 }
 
@@ -176,13 +191,26 @@ impl Vm {
     /// [`Vm::boot`] with `extra` arguments added to QEMU's command line (for
     /// example `-gdb tcp:127.0.0.1:PORT` for QEMU's own gdbstub).
     pub fn boot_with(machine: &str, image: &Path, append: &str, extra: &[&str]) -> Vm {
+        Self::boot_opts(machine, image, append, extra, true)
+    }
+
+    /// [`Vm::boot_with`]; with `no_reboot` false, a reset (a triple fault,
+    /// QMP `system_reset`) restarts the guest instead of ending QEMU.
+    pub fn boot_opts(
+        machine: &str,
+        image: &Path,
+        append: &str,
+        extra: &[&str],
+        no_reboot: bool,
+    ) -> Vm {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("serial.sock");
         let log = dir.path().join("qemu.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new("qemu-system-x86_64")
             .args(["-machine", machine, "-accel", "tcg", "-m", "128M", "-display", "none"])
-            .args(["-no-reboot", "-monitor", "none", "-kernel"])
+            .args(if no_reboot { &["-no-reboot"][..] } else { &[][..] })
+            .args(["-monitor", "none", "-kernel"])
             .arg(image)
             .args(["-append", append, "-serial"])
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
@@ -202,6 +230,16 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(10));
         }
         vm
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self._proc.0.id()
+    }
+
+    /// Whether QEMU is still running.
+    pub fn running(&mut self) -> bool {
+        self._proc.0.try_wait().unwrap().is_none()
     }
 
     /// A scratch directory that lives as long as the VM.
@@ -239,9 +277,15 @@ impl Bridge {
 
     /// Starts the bridge and waits until it listens.
     pub fn start_unsynced(vm: &Vm, extra: &[&str]) -> Bridge {
+        Self::start_unsynced_at(&vm.sock, extra)
+    }
+
+    /// [`Bridge::start_unsynced`] with the serial line at `sock` (for
+    /// example a relay in front of the VM's socket).
+    pub fn start_unsynced_at(sock: &Path, extra: &[&str]) -> Bridge {
         let mut child = Command::new(&artifacts().ukdb)
             .args(["bridge", "--target"])
-            .arg(format!("unix:{}", vm.sock.display()))
+            .arg(format!("unix:{}", sock.display()))
             .args(if extra.contains(&"--listen") {
                 &[][..]
             } else {
@@ -271,6 +315,35 @@ impl Bridge {
         let text =
             self.console.wait(&format!("{n} more app lines"), |t| app_lines(t).len() >= have + n);
         app_lines(&text)
+    }
+}
+
+impl Bridge {
+    /// Asserts that the bridge process still runs.
+    pub fn assert_up(&mut self, what: &str) {
+        if let Some(status) = self.proc.0.try_wait().unwrap() {
+            panic!("{what}: the bridge exited ({status}):\n{}", self.stderr.text());
+        }
+    }
+
+    /// Waits for `n` more app lines and asserts that every app line so far
+    /// is numbered without a gap (the unikernel runs, no console byte lost).
+    pub fn assert_runs_gap_free(&self, n: usize, what: &str) {
+        let lines = self.wait_more_lines(n);
+        assert_gap_free(&lines, what);
+    }
+}
+
+/// Asserts that consecutive app lines are numbered consecutively.
+pub fn assert_gap_free(lines: &[(u64, u64)], what: &str) {
+    for w in lines.windows(2) {
+        assert_eq!(
+            w[1].0,
+            w[0].0 + 1,
+            "{what}: console lines not gap-free: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
     }
 }
 

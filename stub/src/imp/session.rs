@@ -194,6 +194,10 @@ struct Session {
     /// The session handled a packet beyond the opening handshake: another
     /// opening packet is a new debugger.
     opened: bool,
+    /// The last packet of the opening handshake handled (its length and
+    /// checksum): the same again before the session got going is the
+    /// debugger retransmitting it (it did not see the ack in time).
+    last_handshake: Option<(usize, u16)>,
     /// The debugger switched acknowledgements off.
     no_ack: bool,
     /// The unikernel must not run: serve until the debugger resumes it.
@@ -260,6 +264,7 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
         rx: Rx::new(rx),
         active: false,
         opened: false,
+        last_handshake: None,
         no_ack: false,
         halted: false,
         hold: false,
@@ -478,6 +483,7 @@ impl Session {
     fn start_session(&mut self) {
         self.active = true;
         self.opened = false;
+        self.last_handshake = None;
         self.no_ack = false;
         self.halted = true;
         if self.target.reason == Reason::None {
@@ -491,6 +497,7 @@ impl Session {
         self.fresh_machine();
         self.active = false;
         self.opened = false;
+        self.last_handshake = None;
         self.no_ack = false;
     }
 
@@ -685,6 +692,20 @@ impl Session {
                 }
                 if class == PacketClass::Other {
                     self.opened = true;
+                } else if !self.opened {
+                    let id = handshake_id(bytes);
+                    if self.last_handshake == Some(id) {
+                        // A retransmission (a slow line delayed our ack):
+                        // acknowledge it, but do not answer twice, or the
+                        // debugger takes the second answer for the reply to
+                        // its next packet.
+                        if !self.no_ack {
+                            line::write_debug(b"+");
+                            line::flush();
+                        }
+                        return;
+                    }
+                    self.last_handshake = Some(id);
                 }
                 let no_ack = bytes.starts_with(b"$QStartNoAckMode#");
                 self.feed(bytes);
@@ -777,6 +798,14 @@ impl Session {
             }
         }
     }
+}
+
+/// A packet's length and checksum digits, to recognise it again.
+fn handshake_id(packet: &[u8]) -> (usize, u16) {
+    let n = packet.len();
+    let sum = packet.get(n.saturating_sub(2)..).unwrap_or_default();
+    let sum = sum.iter().fold(0u16, |a, &b| a << 8 | u16::from(b));
+    (n, sum)
 }
 
 /// The time-stamp counter.

@@ -101,15 +101,8 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The reply's body.
-    pub const fn body(self) -> &'static [u8] {
-        match self {
-            Reply::Einval => b"E16",
-            Reply::Empty => b"",
-        }
-    }
-
-    /// The whole reply packet, `$body#xx`.
+    /// The whole reply packet, `$body#xx` (the stub acknowledges the
+    /// request with `+` first in ack mode).
     pub const fn packet(self) -> &'static [u8] {
         match self {
             Reply::Einval => b"$E16#ac",

@@ -25,8 +25,9 @@
 //!   also refuses oddities gdbstub accepts and acts on wrongly (an odd
 //!   number of hex digits in `G`, `M`, `qRcmd`; an `X` or `M` whose length
 //!   field differs from its data; a `G` block of any other size; numbers
-//!   that are empty, longer than 16 digits or use gdb's `x` digit), and it
-//!   accepts every packet gdb and lldb send;
+//!   that are empty, longer than 16 digits or use gdb's `x` digit). It
+//!   accepts the packets gdb and lldb send (those of the end-to-end tests,
+//!   and the ones listed in the unit tests);
 //! - an `m` asking for more than [`M_MAX`] bytes is rewritten to ask for
 //!   [`M_MAX`] (a short read: debuggers ask again for the rest), so no reply
 //!   carries more than the packet size (`PacketSize` counts a packet's data,

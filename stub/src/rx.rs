@@ -25,8 +25,9 @@
 //!   also refuses oddities gdbstub accepts and acts on wrongly (an odd
 //!   number of hex digits in `G`, `M`, `qRcmd`; an `X` or `M` whose length
 //!   field differs from its data; a `G` block of any other size; numbers
-//!   that are empty, longer than 16 digits or use gdb's `x` digit), and it
-//!   accepts every packet gdb and lldb send;
+//!   that are empty, longer than 16 digits or use gdb's `x` digit). It
+//!   accepts the packets gdb and lldb send (those of the end-to-end tests,
+//!   and the ones listed in the unit tests);
 //! - an `m` asking for more than [`M_MAX`] bytes is rewritten to ask for
 //!   [`M_MAX`] (a short read: debuggers ask again for the rest), so no reply
 //!   carries more than the packet size (`PacketSize` counts a packet's data,
@@ -90,16 +91,8 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The reply's body.
-    #[cfg_attr(not(test), allow(dead_code))] // the tests check `packet` against it
-    pub const fn body(self) -> &'static [u8] {
-        match self {
-            Reply::Einval => b"E16",
-            Reply::Empty => b"",
-        }
-    }
-
-    /// The whole reply packet, `$body#xx`.
+    /// The whole reply packet, `$body#xx` (the stub acknowledges the
+    /// request with `+` first in ack mode).
     pub const fn packet(self) -> &'static [u8] {
         match self {
             Reply::Einval => b"$E16#ac",

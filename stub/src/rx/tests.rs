@@ -395,9 +395,8 @@ fn unsupported_vcont_actions_get_the_empty_reply() {
 
 #[test]
 fn reply_packets_carry_their_checksums() {
-    for reply in [Reply::Einval, Reply::Empty] {
-        assert_eq!(reply.packet(), &pkt(reply.body())[..]);
-    }
+    assert_eq!(Reply::Einval.packet(), &pkt(b"E16")[..]);
+    assert_eq!(Reply::Empty.packet(), &pkt(b"")[..]);
 }
 
 #[test]

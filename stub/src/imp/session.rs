@@ -61,11 +61,12 @@ pub const PACKET_SIZE: usize = 16 * 1024;
 const PACKET_SILENCE_TICKS: u64 = 1 << 31;
 
 /// The stub's packet buffers, supplied by the caller of `init_with` (or the
-/// stub's own, `PACKET_SIZE` bytes each, with `init`): `N` is advertised to
-/// debuggers as `PacketSize`, and gdb reads memory in chunks of up to half
-/// of it. Three buffers of `N` bytes: where a packet is assembled and
-/// checked, gdbstub's own, and where a reply is gathered (and kept for a
-/// retransmission).
+/// stub's own, `PACKET_SIZE` bytes each, with `init`): `N` (at least
+/// 16 KiB) is advertised to debuggers as `PacketSize`. Three buffers of `N`
+/// bytes: where a packet is assembled and checked, gdbstub's own, and where
+/// a reply is gathered (and kept for a retransmission). A memory read
+/// answers at most [`crate::rx::M_MAX`] bytes per packet whatever `N` is;
+/// a larger `N` lets larger writes and register blocks through.
 pub struct Buffers<const N: usize> {
     rx: [u8; N],
     packet: [u8; N],
@@ -75,6 +76,12 @@ pub struct Buffers<const N: usize> {
 impl<const N: usize> Buffers<N> {
     /// Zeroed buffers (for a `static`).
     pub const fn new() -> Self {
+        const {
+            assert!(
+                N as u64 >= 2 * crate::rx::M_MAX,
+                "ukdb_stub::Buffers: N must be at least 16 KiB (a whole memory-read reply)"
+            )
+        };
         Buffers { rx: [0; N], packet: [0; N], tx: [0; N] }
     }
 }

@@ -65,7 +65,7 @@ const PACKET_SILENCE_TICKS: u64 = 1 << 31;
 /// 16 KiB) is advertised to debuggers as `PacketSize`. Three buffers of `N`
 /// bytes: where a packet is assembled and checked, gdbstub's own, and where
 /// a reply is gathered (and kept for a retransmission). A memory read
-/// answers at most [`crate::rx::M_MAX`] bytes per packet whatever `N` is;
+/// answers at most 8 KiB per packet whatever `N` is;
 /// a larger `N` lets larger writes and register blocks through.
 pub struct Buffers<const N: usize> {
     rx: [u8; N],

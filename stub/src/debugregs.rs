@@ -24,6 +24,25 @@ pub struct Slot {
     pub kind: SlotKind,
 }
 
+/// DR7.GD: general detect, a #DB on any debug register access.
+pub const DR7_GD: u64 = 1 << 13;
+/// DR6.BD: the #DB was a general-detect fault.
+pub const DR6_BD: u64 = 1 << 13;
+/// DR6.BS: the #DB was a single step.
+pub const DR6_BS: u64 = 1 << 14;
+/// DR7's global bits kept from the unikernel: LE, GE, RTM.
+const DR7_KEPT: u64 = (1 << 8) | (1 << 9) | (1 << 11);
+
+/// The unikernel's own debug registers, saved when the stub is entered.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SavedDebugRegs {
+    /// DR0-DR3.
+    pub addrs: [u64; 4],
+    /// DR7.
+    pub dr7: u64,
+}
+
 /// The four slots.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DebugRegs {
@@ -78,9 +97,39 @@ impl DebugRegs {
         self.slots = [None; 4];
     }
 
-    /// The slot that DR6 says fired (lowest first).
+    /// The debugger's slot that DR6 says fired (lowest first). A B-bit of
+    /// a slot the debugger does not use is ignored: the CPU may set it for
+    /// any matching address, armed or not, and the slot may be the
+    /// unikernel's own.
     pub fn fired(&self, dr6: u64) -> Option<Slot> {
-        (0..4).find(|i| dr6 & (1 << i) != 0).and_then(|i| self.slots[i])
+        (0..4).filter(|i| dr6 & (1 << i) != 0).find_map(|i| self.slots[i])
+    }
+
+    /// The values to load while the unikernel runs: the debugger's slots
+    /// merged over the unikernel's own (`program`, saved when the stub was
+    /// entered).
+    ///
+    /// Policy: a slot the debugger uses is the debugger's (its address and
+    /// its DR7 fields win); every other slot keeps the unikernel's address
+    /// and enable, RW and LEN bits, as do DR7's LE, GE and RTM bits. DR7.GD
+    /// is never set here: general detect would make the stub's own debug
+    /// register accesses trap, so the caller sets it back last, if the
+    /// unikernel had it.
+    pub fn merge(&self, program: &SavedDebugRegs) -> ([u64; 4], u64) {
+        let (mut addrs, mut dr7) = self.encode();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let enable = 0b11u64 << (2 * i);
+            let fields = 0b1111u64 << (16 + 4 * i);
+            if program.dr7 & enable != 0 {
+                addrs[i] = program.addrs[i];
+                dr7 |= program.dr7 & (enable | fields);
+            }
+        }
+        dr7 |= program.dr7 & DR7_KEPT;
+        (addrs, dr7)
     }
 
     /// The values for DR0-DR3 and DR7.
@@ -160,5 +209,44 @@ mod tests {
         assert_eq!(d.fired(0x4000), None);
         d.clear();
         assert_eq!(d.fired(0b1), None);
+    }
+
+    #[test]
+    fn status_and_control_bits() {
+        assert_eq!((DR6_BD, DR6_BS, DR7_GD), (0x2000, 0x4000, 0x2000));
+    }
+
+    #[test]
+    fn b_bits_of_empty_slots_are_ignored() {
+        // Once stopped at the first B-bit: slot 0 empty, so slot 1's hit
+        // was reported as a plain SIGTRAP.
+        let mut d = DebugRegs::new();
+        assert_eq!(d.add(slot(0x10, 1, SlotKind::Exec)), Ok(0));
+        assert_eq!(d.add(slot(0x20, 8, SlotKind::Write)), Ok(1));
+        assert!(d.remove(slot(0x10, 1, SlotKind::Exec)));
+        assert_eq!(d.fired(0b11), Some(slot(0x20, 8, SlotKind::Write)));
+        assert_eq!(d.fired(0b1101), None);
+    }
+
+    #[test]
+    fn merge_keeps_the_unikernels_free_slots() {
+        let mut d = DebugRegs::new();
+        assert_eq!(d.add(slot(0x1000, 1, SlotKind::Exec)), Ok(0));
+        // The unikernel uses slots 0 (clashing) and 2 (write, 4 bytes, L2),
+        // with LE and GD.
+        let program = SavedDebugRegs {
+            addrs: [0xaaaa, 0xbbbb, 0x3000, 0xdddd],
+            dr7: 0b11 | (0b1101 << 16) | (0b01 << 4) | (0b1101 << 24) | (1 << 8) | DR7_GD,
+        };
+        let (addrs, dr7) = d.merge(&program);
+        assert_eq!(addrs, [0x1000, 0, 0x3000, 0]);
+        // Slot 0: the debugger's (G0, exec); slot 2: the unikernel's; LE and
+        // GE kept; GD left to the caller.
+        assert_eq!(dr7, 0b10 | (0b01 << 4) | (0b1101 << 24) | (1 << 8) | (1 << 9));
+        // No debugger slots: the unikernel's registers as they were, less GD.
+        let (addrs, dr7) = DebugRegs::new().merge(&program);
+        assert_eq!(addrs, [0xaaaa, 0, 0x3000, 0]);
+        assert_eq!(dr7, program.dr7 & !DR7_GD);
+        assert_eq!(DebugRegs::new().merge(&SavedDebugRegs::default()), ([0; 4], 0));
     }
 }

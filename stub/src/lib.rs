@@ -26,12 +26,16 @@ pub use frame::{TrapFrame, SOFT_ENTRY_VECTOR, TRAP_FRAME_SIZE};
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
+pub use config::{BadOption, Config, TrapInsn};
+#[cfg(feature = "enabled")]
 pub use imp::api::*;
 
 #[cfg(not(feature = "enabled"))]
 mod noop;
 #[cfg(not(feature = "enabled"))]
 pub use noop::*;
+
+pub mod vectors;
 
 /// `true` when the stub is compiled in.
 pub const ENABLED: bool = cfg!(feature = "enabled");

@@ -54,7 +54,11 @@ pub fn run() -> ! {
     let period = time::tsc_hz() / rate;
     let mut next = time::rdtsc();
     let mut n: u64 = 0;
+    let flags = crate::flags::wanted();
     loop {
+        if flags {
+            crate::flags::run();
+        }
         tick(n);
         println!("line {} ticks {}", n, ticks());
         n += 1;

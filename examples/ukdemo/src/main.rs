@@ -8,12 +8,14 @@
 //! - `ukdemo.rate=HZ`: console lines per second (default 10);
 //! - `ukdemo.panic=N`: panic in the N-th call of `tick`;
 //! - `ukdemo.fault=N`: write through a null pointer in the N-th call of `tick`;
+//! - `ukdemo.flags`: run the RFLAGS sequence of [`flags`] in every iteration;
 //! - `ukdb.*`: options of the debug stub (see docs/debugging.md).
 #![no_std]
 #![no_main]
 
 mod app;
 mod boot;
+mod flags;
 mod idt;
 mod paging;
 mod port;

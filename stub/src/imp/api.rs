@@ -3,6 +3,7 @@
 
 use super::line;
 use super::session::{self, Why};
+use super::target::mem::{check_layout, check_platform};
 use crate::config::Config;
 use crate::TrapFrame;
 use core::arch::naked_asm;
@@ -21,7 +22,7 @@ pub(crate) fn say(parts: &[&str]) {
 /// Call once, after the IDT routes exceptions to [`handle_trap`] and before
 /// [`wait_for_debugger`].
 pub fn init(transport: impl Into<Transport>, cmdline: &str) {
-    let (config, bad) = Config::parse(cmdline);
+    let (config, bad) = Config::from_cmdline(cmdline);
     if config.off {
         return;
     }
@@ -29,6 +30,14 @@ pub fn init(transport: impl Into<Transport>, cmdline: &str) {
     transport.init();
     let name = transport.describe();
     if !line::install(transport) {
+        return;
+    }
+    if let Err(e) = check_platform() {
+        say(&["ukdb: stub not started: ", e.message(), "\n"]);
+        return;
+    }
+    if let Err(e) = check_layout(config.phys_offset) {
+        say(&["ukdb: stub not started: ", e.message(), "\n"]);
         return;
     }
     session::init(config);

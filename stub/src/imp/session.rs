@@ -16,20 +16,18 @@
 //! gdbstub state machine, so each debugger begins in ack mode with a clean
 //! slate, and the unikernel runs on unless a fault or panic holds it.
 
-use super::arch;
 use super::global::Global;
 use super::line;
+use super::target::stop::{self, Stop, StopReason};
 use super::target::{Reason, UkTarget, PANIC_MESSAGE_MAX};
 use crate::config::Config;
-use crate::debugregs::SlotKind;
 use crate::framing::{Control, RxEvent, RxParser};
 use crate::TrapFrame;
 use core::fmt::Write;
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{GdbStubBuilder, SingleThreadStopReason};
-use gdbstub::target::ext::breakpoints::WatchKind;
+use gdbstub::stub::GdbStubBuilder;
 
 /// Why the stub entered itself through `soft_entry`.
 #[repr(u64)]
@@ -47,7 +45,6 @@ pub const PACKET_SIZE: usize = 16 * 1024;
 /// Borrowed by the current state machine only (see `fresh_machine`).
 static mut PACKET_BUFFER: [u8; PACKET_SIZE] = [0; PACKET_SIZE];
 
-type StopReason = SingleThreadStopReason<u64>;
 type Machine = GdbStubStateMachine<'static, UkTarget, Conn>;
 type Step = Result<Machine, gdbstub::stub::GdbStubError<&'static str, ()>>;
 
@@ -89,7 +86,7 @@ static SESSION: Global<Option<Session>> = Global::new(None);
 pub fn init(config: Config) {
     if let Some(mut s) = SESSION.lock() {
         let session = s.insert(Session {
-            target: UkTarget::new(config.trap),
+            target: UkTarget::new(&config),
             machine: None,
             active: false,
             halted: false,
@@ -148,35 +145,31 @@ impl Write for Truncating<'_> {
 
 /// An exception from the unikernel's handler.
 pub fn on_trap(frame: &mut TrapFrame) -> bool {
+    if stop::recover_own_trap(frame) {
+        return true;
+    }
     // NMI and machine checks are the platform's business.
     if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 {
         return false;
     }
-    enter_stub(frame, |s, frame| {
-        let stepping = s.target.step_saved_if.is_some();
-        Some(s.classify(frame, stepping))
-    })
+    enter_stub(frame, |s, frame| Some(s.target.classify(frame)))
 }
 
 /// The stub entered itself (see `api::soft_entry`).
 pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
     enter_stub(frame, |_, _| match why {
         w if w == Why::Wait as u64 => {
-            Some((StopReason::Signal(Signal::SIGTRAP), Reason::Wait, true))
+            Some(Stop::holding(StopReason::Signal(Signal::SIGTRAP), Reason::Wait))
         }
         w if w == Why::Panic as u64 => {
-            Some((StopReason::Signal(Signal::SIGABRT), Reason::Panic, true))
+            Some(Stop::holding(StopReason::Signal(Signal::SIGABRT), Reason::Panic))
         }
         w if w == Why::Break as u64 => {
-            Some((StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false))
+            Some(Stop::new(StopReason::Signal(Signal::SIGTRAP), Reason::Trap))
         }
         _ => None,
     });
 }
-
-/// A stop to report: the reason for gdb, the reason for `monitor why`, and
-/// whether it holds without a debugger (see `Session::hold`).
-type Stop = (StopReason, Reason, bool);
 
 /// Every way into the stub: `decide` names the stop from the frame before
 /// the world is stopped (`None`: a poll, which halts only if the debugger
@@ -197,13 +190,16 @@ fn enter_stub(
     let selection = line::selection();
     s.target.enter(frame);
     match stop {
-        Some((reason, note, hold)) => s.stop(reason, note, hold),
+        Some(stop) => s.stop(stop.reason, stop.note, stop.hold),
         None => {
             s.target.reason = Reason::None;
             s.halted = false;
             s.hold = false;
             s.serve();
         }
+    }
+    while let Some(stop) = s.target.emulated_step() {
+        s.stop(stop.reason, stop.note, stop.hold);
     }
     s.target.leave();
     line::restore_selection(selection);
@@ -229,58 +225,6 @@ impl Session {
         self.target.resume = None;
         self.fresh_machine();
         self.active = false;
-    }
-
-    /// Names the exception; rewinds `rip` onto a planted `int3`.
-    fn classify(&mut self, frame: &mut TrapFrame, stepping: bool) -> Stop {
-        let t = &mut self.target;
-        let exception = Reason::Exception(frame.vector, frame.error_code, arch::cr2());
-        match frame.vector {
-            1 => {
-                let dr6 = arch::dr::dr6();
-                arch::dr::clear_dr6();
-                match t.hw.fired(dr6) {
-                    Some(slot) => {
-                        let reason = match slot.kind {
-                            SlotKind::Exec => StopReason::HwBreak(()),
-                            SlotKind::Write => StopReason::Watch {
-                                tid: (),
-                                kind: WatchKind::Write,
-                                addr: slot.addr,
-                            },
-                            SlotKind::ReadWrite => StopReason::Watch {
-                                tid: (),
-                                kind: WatchKind::ReadWrite,
-                                addr: slot.addr,
-                            },
-                        };
-                        (reason, Reason::Hardware, false)
-                    }
-                    None if stepping && dr6 & (1 << 14) != 0 => {
-                        (StopReason::DoneStep, Reason::Step, false)
-                    }
-                    None => (StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false),
-                }
-            }
-            3 => {
-                let addr = frame.rip.wrapping_sub(1);
-                if t.trap.vector() == 3 && t.bps.contains(addr) {
-                    // int3 is a trap: the CPU is past the byte. gdb was told
-                    // `swbreak+`, so the stub reports the breakpoint address.
-                    frame.rip = addr;
-                    (StopReason::SwBreak(()), Reason::Breakpoint, false)
-                } else {
-                    (StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false)
-                }
-            }
-            6 if t.trap.vector() == 6 && t.bps.contains(frame.rip) => {
-                (StopReason::SwBreak(()), Reason::Breakpoint, false)
-            }
-            6 => (StopReason::Signal(Signal::SIGILL), exception, true),
-            0 | 16 | 19 => (StopReason::Signal(Signal::SIGFPE), exception, true),
-            17 => (StopReason::Signal(Signal::SIGBUS), exception, true),
-            _ => (StopReason::Signal(Signal::SIGSEGV), exception, true),
-        }
     }
 
     /// Halts: reports the stop to a debugger waiting for one, then serves.

@@ -14,6 +14,10 @@ pub const TARGET_XML: &str = include_str!("target.xml");
 /// Size of the core + SSE block in the `g` packet.
 const CORE_LEN: usize = 0x218;
 
+/// Size of the whole register block in the `g` packet: core + SSE, then
+/// `fs_base` and `gs_base`.
+pub const G_LEN: usize = CORE_LEN + 16;
+
 /// x86_64 with SSE and segment bases.
 pub enum X86_64Ukdb {}
 
@@ -66,6 +70,22 @@ impl Registers for Regs {
     }
 }
 
+impl Regs {
+    /// The `g` packet's register block, as bytes (the one serialisation the
+    /// `p`/`P` handlers slice).
+    pub fn to_bytes(&self) -> [u8; G_LEN] {
+        let mut all = [0u8; G_LEN];
+        let mut n = 0;
+        self.gdb_serialize(|b| {
+            if let (Some(b), Some(slot)) = (b, all.get_mut(n)) {
+                *slot = b;
+            }
+            n += 1;
+        });
+        all
+    }
+}
+
 /// A register number from a `p`/`P` packet: its index in the `g` packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegIdUkdb(pub usize);
@@ -114,7 +134,7 @@ mod tests {
         assert_eq!(regnums, (0..59).collect::<Vec<_>>());
         let mut len = 0;
         Regs::default().gdb_serialize(|_| len += 1);
-        assert_eq!(len, CORE_LEN + 16);
+        assert_eq!(len, G_LEN);
     }
 
     #[test]
@@ -145,5 +165,6 @@ mod tests {
         core_only.gdb_deserialize(&bytes[..CORE_LEN]).unwrap();
         assert_eq!((core_only.core.rip, core_only.fs_base), (0x1234, 0));
         assert!(core_only.gdb_deserialize(&bytes[..CORE_LEN - 1]).is_err());
+        assert_eq!(r.to_bytes().as_slice(), bytes.as_slice());
     }
 }

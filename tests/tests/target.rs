@@ -1,0 +1,135 @@
+//! The stub's target side against real gdb: single-stepping the example's
+//! RFLAGS sequence (`ukdemo.flags`, examples/ukdemo/src/flags.rs) leaves IF
+//! and TF exactly as the program would have them without a debugger, and
+//! what `pushf` pushes is the program's.
+
+use ukdb_tests::*;
+
+/// `info registers eflags` as gdb prints it.
+fn eflags(value: &str, names: &str) -> String {
+    format!("eflags         {value:<20}[ {names} ]\n")
+}
+
+const IF_ZF_PF: &str = "PF ZF IF";
+const ZF_PF: &str = "PF ZF";
+
+#[test]
+fn stepping_instructions_that_use_if_and_tf_keeps_the_programs_flags() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdemo.flags");
+    let bridge = Bridge::start(&vm);
+    bridge.wait_more_lines(1);
+    let sym = |name: &str| format!("*{:#x}", symbol_address(&a.image, name));
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            &format!("break {}", sym("ukdemo_flags_sti")),
+            "continue",
+            "info registers eflags",
+            // sti with IF clear: IF set after it.
+            "stepi",
+            "info registers eflags",
+            // pushfq with IF set: pushes IF, not the stub's TF.
+            "stepi",
+            "info registers eflags",
+            "x/gx $rsp",
+            // 16-bit pushf (66 9C).
+            "stepi",
+            "x/hx $rsp",
+            // pushfq with a REX.W prefix (48 9C).
+            "stepi",
+            "x/gx $rsp",
+            // Run on: popfq pops that image; a TF in it would trap here.
+            &format!("tbreak {}", sym("ukdemo_flags_cli2")),
+            "continue",
+            "info registers eflags",
+            // The next iteration: cli with IF set, popfq, cli, iretq.
+            "continue",
+            &format!("tbreak {}", sym("ukdemo_flags_cli")),
+            "continue",
+            "info registers eflags",
+            "stepi",
+            "info registers eflags",
+            "stepi",
+            "info registers eflags",
+            "stepi",
+            "info registers eflags",
+            &format!("tbreak {}", sym("ukdemo_flags_iretq")),
+            "continue",
+            "info registers eflags",
+            "stepi",
+            "info registers eflags",
+            "stepi",
+            "info registers eflags",
+            // No stray TF anywhere: the next stop is the breakpoint again.
+            "continue",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    let attach = capture::<String>(&out, r"(?s)^(.*?)Breakpoint 1 at ");
+    // gdb names every pc in the sequence after the function; the labels
+    // give the exact addresses.
+    let pc = |label: &str, offset: u64| {
+        format!("{:#018x} in ukdemo_flags_run ()", symbol_address(&a.image, label) + offset)
+    };
+    let at_plus = |label: &str, offset: u64| format!("{}\n", pc(label, offset));
+    let at = |label: &str| at_plus(label, 0);
+    let hit = |num: &str, label: &str| format!("\n{num}, {}\n", pc(label, 0));
+    let expected = format!(
+        "{attach}\
+         Breakpoint 1 at {{hex}}\n\
+         {hit_sti}\
+         {flags_0x46}\
+         {at_pushfq}\
+         {flags_0x246}\
+         {at_pushfw}\
+         {flags_0x246}\
+         {{hex}}:\t0x0000000000000246\n\
+         {at_rex}\
+         {{hex}}:\t0x0246\n\
+         {at_cli}\
+         {{hex}}:\t0x0000000000000246\n\
+         Temporary breakpoint 2 at {{hex}}\n\
+         {hit_cli2}\
+         {flags_0x246}\
+         {hit_sti}\
+         Temporary breakpoint 3 at {{hex}}\n\
+         {hit_cli}\
+         {flags_0x246}\
+         {at_popfq}\
+         {flags_0x46}\
+         {at_cli2}\
+         {flags_0x246}\
+         {at_lea}\
+         {flags_0x46}\
+         Temporary breakpoint 4 at {{hex}}\n\
+         {hit_iretq}\
+         {flags_0x46}\
+         {at_done}\
+         {flags_0x246}\
+         {at_after}\
+         {flags_0x46}\
+         {hit_sti}\
+         [Inferior 1 (process 1) detached]\n",
+        hit_sti = hit("Breakpoint 1", "ukdemo_flags_sti"),
+        hit_cli2 = hit("Temporary breakpoint 2", "ukdemo_flags_cli2"),
+        hit_cli = hit("Temporary breakpoint 3", "ukdemo_flags_cli"),
+        hit_iretq = hit("Temporary breakpoint 4", "ukdemo_flags_iretq"),
+        at_pushfq = at("ukdemo_flags_pushfq"),
+        at_pushfw = at("ukdemo_flags_pushfw"),
+        at_rex = at("ukdemo_flags_rex_pushfq"),
+        at_cli = at("ukdemo_flags_cli"),
+        at_popfq = at("ukdemo_flags_popfq"),
+        at_cli2 = at("ukdemo_flags_cli2"),
+        at_lea = at_plus("ukdemo_flags_cli2", 1),
+        at_done = at("ukdemo_flags_done"),
+        at_after = at_plus("ukdemo_flags_done", 1),
+        flags_0x46 = eflags("0x46", ZF_PF),
+        flags_0x246 = eflags("0x246", IF_ZF_PF),
+    );
+    assert_transcript(&out, &expected);
+    bridge.wait_more_lines(2);
+}

@@ -105,6 +105,29 @@ impl DebugRegs {
         (0..4).filter(|i| dr6 & (1 << i) != 0).find_map(|i| self.slots[i])
     }
 
+    /// The unikernel's own debug registers, from the `live` ones read when
+    /// the stub is entered: slots the debugger had loaded (this table's
+    /// slots, unchanged since the stub last resumed the unikernel) still
+    /// hold the debugger's values, so those keep what was saved before
+    /// (`prev`); so do DR7's global bits while any debugger slot was loaded.
+    pub fn program_view(&self, live: &SavedDebugRegs, prev: &SavedDebugRegs) -> SavedDebugRegs {
+        let mut view = *live;
+        let mut any = false;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.is_none() {
+                continue;
+            }
+            any = true;
+            let bits = (0b11u64 << (2 * i)) | (0b1111u64 << (16 + 4 * i));
+            view.addrs[i] = prev.addrs[i];
+            view.dr7 = (view.dr7 & !bits) | (prev.dr7 & bits);
+        }
+        if any {
+            view.dr7 = (view.dr7 & !DR7_KEPT) | (prev.dr7 & DR7_KEPT);
+        }
+        view
+    }
+
     /// The values to load while the unikernel runs: the debugger's slots
     /// merged over the unikernel's own (`program`, saved when the stub was
     /// entered).
@@ -248,5 +271,28 @@ mod tests {
         assert_eq!(addrs, [0xaaaa, 0, 0x3000, 0]);
         assert_eq!(dr7, program.dr7 & !DR7_GD);
         assert_eq!(DebugRegs::new().merge(&SavedDebugRegs::default()), ([0; 4], 0));
+    }
+
+    #[test]
+    fn the_debuggers_loaded_slots_are_not_saved_as_the_unikernels() {
+        // Once the debugger's watchpoint, read back on entry, was kept as
+        // the unikernel's own and stayed armed after the debugger left.
+        let mut d = DebugRegs::new();
+        assert_eq!(d.add(slot(0x2000, 8, SlotKind::Write)), Ok(0));
+        let prev = SavedDebugRegs { addrs: [0, 0x3000, 0, 0], dr7: (0b01 << 2) | (0b0001 << 20) };
+        let (addrs, dr7) = d.merge(&prev);
+        // Running, the unikernel moves its slot 1 and arms slot 3.
+        let mut live = SavedDebugRegs { addrs, dr7 };
+        live.addrs[1] = 0x3100;
+        live.addrs[3] = 0x5000;
+        live.dr7 |= (0b01 << 6) | (0b0001 << 28);
+        let view = d.program_view(&live, &prev);
+        assert_eq!(view.addrs, [0, 0x3100, 0, 0x5000]);
+        assert_eq!(view.dr7, (0b01 << 2) | (0b0001 << 20) | (0b01 << 6) | (0b0001 << 28));
+        // The debugger leaves: only the unikernel's slots are loaded.
+        d.clear();
+        assert_eq!(d.merge(&view), (view.addrs, view.dr7));
+        // Without debugger slots the live registers are the unikernel's.
+        assert_eq!(d.program_view(&live, &prev), live);
     }
 }

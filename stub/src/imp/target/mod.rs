@@ -117,7 +117,7 @@ impl UkTarget {
         }
         // The stub sets RF itself when it resumes; it is not the program's.
         frame.rflags &= !arch::RFLAGS_RF;
-        self.program_dr = arch::dr::save();
+        self.program_dr = self.hw.program_view(&arch::dr::save(), &self.program_dr);
         arch::dr::load([0; 4], 0);
         self.fx.save();
         let mem = self.mem;

@@ -133,3 +133,48 @@ fn stepping_instructions_that_use_if_and_tf_keeps_the_programs_flags() {
     assert_transcript(&out, &expected);
     bridge.wait_more_lines(2);
 }
+
+#[test]
+fn segment_selectors_cannot_change_but_may_be_written_back() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdemo.flags");
+    let bridge = Bridge::start(&vm);
+    bridge.wait_more_lines(1);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            &format!("break *{:#x}", symbol_address(&a.image, "ukdemo_flags_sti")),
+            "continue",
+            "info registers cs ss ds",
+            "set $ds = $ds",
+            "set $cs = $cs + 8",
+            "set $ds = 0x28",
+            "set $rax = 0x1234",
+            "info registers cs ss ds rax",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    let attach = capture::<String>(&out, r"(?s)^(.*?)Breakpoint 1 at ");
+    let sti = symbol_address(&a.image, "ukdemo_flags_sti");
+    let expected = format!(
+        "{attach}\
+         Breakpoint 1 at {sti:#x}\n\
+         \n\
+         Breakpoint 1, {sti:#018x} in ukdemo_flags_run ()\n\
+         cs             0x8                 8\n\
+         ss             0x10                16\n\
+         ds             0x10                16\n\
+         Could not write register \"cs\"; remote failure reply 'E16'\n\
+         Could not write register \"ds\"; remote failure reply 'E16'\n\
+         cs             0x8                 8\n\
+         ss             0x10                16\n\
+         ds             0x10                16\n\
+         rax            0x1234              4660\n\
+         [Inferior 1 (process 1) detached]\n"
+    );
+    assert_transcript(&out, &expected);
+    bridge.wait_more_lines(2);
+}

@@ -124,10 +124,7 @@ impl Memory {
     pub fn write(&self, start: u64, data: &[u8]) -> Result<(), MemError> {
         let access = self.check(start, data.len())?;
         let cr0 = arch::cr0();
-        let lift_wp = !access.writable && cr0 & arch::CR0_WP != 0;
-        if lift_wp && arch::cr4() & arch::CR4_CET != 0 {
-            return Err(MemError::ReadOnly(start));
-        }
+        let lift_wp = write_policy(start, access, cr0, arch::cr4())?;
         if lift_wp {
             // SAFETY: interrupts are off and nothing else runs; CET is off so
             // clearing WP is allowed, and WP is set back right after the
@@ -148,16 +145,29 @@ impl Memory {
     /// Whether a software breakpoint can go at `addr`: mapped, executable,
     /// and writable by the stub.
     pub fn check_breakpoint(&self, addr: u64) -> Result<(), MemError> {
-        let access = self.check(addr, 1)?;
-        if !access.executable {
-            return Err(MemError::NotExecutable(addr));
-        }
-        let wp = arch::cr0() & arch::CR0_WP != 0;
-        if !access.writable && wp && arch::cr4() & arch::CR4_CET != 0 {
-            return Err(MemError::ReadOnly(addr));
-        }
-        Ok(())
+        breakpoint_policy(addr, self.check(addr, 1)?, arch::cr0(), arch::cr4())
     }
+}
+
+/// Whether a write to a range with `access` needs CR0.WP cleared (`true`),
+/// or cannot be done: under CET (CR4.CET) clearing WP is a #GP, so a
+/// read-only page stays read-only.
+fn write_policy(addr: u64, access: Access, cr0: u64, cr4: u64) -> Result<bool, MemError> {
+    let lift_wp = !access.writable && cr0 & arch::CR0_WP != 0;
+    if lift_wp && cr4 & arch::CR4_CET != 0 {
+        return Err(MemError::ReadOnly(addr));
+    }
+    Ok(lift_wp)
+}
+
+/// Whether a software breakpoint may go into a byte with `access`: the
+/// page must allow instruction fetches and the stub must be able to write
+/// it (see [`write_policy`]).
+fn breakpoint_policy(addr: u64, access: Access, cr0: u64, cr4: u64) -> Result<(), MemError> {
+    if !access.executable {
+        return Err(MemError::NotExecutable(addr));
+    }
+    write_policy(addr, access, cr0, cr4).map(|_| ())
 }
 
 /// The frame bits of a page-table entry on this CPU: MAXPHYADDR from CPUID
@@ -197,7 +207,11 @@ impl PlatformError {
 /// Checks the CPU state the stub relies on. Call at `init`; on an error the
 /// stub must not start.
 pub fn check_platform() -> Result<(), PlatformError> {
-    if arch::cr4() & arch::CR4_LA57 != 0 {
+    platform_from(arch::cr4())
+}
+
+fn platform_from(cr4: u64) -> Result<(), PlatformError> {
+    if cr4 & arch::CR4_LA57 != 0 {
         return Err(PlatformError::FiveLevelPaging);
     }
     Ok(())
@@ -273,4 +287,38 @@ pub fn check_layout(phys_offset: u64) -> Result<(), LayoutError> {
         return Err(LayoutError::Mismatch { expected, found });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RO_CODE: Access = Access { writable: false, executable: true };
+    const RW_DATA: Access = Access { writable: true, executable: true };
+    const NX_DATA: Access = Access { writable: true, executable: false };
+    const WP: u64 = arch::CR0_WP;
+    const CET: u64 = arch::CR4_CET;
+
+    #[test]
+    fn writes_lift_wp_only_where_needed_and_allowed() {
+        assert_eq!(write_policy(0x10, RW_DATA, WP, CET), Ok(false));
+        assert_eq!(write_policy(0x10, RO_CODE, WP, 0), Ok(true));
+        assert_eq!(write_policy(0x10, RO_CODE, 0, CET), Ok(false));
+        assert_eq!(write_policy(0x10, RO_CODE, WP, CET), Err(MemError::ReadOnly(0x10)));
+    }
+
+    #[test]
+    fn breakpoints_need_executable_writable_code() {
+        assert_eq!(breakpoint_policy(0x20, RO_CODE, WP, 0), Ok(()));
+        assert_eq!(breakpoint_policy(0x20, RO_CODE, WP, CET), Err(MemError::ReadOnly(0x20)));
+        assert_eq!(breakpoint_policy(0x20, NX_DATA, WP, 0), Err(MemError::NotExecutable(0x20)));
+        assert_eq!(MemError::ReadOnly(0).errno(), EACCES);
+        assert_eq!(MemError::InvalidGuestAddress(0).errno(), EFAULT);
+    }
+
+    #[test]
+    fn five_level_paging_is_refused() {
+        assert_eq!(platform_from(0x20 | arch::CR4_LA57), Err(PlatformError::FiveLevelPaging));
+        assert_eq!(platform_from(0x20 | CET), Ok(()));
+    }
 }

@@ -178,3 +178,52 @@ fn segment_selectors_cannot_change_but_may_be_written_back() {
     assert_transcript(&out, &expected);
     bridge.wait_more_lines(2);
 }
+
+#[test]
+fn no_software_breakpoint_in_a_data_page() {
+    // The example maps its data non-executable (NX, EFER.NXE): an int3
+    // there would never run, and planting it would corrupt the data.
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "");
+    let bridge = Bridge::start(&vm);
+    bridge.wait_more_lines(1);
+    let ticks = symbols(&a.image)
+        .into_iter()
+        .find(|(name, _)| name.starts_with("_ZN6ukdemo3app5TICKS"))
+        .expect("ukdemo::app::TICKS")
+        .1;
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            &format!("break *{ticks:#x}"),
+            "continue",
+            "delete",
+            "hbreak ukdemo::app::tick",
+            "continue",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    let attach = capture::<String>(&out, r"(?s)^(.*?)Breakpoint 1 at ");
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    let expected = format!(
+        "{attach}\
+         Breakpoint 1 at {ticks:#x}\n\
+         Warning:\n\
+         Cannot insert breakpoint 1.\n\
+         Cannot access memory at address {ticks:#x}\n\
+         \n\
+         Command aborted.\n\
+         Hardware assisted breakpoint 2 at {{hex}}: file src/app.rs, line {line}.\n\
+         \n\
+         Breakpoint 2, ukdemo::app::tick (n={{n}}) at src/app.rs:{line}\n\
+         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+         [Inferior 1 (process 1) detached]\n"
+    );
+    assert_transcript(&out, &expected);
+    // The counter was not touched: each line's count is one more.
+    let lines = bridge.wait_more_lines(2);
+    assert!(lines.iter().all(|&(n, t)| t == n + 1), "{lines:?}");
+}

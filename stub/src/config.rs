@@ -8,6 +8,7 @@
 //! | `ukdb.trap=int3` | software breakpoints are `int3` (`0xCC`, #BP); the default |
 //! | `ukdb.trap=ud` | software breakpoints are the one-byte invalid opcode `0x06` (#UD in 64-bit mode), for hypervisors that cannot deliver #BP to the guest |
 //! | `ukdb.off` | the stub stays out of the way: no traps, no polling, console raw |
+//! | `ukdb.phys_offset=N` | physical memory is mapped at virtual `N` (`0x` hex or decimal); the default 0 means identity-mapped page tables |
 
 /// The instruction the stub plants for a software breakpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,16 @@ impl Config {
                 "trap=int3" => config.trap = TrapInsn::Int3,
                 "trap=ud" => config.trap = TrapInsn::Ud,
                 "off" => config.off = true,
+                _ if option.starts_with("phys_offset=") => {
+                    match option.strip_prefix("phys_offset=").and_then(parse_u64) {
+                        Some(offset) => config.phys_offset = offset,
+                        None => {
+                            if bad.is_none() {
+                                bad = Some(BadOption(word));
+                            }
+                        }
+                    }
+                }
                 _ => {
                     if bad.is_none() {
                         bad = Some(BadOption(word));
@@ -126,6 +137,14 @@ impl Config {
             }
         }
         (config, bad)
+    }
+}
+
+/// A number, `0x` hex or decimal.
+fn parse_u64(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
     }
 }
 
@@ -173,6 +192,18 @@ mod tests {
         assert_eq!(bad, Some(BadOption("ukdb.trap=hlt")));
         assert!(c.wait);
         assert_eq!(c.trap, TrapInsn::Int3);
+    }
+
+    #[test]
+    fn phys_offset_from_the_command_line() {
+        let (c, bad) = Config::from_cmdline("ukdb.phys_offset=0xffff800000000000");
+        assert_eq!((c.phys_offset, bad), (0xffff_8000_0000_0000, None));
+        let (c, bad) = Config::from_cmdline("ukdb.phys_offset=4096");
+        assert_eq!((c.phys_offset, bad), (4096, None));
+        let (c, bad) = Config::new().phys_offset(8).with_cmdline("ukdb.phys_offset=0xzz");
+        assert_eq!((c.phys_offset, bad), (8, Some(BadOption("ukdb.phys_offset=0xzz"))));
+        let (_, bad) = Config::from_cmdline("ukdb.phys_offset=");
+        assert_eq!(bad, Some(BadOption("ukdb.phys_offset=")));
     }
 
     #[test]

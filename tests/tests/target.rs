@@ -227,3 +227,26 @@ fn no_software_breakpoint_in_a_data_page() {
     let lines = bridge.wait_more_lines(2);
     assert!(lines.iter().all(|&(n, t)| t == n + 1), "{lines:?}");
 }
+
+#[test]
+fn a_phys_offset_that_maps_no_page_tables_keeps_the_stub_out_with_a_reason() {
+    // Nothing is mapped above 1 GiB in the example: every page-table read
+    // at pa + 1 GiB faults, and the stub's guarded reads turn that into a
+    // refusal at init instead of a fault. The unikernel runs on without it.
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.phys_offset=0x40000000");
+    let bridge = Bridge::start_unsynced(&vm, &[]);
+    bridge.wait_more_lines(3);
+    let console = bridge.console.text();
+    let first: Vec<&str> = console.lines().take(2).collect();
+    assert_eq!(
+        first,
+        [
+            "ukdb: stub not started: the page walk cannot find the stub's own data: \
+             page tables are not mapped at phys_offset",
+            "ukdemo: booted, stub enabled, tsc {n} MHz, cmdline 'ukdb.phys_offset=0x40000000'"
+                .replace("{n}", &capture::<String>(&console, r"tsc (\d+) MHz"))
+                .as_str(),
+        ]
+    );
+}

@@ -5,7 +5,7 @@
 //! The stub runs in ring 0 with interrupts off and the rest of the world
 //! stopped. Each function documents what it needs beyond that.
 
-use core::arch::asm;
+use core::arch::{asm, global_asm};
 
 /// CR0.WP: supervisor writes honour read-only pages.
 pub const CR0_WP: u64 = 1 << 16;
@@ -165,6 +165,52 @@ impl FxArea {
             asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, preserves_flags))
         };
     }
+}
+
+// Reads the quadword at rdi into [rsi]; eax = 1. Should the load fault
+// (#PF, or #GP for a non-canonical address), the stub's trap hook moves rip
+// to the fix-up (see `probe_fixup`), which returns eax = 0: an exception
+// table of one entry, as Linux's `copy_from_kernel_nofault`.
+global_asm!(
+    ".section .text.ukdb_probe, \"ax\"",
+    ".p2align 4",
+    "ukdb_probe_read:",
+    "ukdb_probe_load:",
+    "mov rax, [rdi]",
+    "mov [rsi], rax",
+    "mov eax, 1",
+    "ret",
+    "ukdb_probe_fixup:",
+    "xor eax, eax",
+    "ret",
+    ".text",
+);
+
+extern "C" {
+    fn ukdb_probe_read(addr: u64, out: *mut u64) -> u32;
+    static ukdb_probe_load: u8;
+    static ukdb_probe_fixup: u8;
+}
+
+/// Reads the quadword at `addr`, or `None` if that faults. Needs the
+/// unikernel's handler to offer #PF and #GP to the stub (as it does every
+/// vector 0-31); before `init` that holds as well, since the hook runs
+/// before the stub looks at its own state.
+pub fn probe_read_u64(addr: u64) -> Option<u64> {
+    let mut value = 0u64;
+    // SAFETY: the load at `ukdb_probe_load` either succeeds or faults into
+    // `probe_fixup`, which resumes at the fix-up; either way the function
+    // writes only `value` and clobbers only rax (C ABI).
+    let ok = unsafe { ukdb_probe_read(addr, &mut value) };
+    (ok == 1).then_some(value)
+}
+
+/// For a #PF or #GP at the probe's load: the rip to resume at (the
+/// fix-up), so the probe returns `None`.
+pub fn probe_fixup(vector: u64, rip: u64) -> Option<u64> {
+    let load = core::ptr::addr_of!(ukdb_probe_load) as u64;
+    let fixup = core::ptr::addr_of!(ukdb_probe_fixup) as u64;
+    (matches!(vector, 13 | 14) && rip == load).then_some(fixup)
 }
 
 /// The debug registers.

@@ -68,15 +68,13 @@ impl Memory {
     /// The mapping that holds `addr` in the live page tables.
     pub fn lookup(&self, addr: u64) -> Option<Mapping> {
         let walk = self.walk();
+        // A table that cannot be read (a wrong `phys_offset`, a corrupt
+        // entry) reads as "not present": an error reply, never a fault.
         paging::translate(&walk, addr, |pa| {
-            let Some(va) = pa.checked_add(self.phys_offset).filter(|&va| va & 7 == 0) else {
-                return 0;
-            };
-            // SAFETY: physical memory holding the page tables is mapped at
-            // `phys_offset` (checked at init by `check_layout`), `pa` comes
-            // from a present entry masked to the CPU's address width, and
-            // the quadword is aligned.
-            unsafe { core::ptr::read_volatile(va as *const u64) }
+            pa.checked_add(self.phys_offset)
+                .filter(|&va| paging::is_canonical(va))
+                .and_then(arch::probe_read_u64)
+                .unwrap_or(0)
         })
     }
 
@@ -263,12 +261,9 @@ static LAYOUT_PROBE: u64 = 0x6761_702d_6264_6b75; // "ukdb-pag"
 /// Verifies that the page tables can be read at `pa + phys_offset`: walks
 /// the address of a static of the stub, then reads its physical address
 /// through the offset and compares the bytes. Call at `init`, before the
-/// first stop.
-///
-/// The walk itself reads the root table at `cr3 + phys_offset`: a kernel
-/// whose root table is not mapped there at all faults in that first read
-/// (a page fault that the unikernel's handler reports); every later
-/// mismatch is an error here.
+/// first stop, once the unikernel's exception handlers offer #PF and #GP to
+/// [`crate::handle_trap`]: the walk's reads are guarded, so a root table
+/// that is not mapped at `cr3 + phys_offset` is an error here, not a fault.
 pub fn check_layout(phys_offset: u64) -> Result<(), LayoutError> {
     let mem = Memory::new(phys_offset);
     let addr = core::ptr::addr_of!(LAYOUT_PROBE) as u64;

@@ -41,7 +41,14 @@ impl Stop {
 /// unikernel set DR7.GD: the CPU cleared GD on the way in, so returning
 /// runs the access again, and it succeeds. Call before anything else
 /// (before any lock) for every trap. `true`: handled, return at once.
-pub fn recover_own_trap(frame: &TrapFrame) -> bool {
+///
+/// Also a fault in the stub's guarded read of a page table
+/// (`arch::probe_read_u64`): resumed at its fix-up, so the read fails.
+pub fn recover_own_trap(frame: &mut TrapFrame) -> bool {
+    if let Some(fixup) = arch::probe_fixup(frame.vector, frame.rip) {
+        frame.rip = fixup;
+        return true;
+    }
     if frame.vector == 1 && arch::dr::in_save(frame.rip) {
         // The unikernel's GD is put back when the stub leaves.
         super::GD_TRAPPED.store(true, core::sync::atomic::Ordering::Relaxed);

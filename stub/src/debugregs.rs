@@ -43,6 +43,13 @@ pub struct SavedDebugRegs {
     pub dr7: u64,
 }
 
+impl SavedDebugRegs {
+    /// The registers DR7 enables (L or G bit), a bit each.
+    pub fn enabled(&self) -> u8 {
+        (0..4).filter(|i| self.dr7 & (0b11 << (2 * i)) != 0).fold(0, |m, i| m | 1 << i)
+    }
+}
+
 /// The four slots.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DebugRegs {
@@ -66,6 +73,14 @@ impl DebugRegs {
 
     /// Arms a slot; arming the same slot twice is one slot.
     pub fn add(&mut self, slot: Slot) -> Result<usize, SlotError> {
+        self.add_avoiding(slot, 0)
+    }
+
+    /// [`DebugRegs::add`], preferring a register not in `busy` (a bit per
+    /// register: the unikernel's own, see [`SavedDebugRegs::enabled`]); a
+    /// busy one is taken only when no other is free, and the debugger's
+    /// slot then wins (see [`DebugRegs::merge`]).
+    pub fn add_avoiding(&mut self, slot: Slot, busy: u8) -> Result<usize, SlotError> {
         let len_ok = match slot.kind {
             SlotKind::Exec => slot.len == 1,
             _ => matches!(slot.len, 1 | 2 | 4 | 8) && slot.addr.is_multiple_of(slot.len),
@@ -76,8 +91,15 @@ impl DebugRegs {
         if let Some(i) = self.slots.iter().position(|s| *s == Some(slot)) {
             return Ok(i);
         }
-        let i = self.slots.iter().position(|s| s.is_none()).ok_or(SlotError::Full)?;
-        self.slots[i] = Some(slot);
+        let free = |i: &usize| self.slots.get(*i).is_some_and(|s| s.is_none());
+        let i = (0..4)
+            .filter(free)
+            .find(|i| busy & (1 << i) == 0)
+            .or_else(|| (0..4).find(free))
+            .ok_or(SlotError::Full)?;
+        if let Some(s) = self.slots.get_mut(i) {
+            *s = Some(slot);
+        }
         Ok(i)
     }
 
@@ -137,7 +159,10 @@ impl DebugRegs {
     /// and enable, RW and LEN bits, as do DR7's LE, GE and RTM bits. DR7.GD
     /// is never set here: general detect would make the stub's own debug
     /// register accesses trap, so the caller sets it back last, if the
-    /// unikernel had it.
+    /// unikernel had it. The debugger's slots go into registers the
+    /// unikernel does not use when there are any ([`DebugRegs::add_avoiding`]).
+    /// The stub owns #DB: a hit of the unikernel's own slot stops as a plain
+    /// SIGTRAP.
     pub fn merge(&self, program: &SavedDebugRegs) -> ([u64; 4], u64) {
         let (mut addrs, mut dr7) = self.encode();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -271,6 +296,20 @@ mod tests {
         assert_eq!(addrs, [0xaaaa, 0, 0x3000, 0]);
         assert_eq!(dr7, program.dr7 & !DR7_GD);
         assert_eq!(DebugRegs::new().merge(&SavedDebugRegs::default()), ([0; 4], 0));
+    }
+
+    #[test]
+    fn the_debugger_takes_the_unikernels_registers_last() {
+        let program = SavedDebugRegs { addrs: [0x1000, 0, 0x3000, 0], dr7: 0b01 | 0b10 << 4 };
+        assert_eq!(program.enabled(), 0b0101);
+        let mut d = DebugRegs::new();
+        let busy = program.enabled();
+        assert_eq!(d.add_avoiding(slot(0x10, 1, SlotKind::Exec), busy), Ok(1));
+        assert_eq!(d.add_avoiding(slot(0x20, 1, SlotKind::Exec), busy), Ok(3));
+        assert_eq!(d.add_avoiding(slot(0x30, 1, SlotKind::Exec), busy), Ok(0));
+        assert_eq!(d.add_avoiding(slot(0x10, 1, SlotKind::Exec), busy), Ok(1));
+        let (addrs, _) = d.merge(&program);
+        assert_eq!(addrs, [0x30, 0x10, 0x3000, 0x20]);
     }
 
     #[test]

@@ -250,3 +250,30 @@ fn a_phys_offset_that_maps_no_page_tables_keeps_the_stub_out_with_a_reason() {
         ]
     );
 }
+
+#[test]
+fn the_unikernels_own_debug_registers_survive_debuggers() {
+    // `ukdemo.dr` arms DR0 (an instruction breakpoint that never fires) and
+    // prints a line if it finds DR0 or DR7 changed. A debugger that attaches
+    // and detaches, or sets and removes a hardware breakpoint, leaves them.
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdemo.dr");
+    let bridge = Bridge::start(&vm);
+    bridge.wait_more_lines(1);
+    let out = Debugger::gdb(&a.image, &bridge.addr, &["monitor why", "detach"]).finish();
+    assert!(out.ends_with("interrupted by the debugger\n[Inferior 1 (process 1) detached]\n"));
+    bridge.wait_more_lines(2);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["hbreak ukdemo::app::tick", "continue", "delete", "detach"],
+    )
+    .finish();
+    assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{out}");
+    bridge.wait_more_lines(2);
+    assert!(
+        !bridge.console.text().contains("debug registers changed"),
+        "{}",
+        bridge.console.text()
+    );
+}

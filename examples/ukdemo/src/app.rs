@@ -54,7 +54,7 @@ pub fn run() -> ! {
     let period = time::tsc_hz() / rate;
     let mut next = time::rdtsc();
     let mut n: u64 = 0;
-    let flags = crate::flags::wanted();
+    let flags = crate::flags::setup();
     loop {
         if flags {
             crate::flags::run();

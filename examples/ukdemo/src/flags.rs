@@ -1,3 +1,9 @@
+//! Fixtures for the stub's target tests.
+//!
+//! `ukdemo.dr`: the unikernel arms a debug register of its own (see
+//! [`setup`]) and reports on the console if it ever finds it changed, which
+//! a debugger coming and going must not do.
+//!
 //! `ukdemo.flags`: instructions that read or write RFLAGS.IF and TF, for the
 //! single-step tests. Each has a global label (`ukdemo_flags_*`) where a
 //! debugger breaks and steps; the arithmetic flags are fixed (`xor eax, eax`:
@@ -21,9 +27,52 @@
 
 use core::arch::{asm, global_asm};
 
-/// Whether `ukdemo.flags` is on the command line.
-pub fn wanted() -> bool {
-    crate::pvh::cmdline().split_ascii_whitespace().any(|w| w == "ukdemo.flags")
+use core::sync::atomic::{AtomicBool, Ordering};
+
+fn option(name: &str) -> bool {
+    crate::pvh::cmdline().split_ascii_whitespace().any(|w| w == name)
+}
+
+static FLAGS: AtomicBool = AtomicBool::new(false);
+static DEBUG_REGS: AtomicBool = AtomicBool::new(false);
+
+/// The unikernel's own debug registers with `ukdemo.dr`: an instruction
+/// breakpoint (slot 0, L0) at an address that never runs (page 1 holds no
+/// code), so it never fires; the stub must leave it as it is.
+const OWN_DR0: u64 = 0x1000;
+const OWN_DR7: u64 = 0b01;
+/// The DR7 bits of slot 0: L0, G0, RW0, LEN0.
+const SLOT0_DR7: u64 = 0b11 | (0b1111 << 16);
+
+/// Reads the command line (`ukdemo.flags`, `ukdemo.dr`) and prepares what
+/// it asks for. Returns whether [`run`] has work in each iteration.
+pub fn setup() -> bool {
+    FLAGS.store(option("ukdemo.flags"), Ordering::Relaxed);
+    if option("ukdemo.dr") {
+        DEBUG_REGS.store(true, Ordering::Relaxed);
+        // SAFETY: arms an instruction breakpoint on an address no code
+        // lives at; the stub routes a #DB to the debugger in any case.
+        unsafe {
+            asm!("mov dr0, {}", in(reg) OWN_DR0, options(nomem, nostack, preserves_flags));
+            asm!("mov dr7, {}", in(reg) OWN_DR7, options(nomem, nostack, preserves_flags));
+        }
+    }
+    FLAGS.load(Ordering::Relaxed) || DEBUG_REGS.load(Ordering::Relaxed)
+}
+
+/// With `ukdemo.dr`: says once on the console if the debug registers no
+/// longer hold what [`setup`] put there.
+fn check_debug_regs() {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    let (dr0, dr7): (u64, u64);
+    // SAFETY: reading debug registers has no side effects (GD is not set).
+    unsafe {
+        asm!("mov {}, dr0", out(reg) dr0, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags));
+    }
+    if (dr0 != OWN_DR0 || dr7 & SLOT0_DR7 != OWN_DR7) && !REPORTED.swap(true, Ordering::Relaxed) {
+        crate::println!("ukdemo: debug registers changed: dr0 {:#x}, dr7 {:#x}", dr0, dr7);
+    }
 }
 
 /// Reads a PIC mask register.
@@ -111,9 +160,20 @@ extern "C" {
     fn ukdemo_flags_run();
 }
 
+/// One iteration's work: checks the debug registers (`ukdemo.dr`) and runs
+/// the RFLAGS sequence (`ukdemo.flags`).
+pub fn run() {
+    if DEBUG_REGS.load(Ordering::Relaxed) {
+        check_debug_regs();
+    }
+    if FLAGS.load(Ordering::Relaxed) {
+        run_sequence();
+    }
+}
+
 /// Runs the sequence once, with the legacy PIC masked.
 #[inline(never)]
-pub fn run() {
+fn run_sequence() {
     let (master, slave) = (pic_mask(0x21), pic_mask(0xA1));
     set_pic_mask(0x21, 0xff);
     set_pic_mask(0xA1, 0xff);

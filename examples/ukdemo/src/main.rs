@@ -9,6 +9,8 @@
 //! - `ukdemo.panic=N`: panic in the N-th call of `tick`;
 //! - `ukdemo.fault=N`: write through a null pointer in the N-th call of `tick`;
 //! - `ukdemo.flags`: run the RFLAGS sequence of [`flags`] in every iteration;
+//! - `ukdemo.dr`: arm a debug register of the app's own and check it in
+//!   every iteration (see [`flags`]);
 //! - `ukdb.*`: options of the debug stub (see docs/debugging.md).
 #![no_std]
 #![no_main]

@@ -64,7 +64,10 @@ fn watch_slot(addr: u64, len: u64, kind: WatchKind) -> Option<Slot> {
 
 impl HwBreakpoint for UkTarget {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        self.hw.add(Slot { addr, len: 1, kind: SlotKind::Exec }).map_err(slot_errno)?;
+        let busy = self.program_dr.enabled();
+        self.hw
+            .add_avoiding(Slot { addr, len: 1, kind: SlotKind::Exec }, busy)
+            .map_err(slot_errno)?;
         Ok(true)
     }
 
@@ -83,7 +86,8 @@ impl HwWatchpoint for UkTarget {
         let Some(slot) = watch_slot(addr, len, kind) else {
             return Ok(false);
         };
-        self.hw.add(slot).map_err(slot_errno)?;
+        let busy = self.program_dr.enabled();
+        self.hw.add_avoiding(slot, busy).map_err(slot_errno)?;
         Ok(true)
     }
 

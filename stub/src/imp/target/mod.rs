@@ -74,7 +74,7 @@ pub struct UkTarget {
     pub bps: SwBreakpoints,
     pub hw: DebugRegs,
     /// The unikernel's own debug registers, saved on entry.
-    program_dr: SavedDebugRegs,
+    pub program_dr: SavedDebugRegs,
     pub trap: TrapInsn,
     pub mem: Memory,
     pub resume: Option<ResumeKind>,

@@ -72,14 +72,15 @@ impl DebugRegs {
     }
 
     /// Arms a slot; arming the same slot twice is one slot.
+    #[cfg(test)]
     pub fn add(&mut self, slot: Slot) -> Result<usize, SlotError> {
         self.add_avoiding(slot, 0)
     }
 
-    /// [`DebugRegs::add`], preferring a register not in `busy` (a bit per
-    /// register: the unikernel's own, see [`SavedDebugRegs::enabled`]); a
-    /// busy one is taken only when no other is free, and the debugger's
-    /// slot then wins (see [`DebugRegs::merge`]).
+    /// Arms a slot (arming the same slot twice is one slot), preferring a
+    /// register not in `busy` (a bit per register: the unikernel's own, see
+    /// [`SavedDebugRegs::enabled`]); a busy one is taken only when no other
+    /// is free, and the debugger's slot then wins (see [`DebugRegs::merge`]).
     pub fn add_avoiding(&mut self, slot: Slot, busy: u8) -> Result<usize, SlotError> {
         let len_ok = match slot.kind {
             SlotKind::Exec => slot.len == 1,

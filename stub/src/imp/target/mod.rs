@@ -154,17 +154,12 @@ impl UkTarget {
     /// [`DebugRegs::merge`]), put the x87/SSE state back and arm a single
     /// step if one was asked for. Returns what the debugger asked for.
     pub fn leave(&mut self) -> Option<ResumeKind> {
-        let trap = self.trap.opcode();
         let mem = self.mem;
-        self.bps.plant_all(|addr| {
-            let mut original = [0u8];
-            (mem.read(addr, &mut original) == 1 && mem.write(addr, &[trap]).is_ok())
-                .then_some(original[0])
-        });
         let resume = self.resume.take();
         let mut step = None;
         if resume == Some(ResumeKind::Step) {
             if let Some(frame) = self.frame_mut() {
+                // Decoded before the breakpoints go in: the original bytes.
                 let (rip, rflags) = (frame.rip, frame.rflags);
                 let mut insn = [0u8; 15];
                 let n = mem.read(rip, &mut insn);
@@ -172,6 +167,12 @@ impl UkTarget {
                 step = Some(PendingStep { insn, rflags });
             }
         }
+        let trap = self.trap.opcode();
+        self.bps.plant_all(|addr| {
+            let mut original = [0u8];
+            (mem.read(addr, &mut original) == 1 && mem.write(addr, &[trap]).is_ok())
+                .then_some(original[0])
+        });
         if let Some(frame) = self.frame_mut() {
             // Resume flag: an instruction breakpoint at rip must not fire
             // again before the instruction runs.

@@ -1,5 +1,13 @@
 //! gdbstub's `Target` for a stopped x86_64 unikernel: one file per
-//! extension (base: registers and memory; resume; breakpoints; monitor).
+//! extension (base: registers and memory; resume; breakpoints; monitor),
+//! and the machinery under them: `stop` (naming a trap), `step` (single
+//! steps that leave IF and TF as the program has them), `mem` (checked
+//! memory through the page tables, the platform and layout checks).
+//!
+//! Between [`UkTarget::enter`] and [`UkTarget::leave`] the unikernel is
+//! stopped with nothing of the debugger's in it: no `int3` planted, the
+//! debug registers off. `leave` puts the debugger's breakpoints in, and the
+//! unikernel's own debug registers back.
 
 mod base;
 mod breakpoints;

@@ -57,7 +57,12 @@ impl Registers for Regs {
         }
     }
 
+    /// Takes the core block alone or the whole block, nothing in between or
+    /// beyond: a `G` of any other length is an error, not a shifted guess.
     fn gdb_deserialize(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        if bytes.len() != CORE_LEN && bytes.len() != G_LEN {
+            return Err(());
+        }
         let core = bytes.get(..CORE_LEN).ok_or(())?;
         self.core.gdb_deserialize(core)?;
         // The bases are optional: a client may send only the core block.
@@ -165,6 +170,11 @@ mod tests {
         core_only.gdb_deserialize(&bytes[..CORE_LEN]).unwrap();
         assert_eq!((core_only.core.rip, core_only.fs_base), (0x1234, 0));
         assert!(core_only.gdb_deserialize(&bytes[..CORE_LEN - 1]).is_err());
+        // Neither between the two sizes nor beyond the whole block.
+        assert!(core_only.gdb_deserialize(&bytes[..CORE_LEN + 8]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(core_only.gdb_deserialize(&long).is_err());
         assert_eq!(r.to_bytes().as_slice(), bytes.as_slice());
     }
 }

@@ -56,3 +56,42 @@ pub const SOFT_ENTRY_VECTOR: u64 = 0x100;
 pub const TRAP_FRAME_SIZE: usize = 22 * 8;
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == TRAP_FRAME_SIZE);
+
+// The push order above, as offsets: the general-purpose registers are pushed
+// rax first (so at the highest of them) down to r15 (at the frame's start),
+// by both the example's `trap_common` and the stub's `soft_entry`; below the
+// CPU's five words sit the error code and then the vector, which
+// `soft_entry` stores at `[rsp + 8]` and `[rsp + 0]` of its 56-byte block.
+const _: () = {
+    use core::mem::offset_of;
+    let gprs = [
+        offset_of!(TrapFrame, r15),
+        offset_of!(TrapFrame, r14),
+        offset_of!(TrapFrame, r13),
+        offset_of!(TrapFrame, r12),
+        offset_of!(TrapFrame, r11),
+        offset_of!(TrapFrame, r10),
+        offset_of!(TrapFrame, r9),
+        offset_of!(TrapFrame, r8),
+        offset_of!(TrapFrame, rbp),
+        offset_of!(TrapFrame, rdi),
+        offset_of!(TrapFrame, rsi),
+        offset_of!(TrapFrame, rdx),
+        offset_of!(TrapFrame, rcx),
+        offset_of!(TrapFrame, rbx),
+        offset_of!(TrapFrame, rax),
+    ];
+    let mut i = 0;
+    while i < gprs.len() {
+        assert!(gprs[i] == 8 * i);
+        i += 1;
+    }
+    assert!(offset_of!(TrapFrame, vector) == 15 * 8);
+    assert!(offset_of!(TrapFrame, error_code) == 16 * 8);
+    // The hardware frame, as the CPU pushes it.
+    assert!(offset_of!(TrapFrame, rip) == 17 * 8);
+    assert!(offset_of!(TrapFrame, cs) == 18 * 8);
+    assert!(offset_of!(TrapFrame, rflags) == 19 * 8);
+    assert!(offset_of!(TrapFrame, rsp) == 20 * 8);
+    assert!(offset_of!(TrapFrame, ss) == 21 * 8);
+};

@@ -31,12 +31,16 @@ pub mod wire;
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
+pub use config::{BadOption, Config, TrapInsn};
+#[cfg(feature = "enabled")]
 pub use imp::api::*;
 
 #[cfg(not(feature = "enabled"))]
 mod noop;
 #[cfg(not(feature = "enabled"))]
 pub use noop::*;
+
+pub mod vectors;
 
 /// `true` when the stub is compiled in.
 pub const ENABLED: bool = cfg!(feature = "enabled");

@@ -94,3 +94,59 @@ pub fn console_write(_bytes: &[u8]) -> bool {
 /// Does nothing.
 #[inline(always)]
 pub fn breakpoint() {}
+
+/// The software breakpoint instruction (no-op build: recorded nowhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapInsn {
+    /// `int3`.
+    Int3,
+    /// The invalid opcode `0x06`.
+    Ud,
+}
+
+/// A `ukdb.*` option the parser did not take (no-op build: never produced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadOption<'a>(pub &'a str);
+
+/// The stub's settings (no-op build: holds nothing; the builder methods
+/// have the enabled build's signatures and do nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config;
+
+impl Config {
+    /// The defaults.
+    #[inline(always)]
+    pub const fn new() -> Config {
+        Config
+    }
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn wait(self, _on: bool) -> Config {
+        self
+    }
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn trap(self, _trap: TrapInsn) -> Config {
+        self
+    }
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn phys_offset(self, _offset: u64) -> Config {
+        self
+    }
+
+    /// Reads nothing.
+    #[inline(always)]
+    pub fn from_cmdline(_cmdline: &str) -> (Config, Option<BadOption<'_>>) {
+        (Config, None)
+    }
+
+    /// Reads nothing.
+    #[inline(always)]
+    pub fn with_cmdline(self, _cmdline: &str) -> (Config, Option<BadOption<'_>>) {
+        (self, None)
+    }
+}

@@ -1,20 +1,65 @@
 //! Checking an address against the live page tables before the stub touches
 //! it, so a debugger's bad address is an error reply and never a fault.
-//! Pure logic: the caller supplies how to read a physical quadword.
+//! Pure logic: the caller supplies how to read a physical quadword (at
+//! `pa + phys_offset` for kernels that map physical memory at an offset).
 
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
 const HUGE: u64 = 1 << 7;
-/// Bits 12..52 of an entry: the next table or the page frame.
-const FRAME: u64 = 0x000F_FFFF_FFFF_F000;
+/// Execute-disable (honoured only with EFER.NXE).
+const NO_EXECUTE: u64 = 1 << 63;
+
+/// Physical address bits 12..52 at most: the architectural limit.
+const MAX_PHYS_BITS: u8 = 52;
+
+/// How to walk the tables: the root, which bits of an entry hold the frame,
+/// and whether the NX bit means anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    /// CR3 (flags in the low bits are ignored).
+    pub cr3: u64,
+    /// The bits of an entry that are the physical frame: 12..MAXPHYADDR,
+    /// without a memory-encryption bit (see [`frame_mask`]).
+    pub frame_mask: u64,
+    /// EFER.NXE: bit 63 of an entry forbids instruction fetches.
+    pub nxe: bool,
+}
+
+/// The frame bits of a page-table entry on a CPU with `maxphyaddr`
+/// physical address bits (CPUID 0x8000_0008 EAX\[7:0\]), with the memory
+/// encryption bit `c_bit` (AMD SME/SEV, CPUID 0x8000_001F EBX\[5:0\]) left out
+/// when there is one: that bit marks the page encrypted, it is not part of
+/// the address.
+pub fn frame_mask(maxphyaddr: u8, c_bit: Option<u8>) -> u64 {
+    let bits = maxphyaddr.clamp(13, MAX_PHYS_BITS);
+    let mut mask = ((1u64 << bits) - 1) & !0xfff;
+    if let Some(c) = c_bit.filter(|&c| c < 64) {
+        mask &= !(1u64 << c);
+    }
+    mask
+}
 
 /// A mapped page that holds an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     /// Writable at every level (stores need CR0.WP off when not).
     pub writable: bool,
-    /// The first address past the page.
-    pub page_end: u64,
+    /// Instruction fetches allowed at every level (no NX bit, or NX off).
+    pub executable: bool,
+    /// The first address of the page.
+    pub page_start: u64,
+    /// The page size: 4 KiB, 2 MiB or 1 GiB.
+    pub page_size: u64,
+    /// The physical address of the page's first byte.
+    pub frame: u64,
+}
+
+impl Mapping {
+    /// How many bytes of the page lie at and after `addr` (which the page
+    /// holds). Never overflows, also for the last page of the address space.
+    pub fn bytes_from(&self, addr: u64) -> u64 {
+        self.page_size - (addr - self.page_start)
+    }
 }
 
 /// A 48-bit virtual address sign-extended to 64 bits.
@@ -23,31 +68,73 @@ pub fn is_canonical(addr: u64) -> bool {
     top == 0 || top == 0x1_ffff
 }
 
-/// Walks the 4-level tables rooted at `cr3` for `addr`. `read_phys` reads
-/// the quadword at a physical address (tables only). `None`: not canonical
-/// or not present.
-pub fn translate(cr3: u64, addr: u64, read_phys: impl Fn(u64) -> u64) -> Option<Mapping> {
+/// Walks the 4-level tables for `addr`. `read_phys` reads the quadword at a
+/// physical address (tables only). `None`: not canonical or not present.
+pub fn translate(walk: &Walk, addr: u64, read_phys: impl Fn(u64) -> u64) -> Option<Mapping> {
     if !is_canonical(addr) {
         return None;
     }
-    let mut table = cr3 & FRAME;
+    let mut table = walk.cr3 & walk.frame_mask;
     let mut writable = true;
+    let mut executable = true;
     // (shift of the index, whether a large page may end the walk here)
     for (shift, large_ok) in [(39u32, false), (30, true), (21, true), (12, false)] {
         let index = (addr >> shift) & 0x1ff;
-        let entry = read_phys(table + index * 8);
+        let entry = read_phys(table | (index * 8));
         if entry & PRESENT == 0 {
             return None;
         }
         writable &= entry & WRITABLE != 0;
+        executable &= !(walk.nxe && entry & NO_EXECUTE != 0);
         if shift == 12 || (large_ok && entry & HUGE != 0) {
-            let size = 1u64 << shift;
-            let page_end = (addr & !(size - 1)).saturating_add(size);
-            return Some(Mapping { writable, page_end });
+            let page_size = 1u64 << shift;
+            let page_start = addr & !(page_size - 1);
+            let frame = entry & walk.frame_mask & !(page_size - 1);
+            return Some(Mapping { writable, executable, page_start, page_size, frame });
         }
-        table = entry & FRAME;
+        table = entry & walk.frame_mask;
     }
     None
+}
+
+/// One stretch of a range that lies in a single mapped page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Its first address.
+    pub addr: u64,
+    /// Its offset from the start of the range.
+    pub offset: usize,
+    /// Its length (at least 1).
+    pub len: usize,
+    /// The page it lies in.
+    pub mapping: Mapping,
+}
+
+/// Splits `start..start+len` into page-sized chunks while the pages are
+/// mapped (`lookup`), calling `visit` for each in order. Returns how many
+/// bytes from `start` on are mapped (less than `len` at the first hole, or
+/// at the end of the address space: a range never wraps around).
+pub fn for_each_chunk(
+    start: u64,
+    len: usize,
+    mut lookup: impl FnMut(u64) -> Option<Mapping>,
+    mut visit: impl FnMut(Chunk),
+) -> usize {
+    let mut done = 0usize;
+    while done < len {
+        let Some(addr) = u64::try_from(done).ok().and_then(|d| start.checked_add(d)) else {
+            break;
+        };
+        let Some(mapping) = lookup(addr) else { break };
+        let in_page = usize::try_from(mapping.bytes_from(addr)).unwrap_or(usize::MAX);
+        let n = (len - done).min(in_page);
+        if n == 0 {
+            break;
+        }
+        visit(Chunk { addr, offset: done, len: n, mapping });
+        done += n;
+    }
+    done
 }
 
 #[cfg(test)]
@@ -55,23 +142,42 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
     /// A tiny address space: tables at 0x1000.., a 4 KiB page at 0x40_0000
-    /// (read-only), a 2 MiB page at 0x20_0000 and a 1 GiB page at 1 GiB.
+    /// (read-only), a 2 MiB page at 0x20_0000, a 1 GiB page at 1 GiB (NX),
+    /// and the top page of the address space (0xffff_ffff_ffff_f000).
     fn space() -> (u64, HashMap<u64, u64>) {
         let mut m = HashMap::new();
         let (pml4, pdpt, pd, pt) = (0x1000u64, 0x2000u64, 0x3000u64, 0x4000u64);
         m.insert(pml4, pdpt | 3);
         m.insert(pdpt, pd | 3);
-        m.insert(pdpt + 8, 0x4000_0000 | 3 | HUGE);
+        m.insert(pdpt + 8, 0x4000_0000 | 3 | HUGE | NO_EXECUTE);
         m.insert(pd + 8, 0x20_0000 | 3 | HUGE);
         m.insert(pd + 2 * 8, pt | 3);
         m.insert(pt, 0x40_0000 | 1);
+        // The top page: index 511 at every level.
+        let (hp, hd, ht) = (0x5000u64, 0x6000u64, 0x7000u64);
+        m.insert(pml4 + 511 * 8, hp | 3);
+        m.insert(hp + 511 * 8, hd | 3);
+        m.insert(hd + 511 * 8, ht | 3);
+        m.insert(ht + 511 * 8, 0x8000 | 3);
         (pml4, m)
     }
 
-    fn walk(addr: u64) -> Option<Mapping> {
+    fn walk_with(addr: u64, nxe: bool) -> Option<Mapping> {
         let (cr3, m) = space();
-        translate(cr3 | 0x18, addr, |pa| m.get(&pa).copied().unwrap_or(0))
+        let w = Walk { cr3: cr3 | 0x18, frame_mask: MASK, nxe };
+        translate(&w, addr, |pa| m.get(&pa).copied().unwrap_or(0))
+    }
+
+    fn walk(addr: u64) -> Option<Mapping> {
+        walk_with(addr, true)
+    }
+
+    fn page(start: u64, size: u64, writable: bool, executable: bool) -> Option<Mapping> {
+        let frame = if start == 0xffff_ffff_ffff_f000 { 0x8000 } else { start };
+        Some(Mapping { writable, executable, page_start: start, page_size: size, frame })
     }
 
     #[test]
@@ -85,9 +191,17 @@ mod tests {
 
     #[test]
     fn pages_of_each_size() {
-        assert_eq!(walk(0x40_0010), Some(Mapping { writable: false, page_end: 0x40_1000 }));
-        assert_eq!(walk(0x20_0000), Some(Mapping { writable: true, page_end: 0x40_0000 }));
-        assert_eq!(walk(0x7fff_fff8), Some(Mapping { writable: true, page_end: 0x8000_0000 }));
+        assert_eq!(walk(0x40_0010), page(0x40_0000, 0x1000, false, true));
+        assert_eq!(walk(0x20_0000), page(0x20_0000, 0x20_0000, true, true));
+        assert_eq!(walk(0x7fff_fff8), page(0x4000_0000, 0x4000_0000, true, false));
+        assert_eq!(walk(u64::MAX), page(0xffff_ffff_ffff_f000, 0x1000, true, true));
+        assert_eq!(walk(0x40_0010).unwrap().bytes_from(0x40_0010), 0xff0);
+        assert_eq!(walk(u64::MAX).unwrap().bytes_from(u64::MAX), 1);
+    }
+
+    #[test]
+    fn nx_counts_only_with_efer_nxe() {
+        assert_eq!(walk_with(0x4000_0000, false), page(0x4000_0000, 0x4000_0000, true, true));
     }
 
     #[test]
@@ -97,6 +211,61 @@ mod tests {
         assert_eq!(walk(0x8000_0000), None);
         assert_eq!(walk(0x0000_4000_0000_0000), None);
         assert_eq!(walk(0x8000_0000_0000_0000), None);
-        assert_eq!(walk(u64::MAX), None);
+        assert_eq!(walk(0xffff_ffff_ffff_e000), None);
+    }
+
+    #[test]
+    fn frame_masks() {
+        assert_eq!(frame_mask(52, None), MASK);
+        assert_eq!(frame_mask(39, None), 0x0000_007F_FFFF_F000);
+        // SME with the C-bit at 47 on a 48-bit CPU: bit 47 is not address.
+        assert_eq!(frame_mask(48, Some(47)), 0x0000_7FFF_FFFF_F000);
+        assert_eq!(frame_mask(0, None), 0x1000);
+        assert_eq!(frame_mask(255, Some(200)), MASK);
+    }
+
+    #[test]
+    fn bits_above_maxphyaddr_are_not_followed() {
+        // The PML4 entry carries a C-bit (bit 47): masked, the walk still
+        // finds the PDPT at 0x2000; unmasked it would read 0x8000_0000_2000.
+        let (cr3, mut m) = space();
+        *m.get_mut(&cr3).unwrap() |= 1 << 47;
+        let w = Walk { cr3, frame_mask: frame_mask(48, Some(47)), nxe: true };
+        let read = |pa: u64| m.get(&pa).copied().unwrap_or(0);
+        assert_eq!(translate(&w, 0x40_0010, read), page(0x40_0000, 0x1000, false, true));
+        let unmasked = Walk { frame_mask: MASK, ..w };
+        assert_eq!(translate(&unmasked, 0x40_0010, read), None);
+    }
+
+    fn chunks(start: u64, len: usize) -> (usize, Vec<(u64, usize, usize)>) {
+        let mut seen = Vec::new();
+        let n = for_each_chunk(start, len, walk, |c| seen.push((c.addr, c.offset, c.len)));
+        (n, seen)
+    }
+
+    #[test]
+    fn chunking_stops_at_holes() {
+        assert_eq!(chunks(0x40_0ff0, 0x20), (0x10, vec![(0x40_0ff0, 0, 0x10)]));
+        assert_eq!(
+            chunks(0x3f_fff0, 0x20),
+            (0x20, vec![(0x3f_fff0, 0, 0x10), (0x40_0000, 0x10, 0x10)])
+        );
+        assert_eq!(chunks(0, 0x10), (0, vec![]));
+        assert_eq!(chunks(0x20_0000, 0), (0, vec![]));
+    }
+
+    #[test]
+    fn chunking_ends_at_the_top_of_the_address_space() {
+        // Once looped forever: the end of the top page saturated to
+        // u64::MAX, one byte short, and the next lookup found the same page.
+        assert_eq!(
+            chunks(0xffff_ffff_ffff_f000, 0x1000),
+            (0x1000, vec![(0xffff_ffff_ffff_f000, 0, 0x1000)])
+        );
+        assert_eq!(
+            chunks(0xffff_ffff_ffff_ff00, 0x200),
+            (0x100, vec![(0xffff_ffff_ffff_ff00, 0, 0x100)])
+        );
+        assert_eq!(chunks(u64::MAX, 8), (1, vec![(u64::MAX, 0, 1)]));
     }
 }

@@ -68,7 +68,11 @@ pub fn run() -> ! {
     let busy = pvh::cmdline().split_ascii_whitespace().any(|w| w == "ukdemo.busy");
     let mut next = time::rdtsc();
     let mut n: u64 = 0;
+    let flags = crate::flags::setup();
     loop {
+        if flags {
+            crate::flags::run();
+        }
         tick(n);
         println!("line {} ticks {}", n, ticks());
         n += 1;

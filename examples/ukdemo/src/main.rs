@@ -11,6 +11,9 @@
 //! - `ukdemo.fault=N`: write through a null pointer in the N-th call of `tick`;
 //! - `ukdemo.busy`: spin between lines instead of polling and halting, so
 //!   that only the timer interrupt's poll notices a debugger;
+//! - `ukdemo.flags`: run the RFLAGS sequence of [`flags`] in every iteration;
+//! - `ukdemo.dr`: arm a debug register of the app's own and check it in
+//!   every iteration (see [`flags`]);
 //! - `ukdb.*`: options of the debug stub (see docs/debugging.md).
 #![no_std]
 #![no_main]
@@ -19,6 +22,7 @@ mod apic;
 mod app;
 mod boot;
 mod cpu;
+mod flags;
 mod idt;
 mod paging;
 mod pic;

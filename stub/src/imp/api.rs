@@ -3,6 +3,7 @@
 
 use super::global::Global;
 use super::session::{self, Why};
+use super::target::mem::{check_layout, check_platform};
 use super::{line, stack, transport};
 use crate::config::Config;
 use crate::link::Transport;
@@ -33,24 +34,38 @@ pub(crate) fn say(parts: &[&str]) {
 /// ukdb_stub::init(unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) }, cmdline);
 /// ```
 pub fn init<T: Transport + 'static>(transport: T, cmdline: &str) {
-    let (config, bad) = Config::parse(cmdline);
+    let (config, bad) = Config::from_cmdline(cmdline);
+    init_with_bad(transport, config, bad.map(|b| b.0));
+}
+
+/// [`init`] with a [`Config`] built in code (kernels without a command
+/// line, or a physical-memory offset: see docs/debugging.md). Options on a
+/// command line can still be merged with [`Config::with_cmdline`].
+pub fn init_with<T: Transport + 'static>(transport: T, config: Config) {
+    init_with_bad(transport, config, None);
+}
+
+fn init_with_bad<T: Transport + 'static>(transport: T, config: Config, bad: Option<&str>) {
     if config.off {
         return;
     }
     match transport::store(transport) {
-        Some(t) => start(t, config, bad.map(|b| b.0)),
+        Some(t) => start(t, config, bad),
         None => say(&["ukdb: init called twice; the stub keeps its first transport\n"]),
     }
 }
 
 /// [`init`] with a transport that the unikernel keeps in a static of its
-/// own (any size).
-pub fn init_static(transport: &'static mut dyn Transport, cmdline: &str) {
-    let (config, bad) = Config::parse(cmdline);
-    if config.off {
-        return;
+/// own (any size), and its own packet buffers (`N` is the `PacketSize`
+/// debuggers are told).
+pub fn init_static<const N: usize>(
+    transport: &'static mut dyn Transport,
+    config: Config,
+    buffers: &'static mut Buffers<N>,
+) {
+    if !config.off {
+        start_with(transport, config, None, buffers);
     }
-    start(transport, config, bad.map(|b| b.0));
 }
 
 fn start(transport: &'static mut dyn Transport, config: Config, bad: Option<&str>) {
@@ -69,9 +84,22 @@ fn start_with<const N: usize>(
     bad: Option<&str>,
     buffers: &'static mut Buffers<N>,
 ) {
-    stack::paint();
+    // The checks come first: a stub that cannot work says why on the
+    // console and does not announce itself to a bridge.
+    let refused = check_platform().err().map(|e| e.message());
+    let refused = refused.or_else(|| check_layout(config.phys_offset).err().map(|e| e.message()));
     let name = transport.name();
-    if line::install(transport).is_err() || !session::init(config, buffers) {
+    let hello = refused.is_none();
+    if line::install(transport, hello).is_err() {
+        say(&["ukdb: init called twice; the stub keeps its first transport\n"]);
+        return;
+    }
+    if let Some(why) = refused {
+        say(&["ukdb: stub not started: ", why, "\n"]);
+        return;
+    }
+    stack::paint();
+    if !session::init(config, buffers) {
         say(&["ukdb: init called twice; the stub keeps its first transport\n"]);
         return;
     }

@@ -5,7 +5,7 @@
 //! The stub runs in ring 0 with interrupts off and the rest of the world
 //! stopped. Each function documents what it needs beyond that.
 
-use core::arch::asm;
+use core::arch::{asm, global_asm};
 
 /// CR0.WP: supervisor writes honour read-only pages.
 pub const CR0_WP: u64 = 1 << 16;
@@ -16,6 +16,7 @@ pub const RFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS.RF: suppress instruction breakpoints for one instruction.
 pub const RFLAGS_RF: u64 = 1 << 16;
 
+const MSR_EFER: u32 = 0xC000_0080;
 const MSR_FS_BASE: u32 = 0xC000_0100;
 const MSR_GS_BASE: u32 = 0xC000_0101;
 
@@ -35,6 +36,32 @@ pub fn cr0() -> u64 {
 pub unsafe fn set_cr0(v: u64) {
     // SAFETY: per the function contract.
     unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// CR4.LA57: 5-level paging.
+pub const CR4_LA57: u64 = 1 << 12;
+/// CR4.CET: control-flow enforcement; CR0.WP cannot be cleared while set.
+pub const CR4_CET: u64 = 1 << 23;
+/// EFER.NXE: the page tables' execute-disable bit is honoured.
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// Reads CR4.
+pub fn cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads EFER.
+pub fn efer() -> u64 {
+    rdmsr(MSR_EFER)
+}
+
+/// `cpuid` with `leaf` (subleaf 0): eax, ebx, ecx, edx.
+pub fn cpuid(leaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    [r.eax, r.ebx, r.ecx, r.edx]
 }
 
 /// Reads CR2 (the address of the last page fault).
@@ -79,17 +106,23 @@ pub fn segment_bases() -> (u64, u64) {
     (rdmsr(MSR_FS_BASE), rdmsr(MSR_GS_BASE))
 }
 
+/// A segment base the CPU would not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonCanonical(pub u64);
+
 /// Sets FS.base and GS.base; non-canonical values are refused.
-pub fn set_segment_bases(fs: u64, gs: u64) -> bool {
-    if !crate::paging::is_canonical(fs) || !crate::paging::is_canonical(gs) {
-        return false;
+pub fn set_segment_bases(fs: u64, gs: u64) -> Result<(), NonCanonical> {
+    for base in [fs, gs] {
+        if !crate::paging::is_canonical(base) {
+            return Err(NonCanonical(base));
+        }
     }
     // SAFETY: both values are canonical, which is all these MSRs require.
     unsafe {
         wrmsr(MSR_FS_BASE, fs);
         wrmsr(MSR_GS_BASE, gs);
     }
-    true
+    Ok(())
 }
 
 /// The data segment selectors: ds, es, fs, gs.
@@ -134,9 +167,109 @@ impl FxArea {
     }
 }
 
-/// The debug registers the stub uses.
+// Reads the quadword at rdi into [rsi]; eax = 1. Should the load fault
+// (#PF, or #GP for a non-canonical address), the stub's trap hook moves rip
+// to the fix-up (see `probe_fixup`), which returns eax = 0: an exception
+// table of one entry, as Linux's `copy_from_kernel_nofault`.
+global_asm!(
+    ".section .text.ukdb_probe, \"ax\"",
+    ".p2align 4",
+    "ukdb_probe_read:",
+    "ukdb_probe_load:",
+    "mov rax, [rdi]",
+    "mov [rsi], rax",
+    "mov eax, 1",
+    "ret",
+    "ukdb_probe_fixup:",
+    "xor eax, eax",
+    "ret",
+    ".text",
+);
+
+extern "C" {
+    fn ukdb_probe_read(addr: u64, out: *mut u64) -> u32;
+    static ukdb_probe_load: u8;
+    static ukdb_probe_fixup: u8;
+}
+
+/// Reads the quadword at `addr`, or `None` if that faults. Needs the
+/// unikernel's handler to offer #PF and #GP to the stub (as it does every
+/// vector 0-31); before `init` that holds as well, since the hook runs
+/// before the stub looks at its own state.
+pub fn probe_read_u64(addr: u64) -> Option<u64> {
+    let mut value = 0u64;
+    // SAFETY: the load at `ukdb_probe_load` either succeeds or faults into
+    // `probe_fixup`, which resumes at the fix-up; either way the function
+    // writes only `value` and clobbers only rax (C ABI).
+    let ok = unsafe { ukdb_probe_read(addr, &mut value) };
+    (ok == 1).then_some(value)
+}
+
+/// For a #PF or #GP at the probe's load: the rip to resume at (the
+/// fix-up), so the probe returns `None`.
+pub fn probe_fixup(vector: u64, rip: u64) -> Option<u64> {
+    let load = core::ptr::addr_of!(ukdb_probe_load) as u64;
+    let fixup = core::ptr::addr_of!(ukdb_probe_fixup) as u64;
+    (matches!(vector, 13 | 14) && rip == load).then_some(fixup)
+}
+
+/// The debug registers.
 pub mod dr {
-    use core::arch::asm;
+    use crate::debugregs::SavedDebugRegs;
+    use core::arch::{asm, global_asm};
+
+    // Reads DR0-DR3 and DR7 into a `SavedDebugRegs` at rdi. When the
+    // unikernel set DR7.GD, the first access raises #DB (DR6.BD) with rip on
+    // it; the CPU clears GD on the way in, so the stub's trap hook lets the
+    // access run again (see `in_save`).
+    global_asm!(
+        ".section .text.ukdb_dr_save, \"ax\"",
+        ".p2align 4",
+        "ukdb_dr_save:",
+        "ukdb_dr_save_access:",
+        "mov rax, dr7",
+        "mov [rdi + 32], rax",
+        "mov rax, dr0",
+        "mov [rdi], rax",
+        "mov rax, dr1",
+        "mov [rdi + 8], rax",
+        "mov rax, dr2",
+        "mov [rdi + 16], rax",
+        "mov rax, dr3",
+        "mov [rdi + 24], rax",
+        "ukdb_dr_save_end:",
+        "ret",
+        ".text",
+    );
+
+    extern "C" {
+        fn ukdb_dr_save(out: *mut SavedDebugRegs);
+        static ukdb_dr_save_access: u8;
+        static ukdb_dr_save_end: u8;
+    }
+
+    const _: () = assert!(core::mem::offset_of!(SavedDebugRegs, dr7) == 32);
+    const _: () = assert!(core::mem::offset_of!(SavedDebugRegs, addrs) == 0);
+
+    /// Saves the unikernel's DR0-DR3 and DR7.
+    pub fn save() -> SavedDebugRegs {
+        let mut saved = SavedDebugRegs::default();
+        // SAFETY: `ukdb_dr_save` writes 40 bytes at the pointer (the
+        // `#[repr(C)]` layout asserted above) and clobbers only rax, which
+        // the C ABI lets it.
+        unsafe { ukdb_dr_save(&mut saved) };
+        saved
+    }
+
+    /// Whether `rip` is a debug register access of [`save`]: a #DB there is
+    /// the unikernel's DR7.GD, not a stop.
+    pub fn in_save(rip: u64) -> bool {
+        let (start, end) = (
+            core::ptr::addr_of!(ukdb_dr_save_access) as u64,
+            core::ptr::addr_of!(ukdb_dr_save_end) as u64,
+        );
+        (start..end).contains(&rip)
+    }
 
     /// Reads DR6 (what triggered a #DB).
     pub fn dr6() -> u64 {
@@ -158,7 +291,8 @@ pub mod dr {
     pub fn load(addrs: [u64; 4], dr7: u64) {
         // SAFETY: debug registers only arm breakpoints; DR7 is written last so
         // no slot is live with a stale address, and reserved bits are kept
-        // clear by the caller's encoding.
+        // clear by the caller's encoding. Should DR7 hold GD, it is the last
+        // access.
         unsafe {
             asm!("mov dr7, {}", in(reg) 0u64, options(nomem, nostack, preserves_flags));
             asm!("mov dr0, {}", in(reg) addrs[0], options(nomem, nostack, preserves_flags));

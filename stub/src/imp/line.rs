@@ -44,9 +44,10 @@ pub enum InstallError {
     AlreadyInstalled,
 }
 
-/// Installs the transport (once) and says hello on it (`DLE 'H'`: a stub
-/// has just started, raw, no session).
-pub fn install(transport: &'static mut dyn Transport) -> Result<(), InstallError> {
+/// Installs the transport (once) and, with `hello`, says hello on it
+/// (`DLE 'H'`: a stub has just started, raw, no session). Without it the
+/// line carries the console only (a stub that refused to start).
+pub fn install(transport: &'static mut dyn Transport, hello: bool) -> Result<(), InstallError> {
     transport.init();
     let pending = transport.pending();
     let shared = transport.carries_console();
@@ -55,8 +56,10 @@ pub fn install(transport: &'static mut dyn Transport) -> Result<(), InstallError
         return Err(InstallError::AlreadyInstalled);
     }
     let line = slot.insert(Line { transport, encoder: Encoder::new() });
-    line.transport.write(&wire::HELLO_SEQ);
-    line.transport.flush();
+    if hello {
+        line.transport.write(&wire::HELLO_SEQ);
+        line.transport.flush();
+    }
     CONSOLE_SHARED.store(shared, Ordering::Release);
     Ok(())
 }

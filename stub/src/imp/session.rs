@@ -28,9 +28,10 @@
 use super::arch;
 use super::global::{Global, SetOnce};
 use super::line;
-use super::target::{write_mem, Reason, UkTarget, PANIC_MESSAGE_MAX};
+use super::target::mem::Memory;
+use super::target::stop::{self, Stop, StopReason};
+use super::target::{Reason, UkTarget, PANIC_MESSAGE_MAX};
 use crate::config::Config;
-use crate::debugregs::SlotKind;
 use crate::link::LinkEvent;
 use crate::rx::{Control, Event, PacketClass, Reply, Rx};
 use crate::swbreak::MAX_SW_BREAKPOINTS;
@@ -41,8 +42,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{GdbStubBuilder, SingleThreadStopReason};
-use gdbstub::target::ext::breakpoints::WatchKind;
+use gdbstub::stub::GdbStubBuilder;
 
 /// Why the stub entered itself through `soft_entry`.
 #[repr(u64)]
@@ -112,7 +112,6 @@ impl Chunk {
     }
 }
 
-type StopReason = SingleThreadStopReason<u64>;
 type Machine = GdbStubStateMachine<'static, UkTarget, Conn>;
 type Step = Result<Machine, gdbstub::stub::GdbStubError<&'static str, Infallible>>;
 
@@ -254,6 +253,25 @@ static PLANTED: [Planted; MAX_SW_BREAKPOINTS] = [UNPLANTED; MAX_SW_BREAKPOINTS];
 /// Traps that arrived while the stub was busy and were passed over.
 static SKIPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Figures for `monitor stats`.
+pub struct Stats {
+    /// Deepest use of the stub's stack, in bytes.
+    pub stack_used: usize,
+    /// Traps passed over because the stub was busy (see [`on_busy`]).
+    pub skipped: u64,
+    /// Console bytes that found no room (see `line::console_write`).
+    pub console_dropped: u64,
+}
+
+/// The figures now.
+pub fn stats() -> Stats {
+    Stats {
+        stack_used: super::stack::high_water(),
+        skipped: SKIPPED.load(Ordering::Relaxed),
+        console_dropped: line::console_dropped(),
+    }
+}
+
 /// Starts the session on `buffers`. `false` when it runs already.
 pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) -> bool {
     if !CONFIG.set(config) {
@@ -264,7 +282,7 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
     };
     let Buffers { rx, packet, tx } = buffers;
     let session = s.insert(Session {
-        target: UkTarget::new(config.trap),
+        target: UkTarget::new(&config),
         machine: None,
         packet: Chunk::new(packet),
         tx: Chunk::new(tx),
@@ -328,6 +346,9 @@ impl Write for Truncating<'_> {
 
 /// An exception from the unikernel's handler.
 pub fn on_trap(frame: &mut TrapFrame) -> bool {
+    if stop::recover_own_trap(frame) {
+        return true;
+    }
     // NMI and machine checks are the platform's business.
     if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 || !is_running() {
         return false;
@@ -344,10 +365,7 @@ extern "C" fn trap_on_stub_stack(frame: *mut TrapFrame, _: u64) -> u64 {
     // SAFETY: `stack::call` passes the `&mut TrapFrame` that `on_trap` was
     // given, unused by anyone else until this returns.
     let frame = unsafe { &mut *frame };
-    u64::from(enter_stub(frame, |s, frame| {
-        let stepping = s.target.step_saved_if.is_some();
-        Some(s.classify(frame, stepping))
-    }))
+    u64::from(enter_stub(frame, |s, frame| Some(s.target.classify(frame))))
 }
 
 /// The stub entered itself (see `api::soft_entry`).
@@ -364,13 +382,13 @@ extern "C" fn soft_on_stub_stack(frame: *mut TrapFrame, why: u64) -> u64 {
     let frame = unsafe { &mut *frame };
     enter_stub(frame, |_, _| match why {
         w if w == Why::Wait as u64 => {
-            Some((StopReason::Signal(Signal::SIGTRAP), Reason::Wait, true))
+            Some(Stop::holding(StopReason::Signal(Signal::SIGTRAP), Reason::Wait))
         }
         w if w == Why::Panic as u64 => {
-            Some((StopReason::Signal(Signal::SIGABRT), Reason::Panic, true))
+            Some(Stop::holding(StopReason::Signal(Signal::SIGABRT), Reason::Panic))
         }
         w if w == Why::Break as u64 => {
-            Some((StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false))
+            Some(Stop::new(StopReason::Signal(Signal::SIGTRAP), Reason::Trap))
         }
         _ => None,
     });
@@ -414,17 +432,16 @@ fn on_busy(frame: &mut TrapFrame) -> bool {
 fn unplant(addr: u64) -> bool {
     for p in &PLANTED {
         if p.live.load(Ordering::Acquire) && p.addr.load(Ordering::Relaxed) == addr {
-            let _ = write_mem(addr, &[p.original.load(Ordering::Relaxed)]);
+            if let Some(config) = CONFIG.get() {
+                let _ = Memory::new(config.phys_offset)
+                    .write(addr, &[p.original.load(Ordering::Relaxed)]);
+            }
             p.live.store(false, Ordering::Release);
             return true;
         }
     }
     false
 }
-
-/// A stop to report: the reason for gdb, the reason for `monitor why`, and
-/// whether it holds without a debugger (see `Session::hold`).
-type Stop = (StopReason, Reason, bool);
 
 /// Every way into the stub, on the stub's stack: `decide` names the stop
 /// from the frame before the world is stopped (`None`: a poll, which halts
@@ -451,13 +468,16 @@ fn enter_stub(
         p.live.store(false, Ordering::Release);
     }
     match stop {
-        Some((reason, note, hold)) => s.stop(reason, note, hold),
+        Some(stop) => s.stop(stop.reason, stop.note, stop.hold),
         None => {
             s.target.reason = Reason::None;
             s.halted = false;
             s.hold = false;
             s.serve();
         }
+    }
+    while let Some(stop) = s.target.emulated_step() {
+        s.stop(stop.reason, stop.note, stop.hold);
     }
     line::drain_console();
     s.target.leave();
@@ -524,58 +544,6 @@ impl Session {
             GdbStubStateMachine::CtrlCInterrupt(m) => m.borrow_conn(),
             GdbStubStateMachine::Disconnected(m) => m.borrow_conn(),
         })
-    }
-
-    /// Names the exception; rewinds `rip` onto a planted `int3`.
-    fn classify(&mut self, frame: &mut TrapFrame, stepping: bool) -> Stop {
-        let t = &mut self.target;
-        let exception = Reason::Exception(frame.vector, frame.error_code, arch::cr2());
-        match frame.vector {
-            1 => {
-                let dr6 = arch::dr::dr6();
-                arch::dr::clear_dr6();
-                match t.hw.fired(dr6) {
-                    Some(slot) => {
-                        let reason = match slot.kind {
-                            SlotKind::Exec => StopReason::HwBreak(()),
-                            SlotKind::Write => StopReason::Watch {
-                                tid: (),
-                                kind: WatchKind::Write,
-                                addr: slot.addr,
-                            },
-                            SlotKind::ReadWrite => StopReason::Watch {
-                                tid: (),
-                                kind: WatchKind::ReadWrite,
-                                addr: slot.addr,
-                            },
-                        };
-                        (reason, Reason::Hardware, false)
-                    }
-                    None if stepping && dr6 & (1 << 14) != 0 => {
-                        (StopReason::DoneStep, Reason::Step, false)
-                    }
-                    None => (StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false),
-                }
-            }
-            3 => {
-                let addr = frame.rip.wrapping_sub(1);
-                if t.trap.vector() == 3 && t.bps.contains(addr) {
-                    // int3 is a trap: the CPU is past the byte. gdb was told
-                    // `swbreak+`, so the stub reports the breakpoint address.
-                    frame.rip = addr;
-                    (StopReason::SwBreak(()), Reason::Breakpoint, false)
-                } else {
-                    (StopReason::Signal(Signal::SIGTRAP), Reason::Trap, false)
-                }
-            }
-            6 if t.trap.vector() == 6 && t.bps.contains(frame.rip) => {
-                (StopReason::SwBreak(()), Reason::Breakpoint, false)
-            }
-            6 => (StopReason::Signal(Signal::SIGILL), exception, true),
-            0 | 16 | 19 => (StopReason::Signal(Signal::SIGFPE), exception, true),
-            17 => (StopReason::Signal(Signal::SIGBUS), exception, true),
-            _ => (StopReason::Signal(Signal::SIGSEGV), exception, true),
-        }
     }
 
     /// Halts: reports the stop to a debugger waiting for one, then serves.

@@ -1,8 +1,9 @@
 //! Registers (from the trap frame, the saved x87/SSE area and the live
 //! segment state) and memory (checked against the page tables first).
 
+use super::mem::EFAULT;
 use super::regs::{RegIdUkdb, Regs};
-use super::{read_mem, write_mem, UkTarget};
+use super::UkTarget;
 use crate::imp::arch;
 use gdbstub::arch::Registers;
 use gdbstub::target::ext::base::single_register_access::{
@@ -11,8 +12,33 @@ use gdbstub::target::ext::base::single_register_access::{
 use gdbstub::target::ext::base::singlethread::{SingleThreadBase, SingleThreadResumeOps};
 use gdbstub::target::{TargetError, TargetResult};
 
-/// "Bad address": gdb prints "Cannot access memory at address ...".
-const EFAULT: u8 = 14;
+/// "Invalid argument": a register value the stub cannot apply.
+const EINVAL: u8 = 22;
+
+/// Why registers could not be read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegError {
+    /// No stop frame (the target is not entered).
+    NoFrame,
+    /// A segment selector differs from the live one: the stub cannot load
+    /// selectors (the same value is fine: gdb writes every register back).
+    SegmentSelector,
+    /// FS.base or GS.base is not canonical.
+    NonCanonicalBase(u64),
+    /// The register block is malformed (short, or a bad register number).
+    Malformed,
+}
+
+impl<E> From<RegError> for TargetError<E> {
+    fn from(e: RegError) -> Self {
+        match e {
+            RegError::NoFrame => TargetError::NonFatal,
+            RegError::SegmentSelector | RegError::NonCanonicalBase(_) | RegError::Malformed => {
+                TargetError::Errno(EINVAL)
+            }
+        }
+    }
+}
 
 /// Offsets in the `fxsave64` image.
 mod fx {
@@ -36,9 +62,9 @@ fn le32(b: &[u8], at: usize) -> u32 {
 }
 
 impl UkTarget {
-    fn collect(&mut self) -> Option<Regs> {
+    fn collect(&mut self) -> Result<Regs, RegError> {
         let fx = self.fx.0;
-        let frame = self.frame_mut()?;
+        let frame = self.frame_mut().ok_or(RegError::NoFrame)?;
         let mut r = Regs::default();
         let c = &mut r.core;
         c.regs = [
@@ -85,15 +111,26 @@ impl UkTarget {
         }
         c.mxcsr = le32(&fx, fx::MXCSR);
         (r.fs_base, r.gs_base) = arch::segment_bases();
-        Some(r)
+        Ok(r)
     }
 
-    /// Applies registers. Segment selectors are not changed (a unikernel has
-    /// one code and one data segment); bases must be canonical.
-    fn apply(&mut self, r: &Regs) -> Result<(), ()> {
+    /// Applies registers. Segment selectors cannot be changed (a unikernel
+    /// has one code and one data segment): a different value is an error,
+    /// the same value is fine. Bases must be canonical. Nothing is applied
+    /// unless all of it can be.
+    fn apply(&mut self, r: &Regs) -> Result<(), RegError> {
         let c = &r.core;
+        let live = self.collect()?;
+        if c.segments != live.core.segments {
+            return Err(RegError::SegmentSelector);
+        }
+        for base in [r.fs_base, r.gs_base] {
+            if !crate::paging::is_canonical(base) {
+                return Err(RegError::NonCanonicalBase(base));
+            }
+        }
         {
-            let frame = self.frame_mut().ok_or(())?;
+            let frame = self.frame_mut().ok_or(RegError::NoFrame)?;
             [
                 frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp,
                 frame.rsp, frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13,
@@ -120,22 +157,19 @@ impl UkTarget {
             fx[fx::XMM + 16 * i..fx::XMM + 16 * i + 16].copy_from_slice(&x.to_le_bytes());
         }
         fx[fx::MXCSR..fx::MXCSR + 4].copy_from_slice(&c.mxcsr.to_le_bytes());
-        if arch::set_segment_bases(r.fs_base, r.gs_base) {
-            Ok(())
-        } else {
-            Err(())
-        }
+        arch::set_segment_bases(r.fs_base, r.gs_base)
+            .map_err(|arch::NonCanonical(base)| RegError::NonCanonicalBase(base))
     }
 }
 
 impl SingleThreadBase for UkTarget {
     fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
-        *regs = self.collect().ok_or(TargetError::NonFatal)?;
+        *regs = self.collect()?;
         Ok(())
     }
 
     fn write_registers(&mut self, regs: &Regs) -> TargetResult<(), Self> {
-        self.apply(regs).map_err(|()| TargetError::NonFatal)
+        Ok(self.apply(regs)?)
     }
 
     fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
@@ -144,7 +178,7 @@ impl SingleThreadBase for UkTarget {
 
     fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
         // Nothing is planted while stopped: memory reads as the program has it.
-        let n = read_mem(start_addr, data);
+        let n = self.mem.read(start_addr, data);
         if n == 0 && !data.is_empty() {
             return Err(TargetError::Errno(EFAULT));
         }
@@ -152,7 +186,7 @@ impl SingleThreadBase for UkTarget {
     }
 
     fn write_addrs(&mut self, start_addr: u64, data: &[u8]) -> TargetResult<(), Self> {
-        write_mem(start_addr, data).map_err(|()| TargetError::Errno(EFAULT))
+        self.mem.write(start_addr, data).map_err(|e| TargetError::Errno(e.errno()))
     }
 
     fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
@@ -167,18 +201,9 @@ impl SingleRegisterAccess<()> for UkTarget {
         reg_id: RegIdUkdb,
         buf: &mut [u8],
     ) -> TargetResult<usize, Self> {
-        let regs = self.collect().ok_or(TargetError::NonFatal)?;
-        let span = reg_id.span();
-        let mut all = [0u8; 552];
-        let mut n = 0;
-        regs.gdb_serialize(|b| {
-            if let (Some(b), Some(slot)) = (b, all.get_mut(n)) {
-                *slot = b;
-            }
-            n += 1;
-        });
-        let bytes = all.get(span).ok_or(TargetError::NonFatal)?;
-        let out = buf.get_mut(..bytes.len()).ok_or(TargetError::NonFatal)?;
+        let all = self.collect()?.to_bytes();
+        let bytes = all.get(reg_id.span()).ok_or(RegError::Malformed)?;
+        let out = buf.get_mut(..bytes.len()).ok_or(RegError::Malformed)?;
         out.copy_from_slice(bytes);
         Ok(bytes.len())
     }
@@ -189,21 +214,14 @@ impl SingleRegisterAccess<()> for UkTarget {
         reg_id: RegIdUkdb,
         val: &[u8],
     ) -> TargetResult<(), Self> {
-        let mut regs = self.collect().ok_or(TargetError::NonFatal)?;
-        let mut all = [0u8; 552];
-        let mut n = 0;
-        regs.gdb_serialize(|b| {
-            if let (Some(b), Some(slot)) = (b, all.get_mut(n)) {
-                *slot = b;
-            }
-            n += 1;
-        });
-        let span = reg_id.span();
-        if val.len() != span.len() {
-            return Err(TargetError::NonFatal);
+        let mut regs = self.collect()?;
+        let mut all = regs.to_bytes();
+        let slot = all.get_mut(reg_id.span()).ok_or(RegError::Malformed)?;
+        if val.len() != slot.len() {
+            return Err(RegError::Malformed.into());
         }
-        all[span].copy_from_slice(val);
-        regs.gdb_deserialize(&all).map_err(|()| TargetError::NonFatal)?;
-        self.apply(&regs).map_err(|()| TargetError::NonFatal)
+        slot.copy_from_slice(val);
+        regs.gdb_deserialize(&all).map_err(|()| RegError::Malformed)?;
+        Ok(self.apply(&regs)?)
     }
 }

@@ -2,13 +2,27 @@
 //! runs) and hardware breakpoints and watchpoints (the four debug
 //! registers, loaded while it runs).
 
-use super::{check_range, UkTarget};
-use crate::debugregs::{Slot, SlotKind};
+use super::UkTarget;
+use crate::debugregs::{Slot, SlotError, SlotKind};
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
     SwBreakpointOps, WatchKind,
 };
-use gdbstub::target::TargetResult;
+use gdbstub::target::{TargetError, TargetResult};
+
+/// "No space left": all four debug registers are in use.
+const ENOSPC: u8 = 28;
+/// "Invalid argument": a length or alignment the debug registers cannot watch.
+const EINVAL: u8 = 22;
+
+/// A slot that could not be armed: gdb says it cannot insert it, and the
+/// error reply names why.
+fn slot_errno<E>(e: SlotError) -> TargetError<E> {
+    match e {
+        SlotError::Full => TargetError::Errno(ENOSPC),
+        SlotError::Unsupported => TargetError::Errno(EINVAL),
+    }
+}
 
 impl Breakpoints for UkTarget {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
@@ -26,9 +40,11 @@ impl Breakpoints for UkTarget {
 
 impl SwBreakpoint for UkTarget {
     /// Records the breakpoint; it is planted when the unikernel resumes.
-    /// Refused (gdb: "Cannot insert breakpoint") where no mapped byte is.
+    /// Refused (gdb: "Cannot insert breakpoint") where no mapped byte is, in
+    /// a page that forbids execution (NX), and in read-only code while CET
+    /// keeps CR0.WP set (a hardware breakpoint still works there).
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(check_range(addr, 1).is_some() && self.bps.insert(addr))
+        Ok(self.mem.check_breakpoint(addr).is_ok() && self.bps.insert(addr))
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
@@ -48,7 +64,11 @@ fn watch_slot(addr: u64, len: u64, kind: WatchKind) -> Option<Slot> {
 
 impl HwBreakpoint for UkTarget {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.hw.add(Slot { addr, len: 1, kind: SlotKind::Exec }).is_ok())
+        let busy = self.program_dr.enabled();
+        self.hw
+            .add_avoiding(Slot { addr, len: 1, kind: SlotKind::Exec }, busy)
+            .map_err(slot_errno)?;
+        Ok(true)
     }
 
     fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
@@ -63,7 +83,12 @@ impl HwWatchpoint for UkTarget {
         len: u64,
         kind: WatchKind,
     ) -> TargetResult<bool, Self> {
-        Ok(watch_slot(addr, len, kind).is_some_and(|s| self.hw.add(s).is_ok()))
+        let Some(slot) = watch_slot(addr, len, kind) else {
+            return Ok(false);
+        };
+        let busy = self.program_dr.enabled();
+        self.hw.add_avoiding(slot, busy).map_err(slot_errno)?;
+        Ok(true)
     }
 
     fn remove_hw_watchpoint(

@@ -1,22 +1,36 @@
 //! gdbstub's `Target` for a stopped x86_64 unikernel: one file per
-//! extension (base: registers and memory; resume; breakpoints; monitor).
+//! extension (base: registers and memory; resume; breakpoints; monitor),
+//! and the machinery under them: `stop` (naming a trap), `step` (single
+//! steps that leave IF and TF as the program has them), `mem` (checked
+//! memory through the page tables, the platform and layout checks).
+//!
+//! Between [`UkTarget::enter`] and [`UkTarget::leave`] the unikernel is
+//! stopped with nothing of the debugger's in it: no `int3` planted, the
+//! debug registers off. `leave` puts the debugger's breakpoints in, and the
+//! unikernel's own debug registers back.
 
 mod base;
 mod breakpoints;
+pub mod mem;
 mod monitor;
 pub mod regs;
 mod resume;
+pub mod step;
+pub mod stop;
 
 use super::arch::{self, FxArea};
-use crate::config::TrapInsn;
-use crate::debugregs::DebugRegs;
-use crate::paging::{self, Mapping};
+use crate::config::{Config, TrapInsn};
+use crate::debugregs::{DebugRegs, SavedDebugRegs, DR7_GD};
 use crate::swbreak::SwBreakpoints;
 use crate::TrapFrame;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::BreakpointsOps;
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::Target;
+use mem::Memory;
+use step::PendingStep;
 
 /// What the debugger asked for when it let the unikernel go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,98 +62,158 @@ pub enum Reason {
     Exception(u64, u64, u64),
     /// A panic; the message is in [`UkTarget::panic_message`].
     Panic,
+    /// The unikernel accessed a debug register with DR7.GD set (#DB with
+    /// DR6.BD); the CPU cleared GD.
+    GeneralDetect,
 }
 
 /// Longest panic message kept.
 pub const PANIC_MESSAGE_MAX: usize = 256;
 
+/// The stub's save of the debug registers trapped on the unikernel's
+/// DR7.GD (see `stop::recover_own_trap`): GD is set again on leaving.
+static GD_TRAPPED: AtomicBool = AtomicBool::new(false);
+
 /// The stopped unikernel, as gdbstub sees it.
 pub struct UkTarget {
-    frame: *mut TrapFrame,
+    /// The frame of the current stop, between `enter` and `leave`.
+    frame: Option<NonNull<TrapFrame>>,
     fx: FxArea,
     pub bps: SwBreakpoints,
     pub hw: DebugRegs,
+    /// The unikernel's own debug registers, saved on entry.
+    pub program_dr: SavedDebugRegs,
     pub trap: TrapInsn,
+    pub mem: Memory,
     pub resume: Option<ResumeKind>,
-    /// Set while a single step is under way: the IF to restore after it.
-    pub step_saved_if: Option<u64>,
+    /// A single step under way.
+    step: Option<PendingStep>,
     pub reason: Reason,
     pub panic_message: [u8; PANIC_MESSAGE_MAX],
     pub panic_len: usize,
 }
 
 impl UkTarget {
-    pub const fn new(trap: TrapInsn) -> Self {
+    pub fn new(config: &Config) -> Self {
         UkTarget {
-            frame: core::ptr::null_mut(),
+            frame: None,
             fx: FxArea::zeroed(),
             bps: SwBreakpoints::new(),
             hw: DebugRegs::new(),
-            trap,
+            program_dr: SavedDebugRegs { addrs: [0; 4], dr7: 0 },
+            trap: config.trap,
+            mem: Memory::new(config.phys_offset),
             resume: None,
-            step_saved_if: None,
+            step: None,
             reason: Reason::None,
             panic_message: [0; PANIC_MESSAGE_MAX],
             panic_len: 0,
         }
     }
 
-    /// The world stops: remember the frame, save the x87/SSE state, take
-    /// the breakpoints out (software and hardware), so that the stub's own
-    /// code never runs over them. A single step in progress ends here,
-    /// whatever stopped it.
+    /// The world stops: save the unikernel's debug registers and x87/SSE
+    /// state, take the breakpoints out (software and hardware), so that the
+    /// stub's own code never runs over them. A single step that `classify`
+    /// did not finish ends here: the instruction did not complete, so the
+    /// program gets its flags back as they were.
+    ///
+    /// `frame` is the stop's frame; the target keeps a pointer to it until
+    /// [`UkTarget::leave`], and the caller must not use it meanwhile.
     pub fn enter(&mut self, frame: &mut TrapFrame) {
-        self.frame = frame;
-        self.fx.save();
-        arch::dr::load([0; 4], 0);
-        self.bps.unplant_all(|addr, byte| {
-            let _ = write_mem(addr, &[byte]);
-        });
-        if let Some(saved_if) = self.step_saved_if.take() {
-            frame.rflags = (frame.rflags & !(arch::RFLAGS_TF | arch::RFLAGS_IF)) | saved_if;
+        if let Some(step) = self.step.take() {
+            frame.rflags = step.abandoned(frame.rflags);
         }
+        // The stub sets RF itself when it resumes; it is not the program's.
+        frame.rflags &= !arch::RFLAGS_RF;
+        self.program_dr = self.hw.program_view(&arch::dr::save(), &self.program_dr);
+        arch::dr::load([0; 4], 0);
+        self.fx.save();
+        let mem = self.mem;
+        self.bps.unplant_all(|addr, byte| {
+            let _ = mem.write(addr, &[byte]);
+        });
+        // Last: from here on the frame is reached only through this pointer.
+        self.frame = Some(NonNull::from(frame));
     }
 
-    /// The world resumes: plant the breakpoints, put the x87/SSE state back
-    /// and arm a single step if one was asked for. Returns what the
-    /// debugger asked for.
+    /// A single step that the stub carries out without running the
+    /// unikernel (`sti`, see the `step` module): done here, with the stop to
+    /// report. The session reports it and serves on, as for a step's trap.
+    pub fn emulated_step(&mut self) -> Option<stop::Stop> {
+        if self.resume != Some(ResumeKind::Step) {
+            return None;
+        }
+        let mem = self.mem;
+        let frame = self.frame_mut()?;
+        let mut bytes = [0u8; 15];
+        let n = mem.read(frame.rip, &mut bytes);
+        let (insn, len) = step::decode_len(bytes.get(..n).unwrap_or(&[]));
+        if insn != step::StepInsn::Sti {
+            return None;
+        }
+        frame.rip = frame.rip.wrapping_add(len as u64);
+        frame.rflags |= arch::RFLAGS_IF;
+        self.resume = None;
+        Some(stop::Stop::new(stop::StopReason::DoneStep, Reason::Step))
+    }
+
+    /// The world resumes: plant the breakpoints, load the debug registers
+    /// (the debugger's slots over the unikernel's, see
+    /// [`DebugRegs::merge`]), put the x87/SSE state back and arm a single
+    /// step if one was asked for. Returns what the debugger asked for.
     pub fn leave(&mut self) -> Option<ResumeKind> {
+        let mem = self.mem;
+        let resume = self.resume.take();
+        let mut step = None;
+        if resume == Some(ResumeKind::Step) {
+            if let Some(frame) = self.frame_mut() {
+                // Decoded before the breakpoints go in: the original bytes.
+                let (rip, rflags) = (frame.rip, frame.rflags);
+                let mut insn = [0u8; 15];
+                let n = mem.read(rip, &mut insn);
+                let insn = step::decode(insn.get(..n).unwrap_or(&[]));
+                step = Some(PendingStep { insn, rflags });
+            }
+        }
         let trap = self.trap.opcode();
         self.bps.plant_all(|addr| {
             let mut original = [0u8];
-            (read_mem(addr, &mut original) == 1 && write_mem(addr, &[trap]).is_ok())
+            (mem.read(addr, &mut original) == 1 && mem.write(addr, &[trap]).is_ok())
                 .then_some(original[0])
         });
-        let (addrs, dr7) = self.hw.encode();
-        arch::dr::load(addrs, dr7);
-        let resume = self.resume.take();
-        let mut saved_if = None;
         if let Some(frame) = self.frame_mut() {
             // Resume flag: an instruction breakpoint at rip must not fire
             // again before the instruction runs.
             frame.rflags |= arch::RFLAGS_RF;
-            if resume == Some(ResumeKind::Step) {
-                saved_if = Some(frame.rflags & arch::RFLAGS_IF);
-                frame.rflags = (frame.rflags | arch::RFLAGS_TF) & !arch::RFLAGS_IF;
+            if let Some(step) = step {
+                frame.rflags = step.armed_rflags() | arch::RFLAGS_RF;
             }
         }
-        self.step_saved_if = saved_if;
+        self.step = step;
         self.fx.restore();
-        self.frame = core::ptr::null_mut();
+        self.frame = None;
+        let (addrs, mut dr7) = self.hw.merge(&self.program_dr);
+        if GD_TRAPPED.swap(false, Ordering::Relaxed) {
+            dr7 |= DR7_GD;
+        }
+        // Last debug register access: with GD set, any later one would trap.
+        arch::dr::load(addrs, dr7);
         resume
     }
 
     /// The frame of the current stop.
     pub fn frame_mut(&mut self) -> Option<&mut TrapFrame> {
-        // SAFETY: `frame` is set in `enter` from a live `&mut TrapFrame` on
-        // the stopped unikernel's stack and cleared in `leave`; the session
-        // uses the target only between the two, and holds no other
-        // reference to the frame meanwhile.
-        unsafe { self.frame.as_mut() }
+        // SAFETY: `frame` is set at the end of `enter` from a live
+        // `&mut TrapFrame` on the stopped unikernel's stack, after the last
+        // use of that reference, and cleared in `leave`; the caller of
+        // `enter` does not touch the frame until `leave` returns, so the
+        // pointer is the only way to it, and `&mut self` makes the returned
+        // borrow unique.
+        self.frame.map(|mut f| unsafe { f.as_mut() })
     }
 
     pub fn panic_text(&self) -> &[u8] {
-        &self.panic_message[..self.panic_len]
+        self.panic_message.get(..self.panic_len).unwrap_or(&[])
     }
 
     /// Forgets every breakpoint and watchpoint (none is planted while the
@@ -148,70 +222,6 @@ impl UkTarget {
         self.bps.clear();
         self.hw.clear();
     }
-}
-
-/// The mapping that holds `addr` in the live page tables. The tables are
-/// read at their physical addresses, which the unikernel identity-maps.
-fn lookup(addr: u64) -> Option<Mapping> {
-    paging::translate(arch::cr3(), addr, |pa| {
-        // SAFETY: page-table pages are identity-mapped (a documented
-        // requirement on the unikernel) and `pa` comes from a present entry.
-        unsafe { core::ptr::read_volatile(pa as *const u64) }
-    })
-}
-
-/// Reads as much of `data` as is mapped from `start` on. Returns the count;
-/// 0 when `start` itself is not mapped.
-pub fn read_mem(start: u64, data: &mut [u8]) -> usize {
-    let mut done = 0;
-    while done < data.len() {
-        let Some(addr) = start.checked_add(done as u64) else {
-            break;
-        };
-        let Some(m) = lookup(addr) else { break };
-        let n = (data.len() - done).min((m.page_end - addr) as usize);
-        for (i, b) in data[done..done + n].iter_mut().enumerate() {
-            // SAFETY: the page walk found this page present.
-            *b = unsafe { core::ptr::read_volatile((addr + i as u64) as *const u8) };
-        }
-        done += n;
-    }
-    done
-}
-
-/// Whether every byte of `start..start+len` is mapped; `Some(true)` when
-/// all of it is also writable.
-pub fn check_range(start: u64, len: usize) -> Option<bool> {
-    let end = start.checked_add(len as u64)?;
-    let mut writable = true;
-    let mut addr = start;
-    while addr < end {
-        let m = lookup(addr)?;
-        writable &= m.writable;
-        addr = m.page_end;
-    }
-    Some(writable)
-}
-
-/// Writes all of `data` at `start`, or nothing if any byte is unmapped.
-/// Read-only pages (code) are written with CR0.WP cleared for the store.
-pub fn write_mem(start: u64, data: &[u8]) -> Result<(), ()> {
-    let writable = check_range(start, data.len()).ok_or(())?;
-    let cr0 = arch::cr0();
-    if !writable {
-        // SAFETY: interrupts are off and nothing else runs; WP is set back
-        // right after the store, which touches only pages checked above.
-        unsafe { arch::set_cr0(cr0 & !arch::CR0_WP) };
-    }
-    for (i, &b) in data.iter().enumerate() {
-        // SAFETY: every page of the range is present (checked above).
-        unsafe { core::ptr::write_volatile((start + i as u64) as *mut u8, b) };
-    }
-    if !writable {
-        // SAFETY: restores the value read above.
-        unsafe { arch::set_cr0(cr0) };
-    }
-    Ok(())
 }
 
 impl Target for UkTarget {

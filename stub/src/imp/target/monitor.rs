@@ -5,41 +5,6 @@ use super::{Reason, UkTarget};
 use gdbstub::outputln;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
 
-const VECTOR_NAMES: [&str; 32] = [
-    "divide error",
-    "debug",
-    "NMI",
-    "breakpoint",
-    "overflow",
-    "bound range",
-    "invalid opcode",
-    "device not available",
-    "double fault",
-    "coprocessor overrun",
-    "invalid TSS",
-    "segment not present",
-    "stack fault",
-    "general protection fault",
-    "page fault",
-    "reserved",
-    "x87 error",
-    "alignment check",
-    "machine check",
-    "SIMD error",
-    "virtualization",
-    "control protection",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "hypervisor injection",
-    "VMM communication",
-    "security",
-    "reserved",
-];
-
 impl MonitorCmd for UkTarget {
     fn handle_monitor_cmd(
         &mut self,
@@ -55,8 +20,12 @@ impl MonitorCmd for UkTarget {
                 Reason::Hardware => outputln!(out, "hardware breakpoint or watchpoint"),
                 Reason::Step => outputln!(out, "single step"),
                 Reason::Trap => outputln!(out, "compiled-in breakpoint"),
+                Reason::GeneralDetect => outputln!(
+                    out,
+                    "debug register access with DR7.GD set (general detect; GD is now clear)"
+                ),
                 Reason::Exception(vector, error, cr2) => {
-                    let name = VECTOR_NAMES.get(vector as usize).copied().unwrap_or("exception");
+                    let name = crate::vectors::name(vector);
                     if vector == 14 {
                         outputln!(
                             out,
@@ -77,10 +46,25 @@ impl MonitorCmd for UkTarget {
                 }
             },
             b"breakpoints" => outputln!(out, "{} software breakpoint(s) set", self.bps.len()),
+            b"stats" => {
+                let stats = crate::imp::session::stats();
+                outputln!(
+                    out,
+                    "stub stack: {} of {} bytes used",
+                    stats.stack_used,
+                    crate::imp::stack::STUB_STACK_BYTES
+                );
+                outputln!(out, "traps passed over while the stub was busy: {}", stats.skipped);
+                outputln!(out, "console bytes dropped: {}", stats.console_dropped);
+            }
             b"" | b"help" => {
                 outputln!(out, "ukdb monitor commands:");
                 outputln!(out, "  why          why the unikernel stopped (with the panic message)");
                 outputln!(out, "  breakpoints  how many software breakpoints are set");
+                outputln!(
+                    out,
+                    "  stats        stub stack use, traps passed over, console bytes dropped"
+                );
             }
             _ => outputln!(out, "unknown command; try 'monitor help'"),
         }

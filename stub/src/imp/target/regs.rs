@@ -14,6 +14,10 @@ pub const TARGET_XML: &str = include_str!("target.xml");
 /// Size of the core + SSE block in the `g` packet.
 const CORE_LEN: usize = 0x218;
 
+/// Size of the whole register block in the `g` packet: core + SSE, then
+/// `fs_base` and `gs_base`.
+pub const G_LEN: usize = CORE_LEN + 16;
+
 /// x86_64 with SSE and segment bases.
 pub enum X86_64Ukdb {}
 
@@ -53,7 +57,12 @@ impl Registers for Regs {
         }
     }
 
+    /// Takes the core block alone or the whole block, nothing in between or
+    /// beyond: a `G` of any other length is an error, not a shifted guess.
     fn gdb_deserialize(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        if bytes.len() != CORE_LEN && bytes.len() != G_LEN {
+            return Err(());
+        }
         let core = bytes.get(..CORE_LEN).ok_or(())?;
         self.core.gdb_deserialize(core)?;
         // The bases are optional: a client may send only the core block.
@@ -63,6 +72,22 @@ impl Registers for Regs {
             self.gs_base = u64::from_le_bytes(gs.try_into().map_err(|_| ())?);
         }
         Ok(())
+    }
+}
+
+impl Regs {
+    /// The `g` packet's register block, as bytes (the one serialisation the
+    /// `p`/`P` handlers slice).
+    pub fn to_bytes(&self) -> [u8; G_LEN] {
+        let mut all = [0u8; G_LEN];
+        let mut n = 0;
+        self.gdb_serialize(|b| {
+            if let (Some(b), Some(slot)) = (b, all.get_mut(n)) {
+                *slot = b;
+            }
+            n += 1;
+        });
+        all
     }
 }
 
@@ -114,7 +139,7 @@ mod tests {
         assert_eq!(regnums, (0..59).collect::<Vec<_>>());
         let mut len = 0;
         Regs::default().gdb_serialize(|_| len += 1);
-        assert_eq!(len, CORE_LEN + 16);
+        assert_eq!(len, G_LEN);
     }
 
     #[test]
@@ -145,5 +170,11 @@ mod tests {
         core_only.gdb_deserialize(&bytes[..CORE_LEN]).unwrap();
         assert_eq!((core_only.core.rip, core_only.fs_base), (0x1234, 0));
         assert!(core_only.gdb_deserialize(&bytes[..CORE_LEN - 1]).is_err());
+        // Neither between the two sizes nor beyond the whole block.
+        assert!(core_only.gdb_deserialize(&bytes[..CORE_LEN + 8]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(core_only.gdb_deserialize(&long).is_err());
+        assert_eq!(r.to_bytes().as_slice(), bytes.as_slice());
     }
 }

@@ -137,7 +137,7 @@ impl UkTarget {
     }
 
     /// A single step that the stub carries out without running the
-    /// unikernel (`sti`, see the `step` module): done here, with the stop to
+    /// unikernel (`sti`, `hlt`: see the `step` module): done here, with the stop to
     /// report. The session reports it and serves on, as for a step's trap.
     pub fn emulated_step(&mut self) -> Option<stop::Stop> {
         if self.resume != Some(ResumeKind::Step) {
@@ -148,11 +148,13 @@ impl UkTarget {
         let mut bytes = [0u8; 15];
         let n = mem.read(frame.rip, &mut bytes);
         let (insn, len) = step::decode_len(bytes.get(..n).unwrap_or(&[]));
-        if insn != step::StepInsn::Sti {
-            return None;
+        match insn {
+            step::StepInsn::Sti => frame.rflags |= arch::RFLAGS_IF,
+            // As if an interrupt had woken it at once.
+            step::StepInsn::Hlt => {}
+            _ => return None,
         }
         frame.rip = frame.rip.wrapping_add(len as u64);
-        frame.rflags |= arch::RFLAGS_IF;
         self.resume = None;
         Some(stop::Stop::new(stop::StopReason::DoneStep, Reason::Step))
     }

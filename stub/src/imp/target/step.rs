@@ -18,7 +18,10 @@
 //! `sti` is not stepped at all but emulated (IF set, `rip` past it, a
 //! step-done stop): `sti` with IF clear opens an interrupt shadow, which
 //! also holds back the single-step trap on QEMU, so a hardware step would
-//! run two instructions.
+//! run two instructions. `hlt` (`F4`) is emulated too, as if an interrupt
+//! had woken it at once (`rip` past it): stepped with IF masked it would
+//! wait for an interrupt that cannot come, and the unikernel would hang in
+//! its idle loop.
 //!
 //! Pure logic, host-tested; the target reads the instruction and writes the
 //! pushed image.
@@ -44,6 +47,8 @@ pub enum StepInsn {
     Sti,
     /// `cli`.
     Cli,
+    /// `hlt`.
+    Hlt,
     /// Anything else (also an instruction the stub could not read).
     Other,
 }
@@ -82,6 +87,7 @@ pub fn decode_len(bytes: &[u8]) -> (StepInsn, usize) {
             0xCF => return (StepInsn::Iret, i + 1),
             0xFB => return (StepInsn::Sti, i + 1),
             0xFA => return (StepInsn::Cli, i + 1),
+            0xF4 => return (StepInsn::Hlt, i + 1),
             _ => return (StepInsn::Other, 0),
         }
     }
@@ -118,7 +124,7 @@ impl PendingStep {
             StepInsn::Popf | StepInsn::Iret => now,
             StepInsn::Sti => program(RFLAGS_TF) | RFLAGS_IF,
             StepInsn::Cli => program(RFLAGS_TF) & !RFLAGS_IF,
-            StepInsn::Pushf { .. } | StepInsn::Other => program(STEP_FLAGS),
+            StepInsn::Pushf { .. } | StepInsn::Hlt | StepInsn::Other => program(STEP_FLAGS),
         }
     }
 
@@ -150,6 +156,8 @@ mod tests {
         assert_eq!(decode(&[0x48, 0xCF]), StepInsn::Iret);
         assert_eq!(decode(&[0xCF]), StepInsn::Iret);
         assert_eq!(decode(&[0xFB, 0x90]), StepInsn::Sti);
+        assert_eq!(decode_len(&[0xF4]), (StepInsn::Hlt, 1));
+        assert_eq!(decode_len(&[0x3E, 0xF4]), (StepInsn::Hlt, 2));
         assert_eq!(decode(&[0xFA]), StepInsn::Cli);
         assert_eq!(decode(&[0x2E, 0xFA]), StepInsn::Cli);
         assert_eq!(decode(&[0x0F, 0x9C, 0xC0]), StepInsn::Other); // setl al

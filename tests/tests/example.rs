@@ -117,3 +117,36 @@ fn a_busy_unikernel_stops_in_its_timer_interrupt() {
         ),
     );
 }
+
+/// The first lines of the raw console of `machine` (until `line 1`).
+fn boot_banner(machine: &str) -> String {
+    let vm = Vm::boot(machine, &artifacts().image, "");
+    let text = console_until_line(connect(&vm), 1);
+    text.lines().take(5).map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn microvm_calibrates_the_tsc_on_the_pit_counter() {
+    // microvm has a PIT but no port 0x61 (no channel 2 gate).
+    assert_transcript(
+        &boot_banner("microvm"),
+        "\u{10}Hukdb: stub ready on serial, breakpoints use int3\n\
+         ukdemo: booted, stub enabled, tsc {n} MHz, cmdline ''\n\
+         ukdemo: timer: local APIC at 1000 Hz (tsc rate from pit counter)\n\
+         line 0 ticks 1\n\
+         line 1 ticks 2\n",
+    );
+}
+
+#[test]
+fn without_pit_and_pic_the_apic_timer_still_runs() {
+    // Like Firecracker and Cloud Hypervisor: no PIT at all, no legacy PICs.
+    assert_transcript(
+        &boot_banner("microvm,pit=off,pic=off"),
+        "\u{10}Hukdb: stub ready on serial, breakpoints use int3\n\
+         ukdemo: booted, stub enabled, tsc 1000 MHz, cmdline ''\n\
+         ukdemo: timer: local APIC at 1000 Hz (tsc rate from nothing: 1 GHz assumed)\n\
+         line 0 ticks 1\n\
+         line 1 ticks 2\n",
+    );
+}

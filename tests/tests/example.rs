@@ -3,7 +3,7 @@
 //! the stub announced itself is seen). gdb talks to the serial socket
 //! directly here, without the bridge.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,8 +33,8 @@ struct PausedVm {
 impl PausedVm {
     fn boot(machine: &str, append: &str) -> PausedVm {
         let qmp = tempfile::tempdir().unwrap();
-        let arg = format!("unix:{},server=on,wait=off", qmp.path().join("qmp.sock").display());
-        let vm = Vm::boot_with(machine, &artifacts().image, append, &["-S", "-qmp", &arg]);
+        let [flag, arg] = qmp::args(&qmp.path().join("qmp.sock"));
+        let vm = Vm::boot_with(machine, &artifacts().image, append, &["-S", &flag, &arg]);
         PausedVm { vm, qmp }
     }
 
@@ -43,22 +43,12 @@ impl PausedVm {
         connect_to(&self.vm.sock)
     }
 
-    /// Starts the VM (QMP `cont`) and waits for QEMU's answer.
+    /// Starts the VM (QMP `cont`).
     fn start(&self) {
-        let sock = connect_to(&self.qmp.path().join("qmp.sock"));
-        let mut replies = BufReader::new(sock.try_clone().unwrap()).lines();
-        let mut next_return = |what: &str| loop {
-            let line =
-                replies.next().unwrap_or_else(|| panic!("QMP closed before {what}")).unwrap();
-            if line.contains("\"return\"") {
-                return;
-            }
-        };
-        let mut sock = sock;
-        sock.write_all(b"{\"execute\": \"qmp_capabilities\"}\n").unwrap();
-        next_return("qmp_capabilities");
-        sock.write_all(b"{\"execute\": \"cont\"}\n").unwrap();
-        next_return("cont");
+        let path = self.qmp.path().join("qmp.sock");
+        // QEMU may create the socket file a moment before it listens.
+        drop(connect_to(&path));
+        qmp::execute(&path, "cont");
     }
 }
 

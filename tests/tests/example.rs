@@ -5,20 +5,50 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use ukdb_tests::*;
 
-/// Connects to the VM's serial socket (QEMU may create the file a moment
+/// Connects to a socket QEMU serves (it may create the file a moment
 /// before it listens).
-fn connect(vm: &Vm) -> UnixStream {
+fn connect_to(path: &Path) -> UnixStream {
     let end = Instant::now() + DEADLINE;
     loop {
-        match UnixStream::connect(&vm.sock) {
+        match UnixStream::connect(path) {
             Ok(sock) => return sock,
-            Err(e) => assert!(Instant::now() < end, "cannot connect to {}: {e}", vm.sock.display()),
+            Err(e) => assert!(Instant::now() < end, "cannot connect to {}: {e}", path.display()),
         }
         std::thread::yield_now();
+    }
+}
+
+/// A VM that is created stopped (`-S`), so that the test connects to its
+/// serial line before the first byte of its console, and then started.
+struct PausedVm {
+    vm: Vm,
+    qmp: tempfile::TempDir,
+}
+
+impl PausedVm {
+    fn boot(machine: &str, append: &str) -> PausedVm {
+        let qmp = tempfile::tempdir().unwrap();
+        let [flag, arg] = qmp::args(&qmp.path().join("qmp.sock"));
+        let vm = Vm::boot_with(machine, &artifacts().image, append, &["-S", &flag, &arg]);
+        PausedVm { vm, qmp }
+    }
+
+    /// The serial line, connected while the VM is still stopped.
+    fn serial(&self) -> UnixStream {
+        connect_to(&self.vm.sock)
+    }
+
+    /// Starts the VM (QMP `cont`).
+    fn start(&self) {
+        let path = self.qmp.path().join("qmp.sock");
+        // QEMU may create the socket file a moment before it listens.
+        drop(connect_to(&path));
+        qmp::execute(&path, "cont");
     }
 }
 
@@ -36,8 +66,9 @@ fn console_until_line(sock: UnixStream, n: u64) -> String {
 
 #[test]
 fn an_untouched_line_passes_the_serial_self_test() {
-    let vm = Vm::boot("q35", &artifacts().image, "");
-    let sock = connect(&vm);
+    let vm = PausedVm::boot("q35", "");
+    let sock = vm.serial();
+    vm.start();
     let text = console_until_line(sock, 1);
     let first: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
     assert_transcript(
@@ -52,14 +83,15 @@ fn an_untouched_line_passes_the_serial_self_test() {
 
 #[test]
 fn the_serial_self_test_sees_a_byte_written_before_the_stub_announced_itself() {
-    let vm = Vm::boot("q35", &artifacts().image, "");
+    let vm = PausedVm::boot("q35", "");
     // What a bridge that probes an unannounced guest writes: DLE 'F'. The
-    // guest is still in its firmware, so the byte waits in the UART.
-    let mut sock = connect(&vm);
+    // guest has not started, so the bytes wait for its UART.
+    let mut sock = vm.serial();
     sock.write_all(&[0x10, b'F']).unwrap();
+    vm.start();
     let text = console_until_line(sock, 1);
     assert!(
-        text.starts_with("ukdemo: serial self-test failed (read 0x10 expected 0xae)\n"),
+        text.starts_with("ukdemo: serial self test failed (read 0x10 expected 0xae)\n"),
         "{text:?}"
     );
     // It carries on: the stub starts and the app runs.
@@ -74,11 +106,13 @@ fn a_busy_unikernel_stops_in_its_timer_interrupt() {
     let a = artifacts();
     // `ukdemo.busy`: the app spins between lines and never polls the stub
     // itself; only the timer interrupt's poll can notice the debugger.
-    let vm = Vm::boot("q35", &a.image, "ukdemo.busy");
-    let sock = connect(&vm);
+    let vm = PausedVm::boot("q35", "ukdemo.busy");
+    let sock = vm.serial();
+    vm.start();
     console_until_line(sock, 2);
-    let out = Debugger::gdb(&a.image, vm.sock.to_str().unwrap(), &["bt", "monitor why", "detach"])
-        .finish();
+    let out =
+        Debugger::gdb(&a.image, vm.vm.sock.to_str().unwrap(), &["bt", "monitor why", "detach"])
+            .finish();
     // The stop is in the timer handler's poll; gdb unwinds through the
     // interrupt (a signal frame in the entry's CFI) into the busy loop.
     let (head, tail) = out.split_once("<signal handler called>\n").expect(&out);
@@ -115,5 +149,40 @@ fn a_busy_unikernel_stops_in_its_timer_interrupt() {
             run = line_of("src/app.rs", "busy_until(next);"),
             kmain = line_of("src/main.rs", "app::run()"),
         ),
+    );
+}
+
+/// The first lines of the raw console of `machine` (until `line 1`).
+fn boot_banner(machine: &str) -> String {
+    let vm = PausedVm::boot(machine, "");
+    let sock = vm.serial();
+    vm.start();
+    let text = console_until_line(sock, 1);
+    text.lines().take(5).map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn microvm_calibrates_the_tsc_on_the_pit_counter() {
+    // microvm has a PIT but no port 0x61 (no channel 2 gate).
+    assert_transcript(
+        &boot_banner("microvm"),
+        "\u{10}Hukdb: stub ready on serial, breakpoints use int3\n\
+         ukdemo: booted, stub enabled, tsc {n} MHz, cmdline ''\n\
+         ukdemo: timer: local APIC at 1000 Hz (tsc rate from pit counter)\n\
+         line 0 ticks 1\n\
+         line 1 ticks 2\n",
+    );
+}
+
+#[test]
+fn without_pit_and_pic_the_apic_timer_still_runs() {
+    // Like Firecracker and Cloud Hypervisor: no PIT at all, no legacy PICs.
+    assert_transcript(
+        &boot_banner("microvm,pit=off,pic=off"),
+        "\u{10}Hukdb: stub ready on serial, breakpoints use int3\n\
+         ukdemo: booted, stub enabled, tsc 1000 MHz, cmdline ''\n\
+         ukdemo: timer: local APIC at 1000 Hz (tsc rate from nothing: 1 GHz assumed)\n\
+         line 0 ticks 1\n\
+         line 1 ticks 2\n",
     );
 }

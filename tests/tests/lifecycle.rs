@@ -336,7 +336,7 @@ fn i_production_image_bridge_writes_nothing_and_warns() {
             &bytes[..bytes.len().min(16)]
         );
         let console = bridge.console.text();
-        assert!(!console.contains("ukdemo: serial self-test failed"), "boot {boot}: {console}");
+        assert!(!console.contains("ukdemo: serial self test failed"), "boot {boot}: {console}");
         assert!(!bridge.stderr.text().contains("stub answered"), "{}", bridge.stderr.text());
         bridge.assert_up("production image");
     }

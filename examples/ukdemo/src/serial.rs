@@ -32,11 +32,14 @@ pub struct SelfTestFailed {
     pub read: u8,
 }
 
+// The message avoids `+`, `-`, `$` and `#`: printed before the stub starts,
+// it can reach a debugger that is already on the raw line (gdb straight on
+// the serial socket), which would take a `-` for a NAK and resend.
 impl fmt::Display for SelfTestFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "serial self-test failed (read {:#04x} expected {:#04x})",
+            "serial self test failed (read {:#04x} expected {:#04x})",
             self.read, SELF_TEST_BYTE
         )
     }

@@ -3,10 +3,13 @@
 //!    and hypervisors that pass it through;
 //! 2. CPUID leaf 0x40000010 (hypervisor timing leaf, TSC in kHz): offered by
 //!    some hypervisors (VMware, QEMU/KVM with `vmware-cpuid-freq`);
-//! 3. the PIT (channel 2 gate, 10 ms): QEMU q35 and microvm (as here, under
-//!    TCG, where neither leaf is set), Xen HVM. Firecracker and Cloud
-//!    Hypervisor have no PIT: the port reads as all ones and this is skipped;
-//! 4. otherwise an assumed 1 GHz, said on the console.
+//! 3. the PIT, channel 2 gated through port 0x61 (10 ms): QEMU q35 (as
+//!    here, under TCG, where neither leaf is set), Xen HVM;
+//! 4. the PIT's channel 0 counter, read back (10 ms): machines with a PIT
+//!    but no port 0x61, such as QEMU microvm. Firecracker and Cloud
+//!    Hypervisor have no PIT at all: its ports read as all ones, and both
+//!    PIT methods give up at once;
+//! 5. otherwise an assumed 1 GHz, said on the console.
 //!
 //! The periodic timer (`timer.rs`) is then calibrated against the TSC, so no
 //! interrupt source depends on the PIT.
@@ -25,8 +28,10 @@ pub enum TscSource {
     CpuidCrystal,
     /// CPUID leaf 0x40000010.
     HypervisorLeaf,
-    /// Measured against the PIT.
+    /// Measured against the PIT's channel 2 (port 0x61 gate).
     Pit,
+    /// Measured against the PIT's channel 0 counter.
+    PitCounter,
     /// Nothing worked: 1 GHz assumed.
     Assumed,
 }
@@ -38,7 +43,8 @@ impl TscSource {
             TscSource::CpuidCrystal => "cpuid 0x15",
             TscSource::HypervisorLeaf => "cpuid 0x40000010",
             TscSource::Pit => "pit",
-            TscSource::Assumed => "assumed",
+            TscSource::PitCounter => "pit counter",
+            TscSource::Assumed => "nothing: 1 GHz assumed",
         }
     }
 }
@@ -108,6 +114,56 @@ fn from_pit() -> Option<u64> {
     (hz >= 10_000_000).then_some(hz)
 }
 
+/// Reads PIT channel 0's counter (latch command, then low and high byte).
+fn pit_channel0() -> u16 {
+    // SAFETY: ports 0x40 (channel 0) and 0x43 (mode register) belong to this
+    // module during calibration; nothing else in the example uses the PIT.
+    // The latch command freezes the count for the two reads.
+    unsafe {
+        outb(0x43, 0x00);
+        let lo = inb(0x40);
+        let hi = inb(0x40);
+        u16::from_le_bytes([lo, hi])
+    }
+}
+
+/// Measures the TSC over 10 ms of PIT channel 0 counting down (mode 0,
+/// one-shot: its single IRQ 0 edge is masked at the PICs and the I/O APIC).
+fn from_pit_counter() -> Option<u64> {
+    const PIT_HZ: u64 = 1_193_182;
+    const TICKS: u16 = (PIT_HZ / 100) as u16;
+    // SAFETY: as in `pit_channel0`: channel 0, lobyte/hibyte, mode 0,
+    // binary, counting down from 0xffff.
+    unsafe {
+        outb(0x43, 0x30);
+        outb(0x40, 0xFF);
+        outb(0x40, 0xFF);
+    }
+    // Without a PIT the counter reads 0xffff for good: give up within about
+    // a millisecond rather than waiting for it.
+    let probe = rdtsc();
+    let first = loop {
+        let count = pit_channel0();
+        if count != 0xFFFF {
+            break count;
+        }
+        if rdtsc().wrapping_sub(probe) > 1 << 22 {
+            return None;
+        }
+    };
+    let start = rdtsc();
+    loop {
+        let elapsed = first.wrapping_sub(pit_channel0());
+        if (TICKS..0x8000).contains(&elapsed) {
+            let hz = rdtsc().wrapping_sub(start) * PIT_HZ / u64::from(elapsed);
+            return (hz >= 10_000_000).then_some(hz);
+        }
+        if rdtsc().wrapping_sub(start) > 1 << 32 {
+            return None;
+        }
+    }
+}
+
 /// Finds the TSC rate (see the module documentation for the sources).
 pub fn init() -> TscSource {
     let (hz, source) = if let Some(hz) = from_cpuid_crystal() {
@@ -116,6 +172,8 @@ pub fn init() -> TscSource {
         (hz, TscSource::HypervisorLeaf)
     } else if let Some(hz) = from_pit() {
         (hz, TscSource::Pit)
+    } else if let Some(hz) = from_pit_counter() {
+        (hz, TscSource::PitCounter)
     } else {
         return TscSource::Assumed;
     };

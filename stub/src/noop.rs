@@ -63,9 +63,18 @@ impl<const N: usize> Buffers<N> {
 #[inline(always)]
 pub fn init<T: Transport + 'static>(_transport: T, _cmdline: &str) {}
 
+/// Does nothing (the transport is dropped unused).
+#[inline(always)]
+pub fn init_with<T: Transport + 'static>(_transport: T, _config: Config) {}
+
 /// Does nothing.
 #[inline(always)]
-pub fn init_static(_transport: &'static mut dyn Transport, _cmdline: &str) {}
+pub fn init_static<const N: usize>(
+    _transport: &'static mut dyn Transport,
+    _config: Config,
+    _buffers: &'static mut Buffers<N>,
+) {
+}
 
 /// Never handles a trap: the unikernel's own handler runs.
 #[inline(always)]

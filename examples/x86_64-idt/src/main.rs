@@ -18,6 +18,9 @@ mod pic;
 
 use x86_64::instructions::interrupts;
 
+/// Where this kernel maps physical memory (its page tables included).
+const PHYSICAL_MEMORY_OFFSET: u64 = 0;
+
 /// The kernel's entry. A kernel loaded by the `bootloader` crate has
 /// `entry_point!(kernel_main)` instead and gets `&'static mut BootInfo`.
 #[no_mangle]
@@ -32,7 +35,11 @@ fn kernel_main() -> ! {
     // SAFETY: COM1 is this kernel's console and debug line: nothing else
     // drives it, and the console writes through `ukdb_stub::console_write`.
     let com1 = unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) };
-    ukdb_stub::init(com1, "");
+    // A kernel loaded by the `bootloader` crate passes
+    // `boot_info.physical_memory_offset` here (docs/debugging.md); this one
+    // identity-maps its page tables, so the offset is 0.
+    let config = ukdb_stub::Config::new().phys_offset(PHYSICAL_MEMORY_OFFSET);
+    ukdb_stub::init_with(com1, config);
     ukdb_stub::wait_for_debugger();
     // The idle loop: poll before every `hlt`. With interrupts disabled
     // between the poll and the `hlt` (`enable_and_hlt` is `sti; hlt`, and

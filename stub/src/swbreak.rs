@@ -88,6 +88,7 @@ impl SwBreakpoints {
     }
 
     /// The planted breakpoints: address and the byte under the trap byte.
+    #[cfg_attr(not(feature = "enabled"), allow(dead_code))] // only the stub asks
     pub fn planted(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
         self.slots.iter().flatten().filter_map(|s| Some((s.addr, s.saved?)))
     }

@@ -35,7 +35,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The bytes of a hex string; `None` if it is not one.
 pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok()).collect()

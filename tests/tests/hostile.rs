@@ -88,6 +88,7 @@ impl Rig {
     fn row(&mut self, n: u32, f: impl FnOnce(&mut Rig) -> Row) {
         let started = Instant::now();
         if let Err(e) = f(self) {
+            println!("row {n} FAILED: {e}");
             self.failures.push(format!("row {n}: {e}"));
         }
         self.bridge.assert_up(&format!("row {n}"));

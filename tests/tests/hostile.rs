@@ -91,6 +91,7 @@ impl Rig {
             println!("row {n} FAILED: {e}");
             self.failures.push(format!("row {n}: {e}"));
         }
+        println!("row {n}: sent; checking that the bridge is up and the unikernel runs on");
         self.bridge.assert_up(&format!("row {n}"));
         self.bridge.assert_runs_gap_free(2, &format!("row {n}"));
         println!("row {n}: {:.1} s", started.elapsed().as_secs_f64());

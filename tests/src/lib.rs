@@ -232,16 +232,6 @@ impl Vm {
         vm
     }
 
-    /// QEMU's process id.
-    pub fn pid(&self) -> u32 {
-        self._proc.0.id()
-    }
-
-    /// Whether QEMU is still running.
-    pub fn running(&mut self) -> bool {
-        self._proc.0.try_wait().unwrap().is_none()
-    }
-
     /// A scratch directory that lives as long as the VM.
     pub fn dir(&self) -> &Path {
         self.dir.path()

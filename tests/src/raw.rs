@@ -281,6 +281,19 @@ impl Raw {
         self.closed
     }
 
+    /// Ends the writing side only, then reads (and drops) until the peer
+    /// closes: QEMU's serial socket reads only as fast as the guest's UART
+    /// takes bytes, and a full close would make it drop what it has not read
+    /// yet. Panics if the peer does not close within [`crate::DEADLINE`].
+    pub fn close_after_delivery(mut self) {
+        match &self.stream {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+        }
+        self.drain(crate::DEADLINE);
+        assert!(self.closed, "the peer did not close after reading everything");
+    }
+
     /// Shuts the connection down both ways.
     pub fn close(self) {
         match &self.stream {

@@ -305,14 +305,16 @@ fn h_raw_partial_packet_then_bridge_syncs() {
     let vm = Vm::boot("q35", &a.image, "ukdemo.rate=50");
     {
         let console = Arc::new(Output::default());
-        let mut s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+        let s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
         console.spawn_reader(s.try_clone().unwrap());
         console.wait("app lines", |t| app_lines(t).len() >= 2);
-        use std::io::Write;
-        s.write_all(b"$m100000").unwrap();
         s.shutdown(std::net::Shutdown::Both).unwrap();
         console.wait_closed("the console reader");
     }
+    let mut c = Raw::connect(&vm.sock.display().to_string());
+    c.send(b"$m100000");
+    // QEMU has read it all (and handed it to the UART) when it closes.
+    c.close_after_delivery();
     let bridge = Bridge::start(&vm);
     bridge.assert_runs_gap_free(3, "after the partial packet");
     gdb_breaks_at_tick(&a.image, &bridge.addr);

@@ -654,6 +654,9 @@ impl Session {
                 } else {
                     self.feed(&[0x03]);
                 }
+                // Past the handshake: a debugger opening after this is a
+                // new one (its session must not inherit this interrupt).
+                self.opened = true;
             }
             Event::Packet { bytes, class } => {
                 let running =
@@ -705,6 +708,7 @@ impl Session {
                 if !self.active {
                     self.start_session();
                 }
+                self.opened = true;
                 self.reply_raw(Reply::Einval.packet());
             }
         }

@@ -355,3 +355,44 @@ fn i_production_image_bridge_writes_nothing_and_warns() {
         bridge.assert_up("production image");
     }
 }
+
+/// (j) Single steps into a compiled-in breakpoint (`ukdb_stub::breakpoint()`,
+/// `ukdemo.break=2`): the steps run through the stub's own entry, which
+/// makes the stop. The old stub took its session lock there in the
+/// unikernel's context, and a step after the lock's `xchg` was
+/// `fatal: debug (vector 1)`.
+#[test]
+fn j_stepping_into_a_compiled_in_breakpoint() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait ukdemo.break=2");
+    let bridge = Bridge::start(&vm);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdemo::app::tick",
+            "ignore 1 2",
+            "continue",
+            "delete",
+            "stepi 400",
+            "monitor why",
+            "continue",
+        ],
+    );
+    let text = out.out.wait("the last continue", |t| t.contains("single step\n"));
+    assert!(text.contains("\nBreakpoint 1, ukdemo::app::tick (n=2)"), "{text}");
+    assert!(!text.contains("Program received signal"), "{text}");
+    bridge.assert_runs_gap_free(3, "after stepping into a compiled-in breakpoint");
+    let console = bridge.console.text();
+    assert!(!console.contains("fatal:"), "{console}");
+    // gdb goes (killed in its last `continue`); a fresh one finds the app
+    // running.
+    drop(out);
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["break ukdemo::app::tick", "continue", "delete", "detach"],
+    )
+    .finish();
+    assert!(out.contains("\nBreakpoint 1, ukdemo::app::tick (n="), "{out}");
+}

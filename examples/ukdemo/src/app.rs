@@ -16,6 +16,9 @@ pub static mut TICKS: u64 = 0;
 static mut PANIC_AT: u64 = u64::MAX;
 /// Iteration at which `tick` writes through a null pointer (`ukdemo.fault=N`).
 static mut FAULT_AT: u64 = u64::MAX;
+/// Iteration at which `tick` stops in the debugger with
+/// `ukdb_stub::breakpoint()` (`ukdemo.break=N`).
+static mut BREAK_AT: u64 = u64::MAX;
 
 fn ticks() -> u64 {
     // SAFETY: single CPU, no interrupt handler touches TICKS; volatile because a
@@ -38,6 +41,10 @@ pub fn tick(n: u64) {
         // SAFETY: none: this write faults on purpose (page 0 is not mapped),
         // to show a page fault stopping in the debugger.
         unsafe { core::ptr::null_mut::<u64>().write_volatile(n) };
+    }
+    // SAFETY: written once before the loop starts.
+    if n == unsafe { BREAK_AT } {
+        ukdb_stub::breakpoint();
     }
 }
 
@@ -62,6 +69,7 @@ pub fn run() -> ! {
     unsafe {
         PANIC_AT = option_u64("ukdemo.panic").unwrap_or(u64::MAX);
         FAULT_AT = option_u64("ukdemo.fault").unwrap_or(u64::MAX);
+        BREAK_AT = option_u64("ukdemo.break").unwrap_or(u64::MAX);
     }
     let period = time::tsc_hz() / rate;
     let timer_running = timer::running();

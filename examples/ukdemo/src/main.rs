@@ -9,6 +9,8 @@
 //! - `ukdemo.rate=HZ`: console lines per second (default 10);
 //! - `ukdemo.panic=N`: panic in the N-th call of `tick`;
 //! - `ukdemo.fault=N`: write through a null pointer in the N-th call of `tick`;
+//! - `ukdemo.break=N`: stop in the debugger (`ukdb_stub::breakpoint()`) in the
+//!   N-th call of `tick`;
 //! - `ukdemo.busy`: spin between lines instead of polling and halting, so
 //!   that only the timer interrupt's poll notices a debugger;
 //! - `ukdemo.flags`: run the RFLAGS sequence of [`flags`] in every iteration;

@@ -174,6 +174,12 @@ pub fn breakpoint() {
     }
 }
 
+/// Where [`soft_entry`] begins: a single step that lands there is a step
+/// into the stub's own entry (see `session::on_trap`).
+pub(crate) fn soft_entry_address() -> u64 {
+    soft_entry as *const () as u64
+}
+
 /// Enters the stub from ordinary code with a full [`TrapFrame`], as if an
 /// exception had been taken right after the `call`: `rip` is the return
 /// address and `rsp` the caller's stack pointer after the return, so the

@@ -353,6 +353,18 @@ pub fn on_trap(frame: &mut TrapFrame) -> bool {
     if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 || !is_running() {
         return false;
     }
+    if frame.vector == 1 && frame.rip == super::api::soft_entry_address() {
+        let dr6 = arch::dr::dr6();
+        if dr6 & DR6_BS != 0 && dr6 & 0xf == 0 {
+            // A single step into the stub's own entry (`breakpoint()`, or a
+            // `poll` that found input): the entry runs whole, without TF,
+            // and makes the stop itself; the step stays pending, so a poll
+            // that would not stop reports the step done there instead.
+            arch::dr::clear_dr6();
+            frame.rflags &= !arch::RFLAGS_TF;
+            return true;
+        }
+    }
     if ENTERED.swap(true, Ordering::Acquire) {
         return on_busy(frame);
     }
@@ -380,7 +392,11 @@ pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
 extern "C" fn soft_on_stub_stack(frame: *mut TrapFrame, why: u64) -> u64 {
     // SAFETY: as in `trap_on_stub_stack`.
     let frame = unsafe { &mut *frame };
-    enter_stub(frame, |_, _| match why {
+    enter_stub(frame, |s, _| match why {
+        // A step that led into a poll ends here, just past the call.
+        w if w == Why::Poll as u64 && s.target.step_pending() => {
+            Some(Stop::new(StopReason::DoneStep, Reason::Step))
+        }
         w if w == Why::Wait as u64 => {
             Some(Stop::holding(StopReason::Signal(Signal::SIGTRAP), Reason::Wait))
         }
@@ -786,6 +802,9 @@ fn handshake_id(packet: &[u8]) -> (usize, u16) {
     let sum = sum.iter().fold(0u16, |a, &b| a << 8 | u16::from(b));
     (n, sum)
 }
+
+/// DR6.BS: the #DB is a single step.
+const DR6_BS: u64 = 1 << 14;
 
 /// The time-stamp counter.
 fn rdtsc() -> u64 {

@@ -136,6 +136,12 @@ impl UkTarget {
         self.frame = Some(NonNull::from(frame));
     }
 
+    /// Whether a single step is under way (armed when the unikernel last
+    /// resumed, not finished yet).
+    pub fn step_pending(&self) -> bool {
+        self.step.is_some()
+    }
+
     /// A single step that the stub carries out without running the
     /// unikernel (`sti`, `hlt`: see the `step` module): done here, with the stop to
     /// report. The session reports it and serves on, as for a step's trap.

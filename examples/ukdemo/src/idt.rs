@@ -246,47 +246,12 @@ pub fn init() {
     }
 }
 
-const NAMES: [&str; 32] = [
-    "divide error",
-    "debug",
-    "NMI",
-    "breakpoint",
-    "overflow",
-    "bound range",
-    "invalid opcode",
-    "device not available",
-    "double fault",
-    "coprocessor overrun",
-    "invalid TSS",
-    "segment not present",
-    "stack fault",
-    "general protection",
-    "page fault",
-    "reserved",
-    "x87 error",
-    "alignment check",
-    "machine check",
-    "SIMD error",
-    "virtualization",
-    "control protection",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "reserved",
-    "hypervisor injection",
-    "VMM communication",
-    "security",
-    "reserved",
-];
-
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if ukdb_stub::handle_trap(frame) {
         return;
     }
-    let name = NAMES.get(frame.vector as usize).copied().unwrap_or("?");
+    let name = ukdb_stub::vectors::name(frame.vector);
     crate::println!(
         "fatal: {} (vector {}, error {:#x}) at rip {:#x}, rsp {:#x}",
         name,

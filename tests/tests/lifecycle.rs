@@ -134,6 +134,11 @@ fn b_breakpoint_on_the_shared_uart_write() {
     let skipped: u64 = capture(&out, r"traps passed over while the stub was busy: (\d+)\n");
     assert!(skipped >= 1, "{out}");
     assert!(out.contains("console bytes dropped: 0\n"), "{out}");
+    // The stub served on its own stack, and used well under half of it
+    // (this is the dev build, unoptimised: the deepest there is).
+    let used: usize = capture(&out, r"stub stack: (\d+) of 131072 bytes used\n");
+    assert!(used > 0 && used < 64 * 1024, "{out}");
+    println!("stub stack: {used} of 131072 bytes used");
     assert!(out.contains(&format!("breakpoint     keep y   {addr:#018x}")), "{out}");
     assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{out}");
     bridge.assert_runs_gap_free(5, "after breaking on the UART write");

@@ -80,6 +80,25 @@ pub fn cr3() -> u64 {
     v
 }
 
+/// Reads CR8 (the local APIC's task priority, TPR bits 7:4).
+pub fn cr8() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR8 has no side effects.
+    unsafe { asm!("mov {}, cr8", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes CR8.
+///
+/// # Safety
+/// `v` is 0-15. Raising it only holds back interrupts the CPU would
+/// otherwise take; the caller puts the unikernel's value back before the
+/// unikernel runs again.
+pub unsafe fn set_cr8(v: u64) {
+    // SAFETY: per the function contract.
+    unsafe { asm!("mov cr8, {}", in(reg) v & 0xf, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Reads an MSR the CPU is known to have.
 fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);

@@ -478,6 +478,15 @@ fn enter_stub(
     let Some(s) = guard.as_mut() else {
         return false;
     };
+    // While the world is stopped, no interrupt is to be taken (IF is clear):
+    // the highest task priority keeps the local APIC from even raising them,
+    // so a periodic timer does not make every instruction of the stub a
+    // check for a pending interrupt (under TCG that halved the stub's
+    // speed with a 1 kHz timer). The unikernel's priority comes back last.
+    let priority = arch::cr8();
+    // SAFETY: 15 only holds interrupts back; the saved value is put back
+    // below, before the unikernel runs.
+    unsafe { arch::set_cr8(15) };
     let stop = decide(s, frame);
     s.target.enter(frame);
     for p in &PLANTED {
@@ -505,6 +514,8 @@ fn enter_stub(
             p.live.store(true, Ordering::Release);
         }
     }
+    // SAFETY: the unikernel's own value, read above.
+    unsafe { arch::set_cr8(priority) };
     true
 }
 

@@ -22,6 +22,12 @@
 //!   resends it), or by [`Pacer::expire`] once it has been outstanding for
 //!   the timeout (a resume is answered only by the next stop, which may never
 //!   come while gdb sends nothing but `0x03`);
+//! * a packet identical to the last one the debugger sent, while that one
+//!   is still unanswered, is the debugger retransmitting it (in ack mode gdb
+//!   resends a request whose `+` did not come within its `remotetimeout`,
+//!   which happens while its request waits here): it is dropped, since the
+//!   stub answers the original (answering both would make the debugger take
+//!   the second answer for the reply to its next request);
 //! * a release forwards the next held packet, if any. A chunk of stub output
 //!   releases at most once: all of it was sent before the packet that the
 //!   release forwards, so none of it can be that packet's answer;
@@ -59,6 +65,9 @@ pub enum Request {
     Held,
     /// The held packets have reached the limit: it was dropped.
     Dropped,
+    /// The same as the debugger's last packet, which is unanswered: a
+    /// retransmission, dropped.
+    Retransmission,
 }
 
 /// Why the outstanding request no longer holds the next one back.
@@ -112,6 +121,8 @@ pub struct Pacer {
     held: VecDeque<Vec<u8>>,
     held_bytes: usize,
     outstanding: Option<Outstanding>,
+    /// The outstanding packet (its bytes; empty when it is not known).
+    last: Vec<u8>,
     stream: Stream,
     timeout: Duration,
     held_limit: usize,
@@ -132,6 +143,7 @@ impl Pacer {
             held: VecDeque::new(),
             held_bytes: 0,
             outstanding: None,
+            last: Vec::new(),
             stream: Stream::Idle,
             timeout,
             held_limit,
@@ -139,13 +151,24 @@ impl Pacer {
     }
 
     /// A whole request packet from the debugger, at `now`: forwarded when
-    /// nothing is outstanding, otherwise held behind the ones held already,
-    /// or dropped when they have reached the limit.
+    /// nothing is outstanding, otherwise held behind the ones held already;
+    /// dropped when it repeats the debugger's last, unanswered packet, or
+    /// when the held ones have reached the limit.
     pub fn request(&mut self, packet: Vec<u8>, now: Instant) -> Request {
-        if self.outstanding.is_none() {
+        let Some(outstanding) = self.outstanding else {
             debug_assert!(self.held.is_empty(), "held packets wait for an outstanding one");
-            self.outstanding = Some(Outstanding { since: now, ended: false });
+            self.forwarding(&packet, now);
             return Request::Forward(packet);
+        };
+        // The debugger's last packet: the last held one, or else the
+        // outstanding one if it is this debugger's.
+        let last = match self.held.back() {
+            Some(held) => Some(held),
+            None if !outstanding.ended => Some(&self.last),
+            None => None,
+        };
+        if last.is_some_and(|last| *last == packet) {
+            return Request::Retransmission;
         }
         if self.held_bytes >= self.held_limit {
             return Request::Dropped;
@@ -231,6 +254,7 @@ impl Pacer {
     /// are dropped and their number returned.
     pub fn reset(&mut self) -> usize {
         self.outstanding = None;
+        self.last.clear();
         self.stream = Stream::Idle;
         self.drop_held()
     }
@@ -257,12 +281,22 @@ impl Pacer {
         dropped
     }
 
+    /// Records that `packet` goes to the stub at `now`.
+    fn forwarding(&mut self, packet: &[u8], now: Instant) {
+        self.outstanding = Some(Outstanding { since: now, ended: false });
+        // Reuses the allocation: no allocation per packet.
+        self.last.clear();
+        self.last.extend_from_slice(packet);
+    }
+
     fn release(&mut self, why: Release, now: Instant) -> Released {
+        self.outstanding = None;
+        self.last.clear();
         let next = self.held.pop_front();
-        self.outstanding = next.as_ref().map(|packet| {
+        if let Some(packet) = &next {
             self.held_bytes -= packet.len();
-            Outstanding { since: now, ended: false }
-        });
+            self.forwarding(packet, now);
+        }
         Released { why, next }
     }
 }
@@ -429,7 +463,35 @@ mod tests {
         // Room again once one is released.
         assert_eq!(pacer.from_stub(b"$T05#b9", t0), released(Release::Reply, Some(b"$m0,1#fa")));
         assert_eq!(pacer.request(p(b"$g#67"), t0), Request::Held);
-        assert_eq!(pacer.request(p(b"$g#67"), t0), Request::Dropped);
+        assert_eq!(pacer.request(p(b"$s#73"), t0), Request::Dropped);
+    }
+
+    #[test]
+    fn retransmissions_of_an_unanswered_request_are_dropped() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::default();
+        let qs = p(b"$qSupported:multiprocess+#c6");
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Forward(qs.clone()));
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Retransmission);
+        // Answered: the same request again is a new one.
+        assert_eq!(pacer.from_stub(b"+$PacketSize=4000#00", t0), released(Release::Reply, None));
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Forward(qs.clone()));
+        // Behind held ones, the last held one counts.
+        assert_eq!(pacer.request(p(b"$g#67"), t0), Request::Held);
+        assert_eq!(pacer.request(p(b"$g#67"), t0), Request::Retransmission);
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Held);
+        assert_eq!(pacer.held_packets(), 2);
+        // A NAK releases: the debugger's resend goes to the stub.
+        assert_eq!(pacer.from_stub(b"-", t0), released(Release::Nak, Some(b"$g#67")));
+        assert_eq!(pacer.from_stub(b"-", t0), released(Release::Nak, Some(&qs)));
+        assert_eq!(pacer.from_stub(b"-", t0), released(Release::Nak, None));
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Forward(qs.clone()));
+        // A departed debugger's outstanding request is not the next one's.
+        pacer.ended();
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Held);
+        assert_eq!(pacer.request(qs.clone(), t0), Request::Retransmission);
+        assert_eq!(pacer.acknowledged(t0), released(Release::Acknowledged, Some(&qs)));
+        assert_eq!(pacer.request(qs, t0), Request::Retransmission);
     }
 
     #[test]

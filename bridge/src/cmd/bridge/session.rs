@@ -452,6 +452,12 @@ impl Shared {
                                 logs.push(Level::Info, format!("{line} ({held})"));
                             }
                         }
+                        Request::Retransmission => {
+                            if let Some(line) = line {
+                                let dropped = "a retransmission of the unanswered request; dropped";
+                                logs.push(Level::Info, format!("{line} ({dropped})"));
+                            }
+                        }
                         Request::Dropped => {
                             if let Some(line) = line {
                                 logs.push(Level::Info, format!("{line} (dropped)"));
@@ -851,11 +857,11 @@ mod tests {
     fn held_packets_are_bounded_and_not_counted_as_queued() {
         let shared = Shared::new(false);
         let a = shared.attach("a").unwrap();
-        let big = rsp::Event::Packet(vec![b'a'; HELD_LIMIT / 2]);
-        assert!(shared.forward(a.id, big.clone()));
+        let big = |byte| rsp::Event::Packet(vec![byte; HELD_LIMIT / 2]);
+        assert!(shared.forward(a.id, big(b'a')));
         let _ = drain(&shared);
-        for _ in 0..4 {
-            assert!(shared.forward(a.id, big.clone()));
+        for byte in b"bcde" {
+            assert!(shared.forward(a.id, big(*byte)));
             assert!(shared.has_room());
         }
         assert_eq!(shared.lock().pacer.held_packets(), 2);
@@ -1046,9 +1052,10 @@ mod tests {
             // A timeout releases a held packet; one is held when b leaves.
             shared.lock().pacer = Pacer::new(Duration::ZERO, HELD_LIMIT);
             assert!(shared.forward(b.id, packet(b"$g#67")));
-            assert!(shared.forward(b.id, packet(b"$g#67")));
+            assert!(shared.forward(b.id, packet(b"$s#73")));
+            assert!(shared.forward(b.id, packet(b"$s#73")));
             shared.expire();
-            assert!(shared.forward(b.id, packet(b"$g#67")));
+            assert!(shared.forward(b.id, packet(b"$c#63")));
             assert_eq!(shared.lock().pacer.held_packets(), 1);
             shared.detach(b.id);
             shared.to_client(b"late".to_vec());

@@ -647,6 +647,46 @@ fn requests_are_paced_one_at_a_time() {
 }
 
 #[test]
+fn junk_from_a_client_does_not_wait_for_the_line() {
+    // Hostile-inputs row 2 (random bytes, then close, then the next gdb at
+    // once): bytes outside packets other than `+`, `-` and 0x03 are dropped
+    // rather than queued for the line (the stub drops them anyway), so a
+    // slow line does not keep the bridge from reading the client to its
+    // end and freeing the slot.
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let addr = bridge.listen_addr();
+    // A slow line: this stub does the handshake, then reads nothing.
+    let mut line = support::accept_unix(&listener);
+    line.write_all(&HELLO).unwrap();
+    let mut sync = [0u8; 2];
+    line.read_exact(&mut sync).unwrap();
+    assert_eq!(sync, SYNC);
+    line.write_all(&SYNC).unwrap();
+    bridge.stderr.wait_line(FRAMING_ON);
+
+    let mut junk = Client::connect(addr);
+    bridge.stderr.wait_line("ukdb: debugger connected");
+    let bytes: Vec<u8> = (0..4u32 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    junk.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = junk.stream.write_all(&bytes);
+    drop(junk);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+    let mut next = Client::connect(addr);
+    wait_count(&bridge.stderr, "ukdb: debugger connected", 2);
+    assert_eq!(count(&bridge.stderr, "refused debugger"), 0);
+    // Nothing of it went to the line: the next debugger's packet is the
+    // first thing the stub reads.
+    next.send(&packet(b"g"));
+    let mut stub = FakeStub::new(line.try_clone().unwrap(), line);
+    stub.expect(&packet(b"g"));
+}
+
+#[test]
 fn a_blocked_stdout_does_not_stall_the_debugger() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("serial.sock");
@@ -775,7 +815,9 @@ fn hostile_control_sequences_from_a_client() {
     gdb.send(b"R\x10F$m\x10X");
     gdb.send(b"\x10R#00\x10");
     gdb.send(&packet(b"?"));
-    stub.expect(b"XRF$m\x10X\x10R#00");
+    // Bytes outside packets other than `+`, `-` and 0x03 are dropped (the
+    // stub would drop them too).
+    stub.expect(b"$m\x10X\x10R#00");
     stub.expect(&packet(b"?"));
     stub.send(&framed(b'D', &packet(b"S05")));
     gdb.expect(&packet(b"S05"));

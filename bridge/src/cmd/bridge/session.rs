@@ -434,7 +434,7 @@ impl Shared {
 
     /// Forwards one event of debugger `id`'s RSP stream to the stub: a
     /// packet when no request is outstanding (otherwise the pacer holds it),
-    /// any other byte at once. Returns `false` when `id` no longer owns the
+    /// `+`, `-` and `0x03` at once; other bytes outside packets are dropped. Returns `false` when `id` no longer owns the
     /// session (it must stop).
     pub fn forward(&self, id: u64, event: rsp::Event) -> bool {
         self.with(|state, logs| {
@@ -486,6 +486,18 @@ impl Shared {
                         Level::Warn,
                         "debugger sent a DLE byte outside a packet; not forwarded".to_owned(),
                     );
+                }
+                rsp::Event::Byte(byte) if !matches!(byte, b'+' | b'-' | 0x03) => {
+                    // The stub drops anything else between packets: not
+                    // worth the line's time (a client's junk would delay
+                    // the DLE 'X' behind it, and the bridge would read the
+                    // client only as fast as the line takes the junk).
+                    if self.trace {
+                        logs.push(
+                            Level::Info,
+                            format!("gdb -> bridge: {}; dropped", describe_rsp_byte(byte)),
+                        );
+                    }
                 }
                 rsp::Event::Byte(byte) => {
                     if self.trace {
@@ -687,13 +699,22 @@ mod tests {
     }
 
     #[test]
-    fn dle_outside_packets_is_not_forwarded() {
+    fn only_acks_and_ctrl_c_are_forwarded_outside_packets() {
         let shared = Shared::new(false);
         let a = shared.attach("a").unwrap();
         assert!(shared.forward(a.id, rsp::Event::Byte(DLE)));
         assert!(shared.forward(a.id, rsp::Event::Byte(b'R')));
         assert!(shared.forward(a.id, packet(b"$\x10R#62")));
-        assert_eq!(drain(&shared), b"R$\x10R#62".to_vec());
+        for byte in *b"x+\x00-\x03\xff#}" {
+            assert!(shared.forward(a.id, rsp::Event::Byte(byte)));
+        }
+        assert_eq!(drain(&shared), b"$\x10R#62+-\x03".to_vec());
+        // Junk alone does not make the stub's session ours to end.
+        let shared = Shared::new(false);
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'x')));
+        shared.detach(a.id);
+        assert_eq!(drain(&shared), b"".to_vec());
     }
 
     #[test]

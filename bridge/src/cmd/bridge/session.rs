@@ -511,6 +511,9 @@ impl Shared {
                 }
                 rsp::Event::Restarted(partial) => {
                     let level = if self.trace { Level::Info } else { Level::Debug };
+                    if !self.trace && !tracing::enabled!(tracing::Level::DEBUG) {
+                        return true;
+                    }
                     logs.push(
                         level,
                         format!(

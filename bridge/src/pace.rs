@@ -21,7 +21,9 @@
 //!   the stub between packets (it wants the request again; the debugger
 //!   resends it), or by [`Pacer::expire`] once it has been outstanding for
 //!   the timeout (a resume is answered only by the next stop, which may never
-//!   come while gdb sends nothing but `0x03`);
+//!   come while gdb sends nothing but `0x03`). A packet whose checksum is
+//!   wrong has a short timeout ([`BAD_CHECKSUM_TIMEOUT`]): in no-ack mode the
+//!   stub drops it without a word;
 //! * a packet identical to the last one the debugger sent, while that one
 //!   is still unanswered, is the debugger retransmitting it (in ack mode gdb
 //!   resends a request whose `+` did not come within its `remotetimeout`,
@@ -47,10 +49,16 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::rsp;
+
 /// How long a request may stay outstanding before the next one is forwarded
 /// anyway: 10 s (gdb's own `remotetimeout` is 2 s, and it gives up after
 /// three of them).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a packet with a wrong checksum stays outstanding at most: 1 s.
+/// In ack mode the stub answers it with `-`, in no-ack mode not at all.
+pub const BAD_CHECKSUM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How many bytes of packets [`Pacer::default`] holds before it drops
 /// further ones: 64 KiB (gdb and lldb never have more than one waiting).
@@ -101,6 +109,8 @@ struct Outstanding {
     /// Whether the debugger that sent it has left (only the stub's
     /// acknowledgement of the session's end, or the timeout, releases it).
     ended: bool,
+    /// How long it may stay outstanding.
+    timeout: Duration,
 }
 
 /// Where the stub's debugger stream is, as far as releases go.
@@ -239,7 +249,7 @@ impl Pacer {
 
     /// When the outstanding request times out, if one is outstanding.
     pub fn deadline(&self) -> Option<Instant> {
-        self.outstanding.map(|o| o.since + self.timeout)
+        self.outstanding.map(|o| o.since + o.timeout)
     }
 
     /// Releases the outstanding request if it has timed out at `now`.
@@ -283,7 +293,12 @@ impl Pacer {
 
     /// Records that `packet` goes to the stub at `now`.
     fn forwarding(&mut self, packet: &[u8], now: Instant) {
-        self.outstanding = Some(Outstanding { since: now, ended: false });
+        let timeout = if rsp::checksum_ok(packet) == Some(true) {
+            self.timeout
+        } else {
+            self.timeout.min(BAD_CHECKSUM_TIMEOUT)
+        };
+        self.outstanding = Some(Outstanding { since: now, ended: false, timeout });
         // Reuses the allocation: no allocation per packet.
         self.last.clear();
         self.last.extend_from_slice(packet);
@@ -396,6 +411,23 @@ mod tests {
         assert_eq!(pacer.deadline(), Some(at + Duration::from_secs(10)));
         assert_eq!(pacer.expire(at + Duration::from_secs(10)), released(Release::TimedOut, None));
         assert_eq!(pacer.deadline(), None);
+    }
+
+    #[test]
+    fn a_packet_with_a_wrong_checksum_times_out_sooner() {
+        // In no-ack mode the stub drops it silently.
+        let t0 = Instant::now();
+        let mut pacer = Pacer::default();
+        assert!(matches!(pacer.request(p(b"$?#00"), t0), Request::Forward(_)));
+        assert_eq!(pacer.deadline(), Some(t0 + BAD_CHECKSUM_TIMEOUT));
+        assert_eq!(pacer.request(p(b"$m0,1#fa"), t0), Request::Held);
+        let at = t0 + BAD_CHECKSUM_TIMEOUT;
+        assert_eq!(pacer.expire(at), released(Release::TimedOut, Some(b"$m0,1#fa")));
+        assert_eq!(pacer.deadline(), Some(at + REPLY_TIMEOUT));
+        // Not hex: as wrong.
+        assert_eq!(pacer.from_stub(b"$00#60", at), released(Release::Reply, None));
+        assert!(matches!(pacer.request(p(b"$?#zz"), at), Request::Forward(_)));
+        assert_eq!(pacer.deadline(), Some(at + BAD_CHECKSUM_TIMEOUT));
     }
 
     #[test]

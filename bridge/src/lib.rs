@@ -12,6 +12,8 @@
 //! * [`demux`] splits the stub's framed stream into console and debugger bytes;
 //! * [`rsp`] follows RSP packet framing so that the bridge only ever forwards
 //!   whole packets to the stub;
+//! * [`pace`] holds a debugger's requests while one is outstanding at the
+//!   stub, as gdb itself speaks;
 //! * [`escape`] renders bytes for `--trace` logs;
 //! * [`addr`] parses the `--target` and `--listen` addresses.
 //!
@@ -20,6 +22,7 @@
 pub mod addr;
 pub mod demux;
 pub mod escape;
+pub mod pace;
 pub mod rsp;
 
 /// Bytes of the wire protocol shared by the stub and the bridge: the stub

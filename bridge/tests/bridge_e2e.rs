@@ -489,13 +489,15 @@ fn late_replies_never_reach_the_next_debugger() {
 
     let mut second = Client::connect(addr);
     second.send(&packet(b"qSupported"));
-    stub.expect(&packet(b"qSupported"));
     // The stub was still busy with the first debugger's request: its reply
-    // comes late, before the stub's acknowledgement of the DLE 'X'.
+    // comes late, before the stub's acknowledgement of the DLE 'X' (which
+    // the second debugger's first request waits for).
     let mut wire = framed(b'D', b"+");
     wire.extend(framed(b'D', &packet(b"deadbeef")));
     wire.extend(ENDED);
-    wire.extend(framed(b'D', b"+"));
+    stub.send(&wire);
+    stub.expect(&packet(b"qSupported"));
+    let mut wire = framed(b'D', b"+");
     wire.extend(framed(b'D', &packet(b"PacketSize=4000")));
     wire.extend(framed(b'C', b"marker\n"));
     stub.send(&wire);
@@ -582,6 +584,106 @@ fn a_flooding_client_is_slowed_down_not_buffered() {
     stub.skip_to(&DETACH);
     bridge.stderr.wait_line("ukdb: debugger disconnected");
     assert_eq!(show(&stub.unexpected()), "");
+}
+
+#[test]
+fn requests_are_paced_one_at_a_time() {
+    // A client that writes 3000 requests at once and leaves (hostile-inputs
+    // row f, lifecycle.rs): only its first request reaches the stub (which is
+    // slow: it answers nothing), the rest are dropped when it leaves. The
+    // next client's first request goes once the stub has acknowledged the
+    // DLE 'X', without waiting for thousands of answers.
+    let dir = tempfile::tempdir().unwrap();
+    let (bridge, mut stub, _) = synced_bridge(dir.path(), &[]);
+    stub.set_auto_ended(false);
+    let addr = bridge.listen_addr();
+    let mut burst = Vec::new();
+    for i in 0..3000u32 {
+        burst.extend(packet(format!("m{:x},40", 0x10_0000 + i % 64 * 0x40).as_bytes()));
+    }
+    let mut first = Client::connect(addr);
+    first.send(&burst);
+    drop(first);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+    stub.expect(&packet(b"m100000,40"));
+    stub.expect(&DETACH);
+    assert_eq!(show(&stub.unexpected()), "");
+
+    // Acks go at once; the first request waits for the DLE 'E' (an ack is
+    // written after it, so once the ack is at the stub, the request has been
+    // held, not forwarded).
+    let mut second = Client::connect(addr);
+    wait_count(&bridge.stderr, "ukdb: debugger connected", 2);
+    second.send(&packet(b"qSupported"));
+    second.send(b"+");
+    stub.expect(b"+");
+    // It waited long: gdb retransmits it (it saw no ack in time). The stub
+    // gets it once, or it would answer twice.
+    second.send(&packet(b"qSupported"));
+    second.send(b"+");
+    stub.expect(b"+");
+    let mut wire = framed(b'D', b"+");
+    wire.extend(framed(b'D', &packet(&[b'0'; 128])));
+    wire.extend(ENDED);
+    stub.send(&wire);
+    stub.expect(&packet(b"qSupported"));
+
+    // One request at a time: the second waits for the answer to the first.
+    second.send(&packet(b"g"));
+    second.send(&packet(b"?"));
+    second.send(&[0x03]);
+    stub.expect(&[0x03]);
+    stub.send(&framed(b'D', &packet(b"PacketSize=4000")));
+    stub.expect(&packet(b"g"));
+    stub.send(&framed(b'D', &packet(b"0000")));
+    stub.expect(&packet(b"?"));
+    stub.send(&framed(b'D', &packet(b"S05")));
+    let mut expect = packet(b"PacketSize=4000");
+    expect.extend(packet(b"0000"));
+    expect.extend(packet(b"S05"));
+    second.expect(&expect);
+    assert_eq!(show(&second.received.bytes()), show(&expect));
+    assert_eq!(show(&stub.unexpected()), "");
+}
+
+#[test]
+fn junk_from_a_client_does_not_wait_for_the_line() {
+    // Hostile-inputs row 2 (random bytes, then close, then the next gdb at
+    // once): bytes outside packets other than `+`, `-` and 0x03 are dropped
+    // rather than queued for the line (the stub drops them anyway), so a
+    // slow line does not keep the bridge from reading the client to its
+    // end and freeing the slot.
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let addr = bridge.listen_addr();
+    // A slow line: this stub does the handshake, then reads nothing.
+    let mut line = support::accept_unix(&listener);
+    line.write_all(&HELLO).unwrap();
+    let mut sync = [0u8; 2];
+    line.read_exact(&mut sync).unwrap();
+    assert_eq!(sync, SYNC);
+    line.write_all(&SYNC).unwrap();
+    bridge.stderr.wait_line(FRAMING_ON);
+
+    let mut junk = Client::connect(addr);
+    bridge.stderr.wait_line("ukdb: debugger connected");
+    let bytes: Vec<u8> = (0..4u32 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    junk.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = junk.stream.write_all(&bytes);
+    drop(junk);
+    bridge.stderr.wait_line("ukdb: debugger disconnected");
+    let mut next = Client::connect(addr);
+    wait_count(&bridge.stderr, "ukdb: debugger connected", 2);
+    assert_eq!(count(&bridge.stderr, "refused debugger"), 0);
+    // Nothing of it went to the line: the next debugger's packet is the
+    // first thing the stub reads.
+    next.send(&packet(b"g"));
+    let mut stub = FakeStub::new(line.try_clone().unwrap(), line);
+    stub.expect(&packet(b"g"));
 }
 
 #[test]
@@ -689,12 +791,14 @@ fn hostile_random_megabyte_then_close() {
 
     let mut second = Client::connect(addr);
     second.send(&packet(b"qSupported"));
-    stub.expect(&packet(b"qSupported"));
+    // Late replies, then the acknowledgement: only then does the second
+    // debugger's first request go to the stub.
     let mut wire = framed(b'D', &packet(b"E01"));
     wire.extend(framed(b'D', b"-"));
     wire.extend(ENDED);
-    wire.extend(framed(b'D', &packet(b"OK")));
     stub.send(&wire);
+    stub.expect(&packet(b"qSupported"));
+    stub.send(&framed(b'D', &packet(b"OK")));
     second.expect(&packet(b"OK"));
     assert_eq!(show(&second.received.bytes()), show(&packet(b"OK")));
 }
@@ -711,7 +815,9 @@ fn hostile_control_sequences_from_a_client() {
     gdb.send(b"R\x10F$m\x10X");
     gdb.send(b"\x10R#00\x10");
     gdb.send(&packet(b"?"));
-    stub.expect(b"XRF$m\x10X\x10R#00");
+    // Bytes outside packets other than `+`, `-` and 0x03 are dropped (the
+    // stub would drop them too).
+    stub.expect(b"$m\x10X\x10R#00");
     stub.expect(&packet(b"?"));
     stub.send(&framed(b'D', &packet(b"S05")));
     gdb.expect(&packet(b"S05"));

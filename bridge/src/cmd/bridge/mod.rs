@@ -574,8 +574,18 @@ fn trace_replies(replies: &mut rsp::Tracker, bytes: &[u8]) {
     }
 }
 
-/// Serves one debugger: its RSP stream to the stub, whole packets only; the
-/// stub's replies to it. Nothing is forwarded before the stub has answered
+/// Waits until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one debugger: its RSP stream to the stub, whole packets only and
+/// one request at a time (the others wait in [`Shared`]'s pacer); the
+/// stub's replies to it. It also runs the timeout of the outstanding
+/// request. Nothing is forwarded before the stub has answered
 /// the framing request (its replies would otherwise be taken for console
 /// text); meanwhile what the debugger sends is held (one buffer's worth) and
 /// its disconnecting frees the session at once. Reading from the debugger
@@ -625,7 +635,7 @@ async fn serve_debugger(
             let parsed = tracker.push(&buf[..chunk], &mut events);
             chunk = 0;
             for event in events.drain(..) {
-                if !shared.forward(id, &event) {
+                if !shared.forward(id, event) {
                     // The session was taken away (the bridge is stopping, or
                     // the unikernel restarted).
                     return;
@@ -636,7 +646,11 @@ async fn serve_debugger(
                 break;
             }
         }
+        // Computed after this debugger's packets were forwarded or held
+        // (see `Shared::pace_deadline`).
+        let deadline = shared.pace_deadline();
         tokio::select! {
+            () = sleep_until(deadline) => shared.expire(),
             read = async {
                 shared.wait_room().await;
                 rd.read(&mut buf).await

@@ -18,6 +18,17 @@
 //! late replies to an ended session and are discarded, so that they never
 //! reach the next debugger.
 //!
+//! A debugger's request packets are paced ([`Pacer`]): one at a time is
+//! outstanding at the stub, the others wait here, up to [`HELD_LIMIT`]
+//! bytes; further ones are dropped (with a warning: no debugger sends so
+//! many requests without waiting for answers). The stub's replies release
+//! them (in [`Shared::to_client`]), so does
+//! the acknowledgement of an ended session's `DLE 'X'` (a request of a
+//! departed debugger stays outstanding until then: the next debugger's first
+//! packet is not queued behind it) and, as a safety net, the timeout that
+//! the debugger's task runs ([`Shared::pace_deadline`], [`Shared::expire`]).
+//! A departing debugger's held packets are dropped before its `DLE 'X'`.
+//!
 //! Nothing is logged while the lock is held: each method collects its
 //! messages in a [`Logs`] and emits them after unlocking.
 
@@ -27,6 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 use ukdb_bridge::escape::{control_sequence, describe_rsp_byte, Escaped};
+use ukdb_bridge::pace::{Pacer, Release, Released, Request, HELD_LIMIT, REPLY_TIMEOUT};
 use ukdb_bridge::rsp;
 use ukdb_bridge::wire::{self, DLE};
 
@@ -52,6 +64,7 @@ struct Logs(Vec<(Level, String)>);
 
 #[derive(Debug, Clone, Copy)]
 enum Level {
+    Debug,
     Info,
     Warn,
 }
@@ -64,6 +77,7 @@ impl Logs {
     fn emit(self) {
         for (level, msg) in self.0 {
             match level {
+                Level::Debug => debug!("{msg}"),
                 Level::Info => info!("{msg}"),
                 Level::Warn => warn!("{msg}"),
             }
@@ -121,6 +135,9 @@ struct State {
     acks_since: Option<Instant>,
     /// Whether the bridge has warned about a missing acknowledgement.
     ack_warned: bool,
+    /// The attached debugger's request packets not yet forwarded, and the
+    /// one outstanding at the stub.
+    pacer: Pacer,
 }
 
 #[derive(Debug)]
@@ -133,6 +150,8 @@ struct Client {
     /// Whether anything of this debugger was queued for the stub (only then
     /// may the stub have a session for it, which `DLE 'X'` ends).
     forwarded: bool,
+    /// How many of its packets the pacer dropped (it held too many).
+    dropped: u64,
 }
 
 /// A debugger's claim on the session, handed to its task.
@@ -163,6 +182,7 @@ impl Shared {
                 acks_outstanding: 0,
                 acks_since: None,
                 ack_warned: false,
+                pacer: Pacer::default(),
             }),
             trace,
             queued: Notify::new(),
@@ -196,6 +216,67 @@ impl Shared {
         }
         state.out.extend_from_slice(&seq);
         state.framing_last = seq == wire::REQUEST_FRAMING;
+    }
+
+    /// Queues a request packet of the attached debugger that the pacer let
+    /// through (under the lock; `logs` gets the trace line).
+    fn queue_packet(&self, state: &mut State, packet: &[u8], logs: &mut Logs) {
+        if self.trace {
+            let bad = if rsp::checksum_ok(packet) == Some(false) { " (bad checksum)" } else { "" };
+            logs.push(Level::Info, format!("gdb -> stub: {}{bad}", Escaped(packet)));
+        }
+        state.out.extend_from_slice(packet);
+        state.framing_last = false;
+        if let Some(client) = state.client.as_mut() {
+            client.forwarded = true;
+        }
+    }
+
+    /// Acts on a release of the outstanding request (under the lock): queues
+    /// the next held packet, if any.
+    fn released(&self, state: &mut State, released: Option<Released>, logs: &mut Logs) {
+        let Some(Released { why, next }) = released else {
+            return;
+        };
+        if why == Release::TimedOut {
+            let then =
+                if next.is_some() { "forwarding the next one" } else { "not waiting for it" };
+            logs.push(
+                Level::Debug,
+                format!(
+                    "no answer to the debugger's request within {}s (a resume?); {then}",
+                    REPLY_TIMEOUT.as_secs()
+                ),
+            );
+        }
+        if let Some(packet) = next {
+            self.queue_packet(state, &packet, logs);
+        }
+    }
+
+    /// Drops the held packets of `client`, which has left or is dropped
+    /// (under the lock).
+    fn end_pacing(state: &mut State, client: &Client, logs: &mut Logs) {
+        let held = state.pacer.ended();
+        if held > 0 {
+            logs.push(
+                Level::Debug,
+                format!(
+                    "dropping {held} packets of debugger {} that waited for an outstanding \
+                     request (not forwarded)",
+                    client.peer
+                ),
+            );
+        }
+        if client.dropped > 0 {
+            logs.push(
+                Level::Debug,
+                format!(
+                    "debugger {}: {} packets were dropped (too many waited)",
+                    client.peer, client.dropped
+                ),
+            );
+        }
     }
 
     /// Takes the lock, runs `f`, releases the lock, wakes the writer, then
@@ -245,12 +326,21 @@ impl Shared {
             state.acks_outstanding = 0;
             state.acks_since = None;
             let mut restart = Restart::default();
-            if state.client.as_ref().is_some_and(|c| framed || c.forwarded) {
+            let held = state.pacer.held_packets() > 0;
+            if state.client.as_ref().is_some_and(|c| framed || c.forwarded || held) {
                 // Dropping the record drops its sender: the task sees its
                 // queue end and finds the session no longer its own.
                 let client = state.client.take().expect("checked");
                 logs.push(Level::Info, format!("debugger disconnected ({})", client.peer));
                 restart.dropped = Some(client.peer);
+            }
+            // The new stub has no request outstanding.
+            let dropped = state.pacer.reset();
+            if dropped > 0 {
+                logs.push(
+                    Level::Debug,
+                    format!("dropping {dropped} packets held for the old stub"),
+                );
             }
             // A request still waiting to be written serves this hello too: a
             // guest that repeats hellos without reading cannot grow the queue.
@@ -261,17 +351,19 @@ impl Shared {
         })
     }
 
-    /// The stub's `DLE 'E'` arrived: one `DLE 'X'` is acknowledged.
+    /// The stub's `DLE 'E'` arrived: one `DLE 'X'` is acknowledged. Once all
+    /// are, a request of an ended session is no longer outstanding.
     pub fn on_ended(&self) {
-        let unexpected = {
-            let mut state = self.lock();
+        let unexpected = self.with(|state, logs| {
             let was = state.acks_outstanding;
             state.acks_outstanding = was.saturating_sub(1);
             if state.acks_outstanding == 0 {
                 state.acks_since = None;
+                let released = state.pacer.acknowledged(Instant::now());
+                self.released(state, released, logs);
             }
             was == 0
-        };
+        });
         if unexpected {
             debug!("the stub ended a session the bridge did not end (DLE 'E' with none due)");
         }
@@ -291,8 +383,13 @@ impl Shared {
             let id = state.next_id;
             state.next_id += 1;
             let (tx, from_stub) = mpsc::channel(CLIENT_QUEUE);
-            state.client =
-                Some(Client { id, peer: peer.to_owned(), tx: Some(tx), forwarded: false });
+            state.client = Some(Client {
+                id,
+                peer: peer.to_owned(),
+                tx: Some(tx),
+                forwarded: false,
+                dropped: 0,
+            });
             Attached { id, from_stub }
         };
         info!("debugger connected ({peer})");
@@ -302,6 +399,23 @@ impl Shared {
     /// Whether debuggers may queue more bytes for the stub.
     pub fn has_room(&self) -> bool {
         self.lock().out.len() < TO_STUB_LIMIT
+    }
+
+    /// When the request outstanding at the stub times out, if one is. The
+    /// attached debugger's task calls [`Shared::expire`] then. The deadline
+    /// only moves later behind the task's back (a release that forwards a
+    /// held packet), so a task that waits for an older deadline at worst
+    /// wakes early.
+    pub fn pace_deadline(&self) -> Option<Instant> {
+        self.lock().pacer.deadline()
+    }
+
+    /// Releases the outstanding request if it has timed out.
+    pub fn expire(&self) {
+        self.with(|state, logs| {
+            let released = state.pacer.expire(Instant::now());
+            self.released(state, released, logs);
+        });
     }
 
     /// Waits until debuggers may queue more bytes for the stub.
@@ -318,15 +432,53 @@ impl Shared {
         }
     }
 
-    /// Forwards one event of debugger `id`'s RSP stream to the stub. Returns
-    /// `false` when `id` no longer owns the session (it must stop).
-    pub fn forward(&self, id: u64, event: &rsp::Event) -> bool {
-        let owned = self.with(|state, logs| {
+    /// Forwards one event of debugger `id`'s RSP stream to the stub: a
+    /// packet when no request is outstanding (otherwise the pacer holds it),
+    /// `+`, `-` and `0x03` at once; other bytes outside packets are dropped. Returns `false` when `id` no longer owns the
+    /// session (it must stop).
+    pub fn forward(&self, id: u64, event: rsp::Event) -> bool {
+        self.with(|state, logs| {
             if !state.owns(id) {
                 return false;
             }
-            let bytes: &[u8] = match event {
-                rsp::Event::Packet(packet) => packet,
+            match event {
+                rsp::Event::Packet(packet) => {
+                    let line = self.trace.then(|| format!("gdb -> bridge: {}", Escaped(&packet)));
+                    match state.pacer.request(packet, Instant::now()) {
+                        Request::Forward(packet) => self.queue_packet(state, &packet, logs),
+                        Request::Held => {
+                            if let Some(line) = line {
+                                let held = "held: a request is outstanding";
+                                logs.push(Level::Info, format!("{line} ({held})"));
+                            }
+                        }
+                        Request::Retransmission => {
+                            if let Some(line) = line {
+                                let dropped = "a retransmission of the unanswered request; dropped";
+                                logs.push(Level::Info, format!("{line} ({dropped})"));
+                            }
+                        }
+                        Request::Dropped => {
+                            if let Some(line) = line {
+                                logs.push(Level::Info, format!("{line} (dropped)"));
+                            }
+                            if let Some(client) = state.client.as_mut() {
+                                client.dropped += 1;
+                                if client.dropped == 1 {
+                                    logs.push(
+                                        Level::Warn,
+                                        format!(
+                                            "debugger {} sends requests without waiting for \
+                                             answers: {} KiB wait; dropping further ones",
+                                            client.peer,
+                                            HELD_LIMIT / 1024
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
                 rsp::Event::Byte(DLE) => {
                     // Outside a packet a DLE starts a control sequence for
                     // the stub; a debugger has no business sending one.
@@ -334,47 +486,45 @@ impl Shared {
                         Level::Warn,
                         "debugger sent a DLE byte outside a packet; not forwarded".to_owned(),
                     );
-                    return true;
                 }
-                rsp::Event::Byte(byte) => std::slice::from_ref(byte),
-                rsp::Event::Restarted(_) => return true,
-            };
-            state.out.extend_from_slice(bytes);
-            state.framing_last = false;
-            if let Some(client) = state.client.as_mut() {
-                client.forwarded = true;
+                rsp::Event::Byte(byte) if !matches!(byte, b'+' | b'-' | 0x03) => {
+                    // The stub drops anything else between packets: not
+                    // worth the line's time (a client's junk would delay
+                    // the DLE 'X' behind it, and the bridge would read the
+                    // client only as fast as the line takes the junk).
+                    if self.trace {
+                        logs.push(
+                            Level::Info,
+                            format!("gdb -> bridge: {}; dropped", describe_rsp_byte(byte)),
+                        );
+                    }
+                }
+                rsp::Event::Byte(byte) => {
+                    if self.trace {
+                        logs.push(Level::Info, format!("gdb -> stub: {}", describe_rsp_byte(byte)));
+                    }
+                    state.out.push(byte);
+                    state.framing_last = false;
+                    if let Some(client) = state.client.as_mut() {
+                        client.forwarded = true;
+                    }
+                }
+                rsp::Event::Restarted(partial) => {
+                    let level = if self.trace { Level::Info } else { Level::Debug };
+                    if !self.trace && !tracing::enabled!(tracing::Level::DEBUG) {
+                        return true;
+                    }
+                    logs.push(
+                        level,
+                        format!(
+                            "gdb -> stub: discarded incomplete packet {} (a new `$` started)",
+                            Escaped(&partial)
+                        ),
+                    );
+                }
             }
             true
-        });
-        if owned {
-            self.log_forwarded(event);
-        }
-        owned
-    }
-
-    fn log_forwarded(&self, event: &rsp::Event) {
-        match event {
-            rsp::Event::Packet(packet) if self.trace => {
-                let bad =
-                    if rsp::checksum_ok(packet) == Some(false) { " (bad checksum)" } else { "" };
-                info!("gdb -> stub: {}{bad}", Escaped(packet));
-            }
-            rsp::Event::Byte(byte) if self.trace && *byte != DLE => {
-                info!("gdb -> stub: {}", describe_rsp_byte(*byte));
-            }
-            rsp::Event::Restarted(partial) => {
-                let msg = format!(
-                    "gdb -> stub: discarded incomplete packet {} (a new `$` started)",
-                    Escaped(partial)
-                );
-                if self.trace {
-                    info!("{msg}");
-                } else {
-                    debug!("{msg}");
-                }
-            }
-            _ => {}
-        }
+        })
     }
 
     /// Ends debugger `id`'s session, if it still has it: sends `DLE 'X'`
@@ -386,6 +536,7 @@ impl Shared {
                 return;
             }
             let client = state.client.take().expect("owned");
+            Self::end_pacing(state, &client, logs);
             if client.forwarded {
                 self.control(state, wire::DEBUGGER_GONE, "debugger gone", logs);
             }
@@ -393,10 +544,11 @@ impl Shared {
         });
     }
 
-    /// Hands stub output to the attached debugger. It is discarded when no
-    /// debugger is attached, or while a `DLE 'X'` is unacknowledged (it then
-    /// belongs to an ended session). A debugger that lets [`CLIENT_QUEUE`]
-    /// chunks pile up is dropped.
+    /// Hands stub output to the attached debugger, and lets it release the
+    /// debugger's outstanding request. It is discarded when no debugger is
+    /// attached, or while a `DLE 'X'` is unacknowledged (it then belongs to
+    /// an ended session). A debugger that lets [`CLIENT_QUEUE`] chunks pile
+    /// up is dropped.
     pub fn to_client(&self, bytes: Vec<u8>) {
         enum Outcome {
             Sent,
@@ -404,8 +556,7 @@ impl Shared {
             Nobody(Vec<u8>),
             Slow(String),
         }
-        let outcome = {
-            let mut state = self.lock();
+        let outcome = self.with(|state, logs| {
             let late = state.acks_outstanding > 0;
             // Replies withheld from an attached debugger for long: warn once.
             let overdue = late
@@ -413,20 +564,34 @@ impl Shared {
                 && !state.ack_warned
                 && state.acks_since.is_some_and(|since| since.elapsed() >= ACK_WARNING);
             state.ack_warned |= overdue;
-            match state.client.as_mut() {
+            let mut released = None;
+            let outcome = match state.client.as_mut() {
                 _ if late => Outcome::Late(bytes, overdue),
                 None => Outcome::Nobody(bytes),
                 Some(Client { tx: None, .. }) => Outcome::Sent,
-                Some(client) => match client.tx.as_ref().map(|tx| tx.try_send(bytes)) {
-                    Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                Some(client) => {
+                    let full = match client.tx.as_ref().map(mpsc::Sender::try_reserve) {
+                        Some(Ok(slot)) => {
+                            released = state.pacer.from_stub(&bytes, Instant::now());
+                            slot.send(bytes);
+                            false
+                        }
+                        Some(Err(mpsc::error::TrySendError::Full(()))) => true,
+                        // Its task has ended and is detaching.
+                        _ => false,
+                    };
+                    if full {
                         // Its task sees the queue end, then detaches.
                         client.tx = None;
                         Outcome::Slow(client.peer.clone())
+                    } else {
+                        Outcome::Sent
                     }
-                    _ => Outcome::Sent,
-                },
-            }
-        };
+                }
+            };
+            self.released(state, released, logs);
+            outcome
+        });
         match outcome {
             Outcome::Sent => {}
             Outcome::Late(bytes, overdue) => {
@@ -463,6 +628,7 @@ impl Shared {
         self.with(|state, logs| {
             state.closing = true;
             if let Some(client) = state.client.take() {
+                Self::end_pacing(state, &client, logs);
                 if client.forwarded {
                     self.control(state, wire::DEBUGGER_GONE, "bridge stopping", logs);
                 }
@@ -523,26 +689,35 @@ mod tests {
         shared.on_hello(false);
         let first = shared.attach("a").unwrap();
         assert_eq!(shared.attach("b").unwrap_err(), AttachError::Busy("a".to_owned()));
-        assert!(shared.forward(first.id, &packet(b"$g#67")));
+        assert!(shared.forward(first.id, packet(b"$g#67")));
         shared.detach(first.id);
         // The old session can no longer send anything.
-        assert!(!shared.forward(first.id, &rsp::Event::Byte(b'+')));
+        assert!(!shared.forward(first.id, rsp::Event::Byte(b'+')));
         let second = shared.attach("c").unwrap();
-        assert!(shared.forward(second.id, &rsp::Event::Byte(3)));
+        assert!(shared.forward(second.id, rsp::Event::Byte(3)));
         // A stale detach does not end the new session.
         shared.detach(first.id);
-        assert!(shared.forward(second.id, &rsp::Event::Byte(b'+')));
+        assert!(shared.forward(second.id, rsp::Event::Byte(b'+')));
         assert_eq!(drain(&shared), b"\x10F$g#67\x10X\x03+".to_vec());
     }
 
     #[test]
-    fn dle_outside_packets_is_not_forwarded() {
+    fn only_acks_and_ctrl_c_are_forwarded_outside_packets() {
         let shared = Shared::new(false);
         let a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, &rsp::Event::Byte(DLE)));
-        assert!(shared.forward(a.id, &rsp::Event::Byte(b'R')));
-        assert!(shared.forward(a.id, &packet(b"$\x10R#62")));
-        assert_eq!(drain(&shared), b"R$\x10R#62".to_vec());
+        assert!(shared.forward(a.id, rsp::Event::Byte(DLE)));
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'R')));
+        assert!(shared.forward(a.id, packet(b"$\x10R#62")));
+        for byte in *b"x+\x00-\x03\xff#}" {
+            assert!(shared.forward(a.id, rsp::Event::Byte(byte)));
+        }
+        assert_eq!(drain(&shared), b"$\x10R#62+-\x03".to_vec());
+        // Junk alone does not make the stub's session ours to end.
+        let shared = Shared::new(false);
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'x')));
+        shared.detach(a.id);
+        assert_eq!(drain(&shared), b"".to_vec());
     }
 
     #[test]
@@ -550,9 +725,9 @@ mod tests {
         let shared = Shared::new(true);
         shared.on_hello(false);
         let a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
         let _flushed = shared.shutdown();
-        assert!(!shared.forward(a.id, &rsp::Event::Byte(b'+')));
+        assert!(!shared.forward(a.id, rsp::Event::Byte(b'+')));
         assert_eq!(shared.attach("b").unwrap_err(), AttachError::Stopping);
         assert_eq!(drain(&shared), b"\x10F+\x10X\x10R".to_vec());
 
@@ -600,7 +775,7 @@ mod tests {
         // characters are not checked here) does not count as a request.
         shared.on_sync();
         let a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, &packet(b"$a#\x10F")));
+        assert!(shared.forward(a.id, packet(b"$a#\x10F")));
         shared.on_hello(true);
         assert_eq!(drain(&shared), b"$a#\x10F\x10F".to_vec());
     }
@@ -622,11 +797,15 @@ mod tests {
         let shared = Shared::new(false);
         shared.on_sync();
         let a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, &packet(b"$m0,1#fa")));
+        assert!(shared.forward(a.id, packet(b"$m0,1#fa")));
         shared.detach(a.id);
         let a2 = shared.attach("a2").unwrap();
-        assert!(shared.forward(a2.id, &packet(b"$g#67")));
+        // Its packet waits for the first one's (late) answer and is dropped
+        // when it leaves; the ack is forwarded.
+        assert!(shared.forward(a2.id, packet(b"$g#67")));
+        assert!(shared.forward(a2.id, rsp::Event::Byte(b'+')));
         shared.detach(a2.id);
+        assert_eq!(drain(&shared), b"$m0,1#fa\x10X+\x10X".to_vec());
         let mut b = shared.attach("b").unwrap();
         // Two DLE 'X' are outstanding: replies to the old sessions.
         shared.to_client(b"$00#60".to_vec());
@@ -643,18 +822,128 @@ mod tests {
     }
 
     #[test]
+    fn requests_are_paced_acks_and_ctrl_c_are_not() {
+        let shared = Shared::new(false);
+        shared.on_sync();
+        let mut a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, packet(b"$c#63")));
+        assert!(shared.forward(a.id, packet(b"$g#67")));
+        assert!(shared.forward(a.id, packet(b"$?#3f")));
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
+        assert!(shared.forward(a.id, rsp::Event::Byte(0x03)));
+        assert_eq!(drain(&shared), b"$c#63+\x03".to_vec());
+        // The stub's ack releases nothing; its stop reply releases one.
+        shared.to_client(b"+".to_vec());
+        assert_eq!(drain(&shared), b"".to_vec());
+        shared.to_client(b"$T02#".to_vec());
+        shared.to_client(b"b7".to_vec());
+        assert_eq!(drain(&shared), b"$g#67".to_vec());
+        // A NAK from the stub releases the next one too.
+        shared.to_client(b"-".to_vec());
+        assert_eq!(drain(&shared), b"$?#3f".to_vec());
+        shared.to_client(b"$S05#b8".to_vec());
+        assert_eq!(drain(&shared), b"".to_vec());
+        // Nothing outstanding: the next packet goes at once.
+        assert!(shared.forward(a.id, packet(b"$s#73")));
+        assert_eq!(drain(&shared), b"$s#73".to_vec());
+        let mut got = Vec::new();
+        while let Ok(bytes) = a.from_stub.try_recv() {
+            got.extend(bytes);
+        }
+        assert_eq!(got, b"+$T02#b7-$S05#b8".to_vec());
+    }
+
+    #[test]
+    fn a_departed_flood_is_dropped_and_the_next_debugger_waits_for_the_ack() {
+        let shared = Shared::new(false);
+        shared.on_sync();
+        let a = shared.attach("a").unwrap();
+        for i in 0..3000 {
+            assert!(shared.forward(a.id, packet(format!("$m{i:x},40#00").as_bytes())));
+        }
+        shared.detach(a.id);
+        assert_eq!(drain(&shared), b"$m0,40#00\x10X".to_vec());
+        assert!(shared.has_room());
+        // The next debugger's first packet waits for the stub to finish the
+        // old session (its late reply releases nothing); an ack does not.
+        let mut b = shared.attach("b").unwrap();
+        assert!(shared.forward(b.id, packet(b"$qSupported#37")));
+        assert!(shared.forward(b.id, rsp::Event::Byte(b'+')));
+        shared.to_client(b"+$00#60".to_vec());
+        assert_eq!(drain(&shared), b"+".to_vec());
+        shared.on_ended();
+        assert_eq!(drain(&shared), b"$qSupported#37".to_vec());
+        shared.to_client(b"+$PacketSize=4000#00".to_vec());
+        assert_eq!(b.from_stub.try_recv().unwrap(), b"+$PacketSize=4000#00".to_vec());
+    }
+
+    #[test]
+    fn held_packets_are_bounded_and_not_counted_as_queued() {
+        let shared = Shared::new(false);
+        let a = shared.attach("a").unwrap();
+        let big = |byte| rsp::Event::Packet(vec![byte; HELD_LIMIT / 2]);
+        assert!(shared.forward(a.id, big(b'a')));
+        let _ = drain(&shared);
+        for byte in b"bcde" {
+            assert!(shared.forward(a.id, big(*byte)));
+            assert!(shared.has_room());
+        }
+        assert_eq!(shared.lock().pacer.held_packets(), 2);
+        assert_eq!(shared.lock().client.as_ref().unwrap().dropped, 2);
+        // Acks still go.
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
+        assert_eq!(drain(&shared), b"+".to_vec());
+        // Dropped when the debugger leaves.
+        shared.detach(a.id);
+        assert_eq!(shared.lock().pacer.held_packets(), 0);
+        assert_eq!(drain(&shared), b"\x10X".to_vec());
+    }
+
+    #[test]
+    fn a_request_without_an_answer_times_out() {
+        let shared = Shared::new(false);
+        shared.lock().pacer = Pacer::new(Duration::ZERO, HELD_LIMIT);
+        let a = shared.attach("a").unwrap();
+        assert_eq!(shared.pace_deadline(), None);
+        assert!(shared.forward(a.id, packet(b"$c#63")));
+        assert!(shared.forward(a.id, packet(b"$g#67")));
+        assert!(shared.pace_deadline().is_some());
+        assert_eq!(drain(&shared), b"$c#63".to_vec());
+        shared.expire();
+        assert_eq!(drain(&shared), b"$g#67".to_vec());
+        shared.expire();
+        assert_eq!(shared.pace_deadline(), None);
+        assert_eq!(drain(&shared), b"".to_vec());
+    }
+
+    #[test]
+    fn a_hello_forgets_the_outstanding_request() {
+        let shared = Shared::new(false);
+        shared.on_sync();
+        let a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, packet(b"$c#63")));
+        assert!(shared.forward(a.id, packet(b"$g#67")));
+        assert_eq!(shared.on_hello(true), Restart { dropped: Some("a".to_owned()) });
+        shared.detach(a.id);
+        shared.on_sync();
+        let b = shared.attach("b").unwrap();
+        assert!(shared.forward(b.id, packet(b"$?#3f")));
+        assert_eq!(drain(&shared), b"$c#63\x10F$?#3f".to_vec());
+    }
+
+    #[test]
     fn a_hello_drops_the_debugger_and_forgets_outstanding_acks() {
         let shared = Shared::new(false);
         shared.on_hello(false);
         shared.on_sync();
         let a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, &packet(b"$?#3f")));
+        assert!(shared.forward(a.id, packet(b"$?#3f")));
         shared.detach(a.id);
         let mut b = shared.attach("b").unwrap();
         assert_eq!(shared.on_hello(true), Restart { dropped: Some("b".to_owned()) });
         // Its queue is closed and the session is no longer its own.
         assert_eq!(b.from_stub.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
-        assert!(!shared.forward(b.id, &rsp::Event::Byte(b'+')));
+        assert!(!shared.forward(b.id, rsp::Event::Byte(b'+')));
         shared.detach(b.id);
         // The outstanding DLE 'X' is forgotten: the next debugger gets the
         // new stub's replies.
@@ -673,7 +962,7 @@ mod tests {
     fn a_debugger_that_does_not_read_is_dropped() {
         let shared = Shared::new(false);
         let mut a = shared.attach("a").unwrap();
-        assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
         for _ in 0..=CLIENT_QUEUE {
             shared.to_client(b"x".to_vec());
         }
@@ -695,7 +984,7 @@ mod tests {
         let a = shared.attach("a").unwrap();
         let big = rsp::Event::Packet(vec![b'a'; TO_STUB_LIMIT]);
         assert!(shared.has_room());
-        assert!(shared.forward(a.id, &big));
+        assert!(shared.forward(a.id, big.clone()));
         assert!(!shared.has_room());
         let waiting = tokio::spawn({
             let shared = Arc::clone(&shared);
@@ -713,7 +1002,7 @@ mod tests {
             .unwrap();
         // Control sequences are queued even when the queue is full.
         buf.clear();
-        assert!(shared.forward(a.id, &big));
+        assert!(shared.forward(a.id, big.clone()));
         shared.detach(a.id);
         let _ = shared.next_output(&mut buf).await;
         assert_eq!(&buf[buf.len() - 2..], b"\x10X");
@@ -771,14 +1060,27 @@ mod tests {
             shared.on_hello(false);
             shared.on_sync();
             let a = shared.attach("a").unwrap();
-            assert!(shared.forward(a.id, &packet(b"$g#67")));
-            assert!(shared.forward(a.id, &rsp::Event::Byte(DLE)));
-            assert!(shared.forward(a.id, &rsp::Event::Restarted(b"$m".to_vec())));
+            assert!(shared.forward(a.id, packet(b"$g#67")));
+            // Held, released by the reply, held again (dropped at the hello).
+            assert!(shared.forward(a.id, packet(b"$?#3f")));
+            shared.to_client(b"$00#60".to_vec());
+            assert!(shared.forward(a.id, packet(b"$s#73")));
+            assert!(shared.forward(a.id, packet(b"$c#63")));
+            assert!(shared.forward(a.id, rsp::Event::Byte(DLE)));
+            assert!(shared.forward(a.id, rsp::Event::Restarted(b"$m".to_vec())));
             shared.to_client(b"+".to_vec());
             shared.on_hello(true);
             shared.detach(a.id);
             let b = shared.attach("b").unwrap();
-            assert!(shared.forward(b.id, &rsp::Event::Byte(b'+')));
+            assert!(shared.forward(b.id, rsp::Event::Byte(b'+')));
+            // A timeout releases a held packet; one is held when b leaves.
+            shared.lock().pacer = Pacer::new(Duration::ZERO, HELD_LIMIT);
+            assert!(shared.forward(b.id, packet(b"$g#67")));
+            assert!(shared.forward(b.id, packet(b"$s#73")));
+            assert!(shared.forward(b.id, packet(b"$s#73")));
+            shared.expire();
+            assert!(shared.forward(b.id, packet(b"$c#63")));
+            assert_eq!(shared.lock().pacer.held_packets(), 1);
             shared.detach(b.id);
             shared.to_client(b"late".to_vec());
             shared.on_ended();
@@ -798,7 +1100,7 @@ mod tests {
         tracing::dispatcher::with_default(&dispatch, || {
             shared.on_sync();
             let a = shared.attach("a").unwrap();
-            assert!(shared.forward(a.id, &rsp::Event::Byte(b'+')));
+            assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
             shared.detach(a.id);
             let _b = shared.attach("b").unwrap();
             // Not overdue yet: discarded quietly.

@@ -32,7 +32,8 @@
 //! Nothing is logged while the lock is held: each method collects its
 //! messages in a [`Logs`] and emits them after unlocking.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -42,9 +43,12 @@ use ukdb_bridge::pace::{Pacer, Release, Released, Request, HELD_LIMIT, REPLY_TIM
 use ukdb_bridge::rsp;
 use ukdb_bridge::wire::{self, DLE};
 
-/// How many chunks of stub output may wait for a debugger that does not
-/// read them before it is dropped.
-const CLIENT_QUEUE: usize = 1024;
+/// How many bytes of stub output may wait for a debugger that does not read
+/// them before it is dropped. Counted in bytes, not chunks: QEMU writes the
+/// line a byte at a time, so one reply can arrive in a thousand reads (a
+/// count of chunks dropped a gdb that was merely scheduled late while
+/// target.xml arrived).
+const CLIENT_QUEUE_BYTES: usize = 4 << 20;
 
 /// How many bytes from debuggers may be queued for the line before their
 /// tasks stop reading their sockets. The queue can exceed it by what one
@@ -146,7 +150,9 @@ struct Client {
     peer: String,
     /// Stub output for the debugger; `None` once the bridge has decided to
     /// drop it (the session stays taken until its task has detached).
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Bytes in `tx` that its task has not taken yet.
+    queued: Arc<AtomicUsize>,
     /// Whether anything of this debugger was queued for the stub (only then
     /// may the stub have a session for it, which `DLE 'X'` ends).
     forwarded: bool,
@@ -158,7 +164,31 @@ struct Client {
 #[derive(Debug)]
 pub struct Attached {
     pub id: u64,
-    pub from_stub: mpsc::Receiver<Vec<u8>>,
+    pub from_stub: FromStub,
+}
+
+/// Stub output for one debugger, bounded by [`CLIENT_QUEUE_BYTES`].
+#[derive(Debug)]
+pub struct FromStub {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl FromStub {
+    /// The next chunk; `None` once the bridge has dropped the debugger.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let bytes = self.rx.recv().await?;
+        self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+        Some(bytes)
+    }
+
+    /// The next chunk if one waits.
+    #[cfg(test)]
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, mpsc::error::TryRecvError> {
+        let bytes = self.rx.try_recv()?;
+        self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+        Ok(bytes)
+    }
 }
 
 impl State {
@@ -382,11 +412,14 @@ impl Shared {
             }
             let id = state.next_id;
             state.next_id += 1;
-            let (tx, from_stub) = mpsc::channel(CLIENT_QUEUE);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let from_stub = FromStub { rx, queued: Arc::clone(&queued) };
             state.client = Some(Client {
                 id,
                 peer: peer.to_owned(),
                 tx: Some(tx),
+                queued,
                 forwarded: false,
                 dropped: 0,
             });
@@ -547,7 +580,7 @@ impl Shared {
     /// Hands stub output to the attached debugger, and lets it release the
     /// debugger's outstanding request. It is discarded when no debugger is
     /// attached, or while a `DLE 'X'` is unacknowledged (it then belongs to
-    /// an ended session). A debugger that lets [`CLIENT_QUEUE`] chunks pile
+    /// an ended session). A debugger that lets [`CLIENT_QUEUE_BYTES`] pile
     /// up is dropped.
     pub fn to_client(&self, bytes: Vec<u8>) {
         enum Outcome {
@@ -570,16 +603,17 @@ impl Shared {
                 None => Outcome::Nobody(bytes),
                 Some(Client { tx: None, .. }) => Outcome::Sent,
                 Some(client) => {
-                    let full = match client.tx.as_ref().map(mpsc::Sender::try_reserve) {
-                        Some(Ok(slot)) => {
+                    let queued = client.queued.load(Ordering::Acquire);
+                    let full = queued.saturating_add(bytes.len()) > CLIENT_QUEUE_BYTES;
+                    if !full {
+                        if let Some(tx) = &client.tx {
                             released = state.pacer.from_stub(&bytes, Instant::now());
-                            slot.send(bytes);
-                            false
+                            client.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+                            // Fails only when its task has ended and is
+                            // detaching.
+                            let _ = tx.send(bytes);
                         }
-                        Some(Err(mpsc::error::TrySendError::Full(()))) => true,
-                        // Its task has ended and is detaching.
-                        _ => false,
-                    };
+                    }
                     if full {
                         // Its task sees the queue end, then detaches.
                         client.tx = None;
@@ -959,16 +993,36 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_in_many_small_chunks_does_not_drop_the_debugger() {
+        // QEMU writes the serial line a byte at a time: target.xml (about
+        // 8 KiB) can reach the bridge in thousands of reads before the
+        // debugger's task runs. (The bound used to be 1024 chunks.)
+        let shared = Shared::new(false);
+        let mut a = shared.attach("a").unwrap();
+        assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
+        for _ in 0..8192 {
+            shared.to_client(b"x".to_vec());
+        }
+        for _ in 0..8192 {
+            assert_eq!(a.from_stub.try_recv().unwrap(), b"x".to_vec());
+        }
+        assert_eq!(a.from_stub.try_recv(), Err(mpsc::error::TryRecvError::Empty));
+        assert!(shared.attach("b").is_err(), "a is still attached");
+    }
+
+    #[test]
     fn a_debugger_that_does_not_read_is_dropped() {
         let shared = Shared::new(false);
         let mut a = shared.attach("a").unwrap();
         assert!(shared.forward(a.id, rsp::Event::Byte(b'+')));
-        for _ in 0..=CLIENT_QUEUE {
-            shared.to_client(b"x".to_vec());
+        let chunk = vec![b'x'; 64 * 1024];
+        let fit = CLIENT_QUEUE_BYTES / chunk.len();
+        for _ in 0..=fit {
+            shared.to_client(chunk.clone());
         }
         // Its queue is closed after what was queued...
-        for _ in 0..CLIENT_QUEUE {
-            assert_eq!(a.from_stub.try_recv().unwrap(), b"x".to_vec());
+        for _ in 0..fit {
+            assert_eq!(a.from_stub.try_recv().unwrap(), chunk);
         }
         assert_eq!(a.from_stub.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
         // ...and the session stays taken until its task detaches.

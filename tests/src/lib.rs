@@ -5,14 +5,15 @@
 //! Every wait is for a condition with a deadline ([`DEADLINE`]); nothing
 //! sleeps to synchronise.
 
+pub mod capture;
 pub mod qmp;
 pub mod raw;
 
 use regex::Regex;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long any one expected event may take. Generous: TCG on a loaded
@@ -75,62 +76,36 @@ pub fn dev_image() -> &'static Path {
     })
 }
 
-/// Text that a reader thread appends to, with a way to wait for it.
+/// A process's text output as a reader thread appends it, line by line,
+/// with a way to wait for it: [`capture::Capture`] seen as whole lines of
+/// text.
 #[derive(Default)]
 pub struct Output {
-    state: Mutex<(String, bool)>,
-    changed: Condvar,
+    capture: capture::Capture,
 }
 
 impl Output {
     /// Appends everything `source` yields, from a thread, until it ends.
     pub fn spawn_reader(self: &Arc<Self>, source: impl Read + Send + 'static) {
-        let out = Arc::clone(self);
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(source);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        out.state.lock().unwrap().0.push_str(&String::from_utf8_lossy(&buf));
-                        out.changed.notify_all();
-                    }
-                }
-            }
-            out.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-            out.changed.notify_all();
-        });
+        self.capture.read_from(source, |_| {});
     }
 
-    /// Everything so far.
+    /// Every whole line so far.
     pub fn text(&self) -> String {
-        self.state.lock().unwrap().0.clone()
+        capture::whole_lines(&self.capture.bytes(), false).into_owned()
     }
 
     /// Waits for the end of the stream; returns everything.
     pub fn wait_closed(&self, what: &str) -> String {
-        self.wait_state(what, |_, closed| closed)
+        let bytes = self.capture.wait_closed(what);
+        capture::whole_lines(&bytes, true).into_owned()
     }
 
-    /// Waits until `pred` holds for the text; panics with `what` and the
-    /// text at the deadline.
+    /// Waits until `pred` holds for the whole lines so far; panics with
+    /// `what` and the output at the deadline.
     pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        self.wait_state(what, |text, _| pred(text))
-    }
-
-    fn wait_state(&self, what: &str, pred: impl Fn(&str, bool) -> bool) -> String {
-        let end = Instant::now() + DEADLINE;
-        let mut state = self.state.lock().unwrap();
-        loop {
-            if pred(&state.0, state.1) {
-                return state.0.clone();
-            }
-            let now = Instant::now();
-            assert!(now < end, "timed out waiting for {what}; output so far:\n{}", state.0);
-            state = self.changed.wait_timeout(state, end - now).unwrap().0;
-        }
+        let bytes = self.capture.wait(what, |b, closed| pred(&capture::whole_lines(b, closed)));
+        capture::whole_lines(&bytes, false).into_owned()
     }
 }
 

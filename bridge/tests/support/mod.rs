@@ -7,12 +7,14 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use ukdb_tests::capture::{show, Capture};
+pub use ukdb_tests::raw::packet;
 /// How long any single expected thing may take before a test fails.
-pub const TIMEOUT: Duration = Duration::from_secs(20);
+pub use ukdb_tests::DEADLINE as TIMEOUT;
 
 /// The interval at which conditions without a wake-up (process exit, a
 /// non-blocking accept) are polled.
@@ -23,20 +25,6 @@ pub const DLE: u8 = 0x10;
 pub const HELLO: [u8; 2] = [DLE, b'H'];
 /// The stub's acknowledgement of a `DLE 'X'`.
 pub const ENDED: [u8; 2] = [DLE, b'E'];
-
-/// Shows bytes readably in assertion messages.
-pub fn show(bytes: &[u8]) -> String {
-    bytes.escape_ascii().to_string()
-}
-
-/// An RSP packet with its checksum: `$body#xx`.
-pub fn packet(body: &[u8]) -> Vec<u8> {
-    let sum = body.iter().fold(0u8, |acc, &b| acc.wrapping_add(b));
-    let mut out = vec![b'$'];
-    out.extend_from_slice(body);
-    out.extend_from_slice(format!("#{sum:02x}").as_bytes());
-    out
-}
 
 /// `DLE channel` followed by `data` with every DLE doubled, as a stub in
 /// framed mode writes it.
@@ -49,109 +37,6 @@ pub fn framed(channel: u8, data: &[u8]) -> Vec<u8> {
         out.push(b);
     }
     out
-}
-
-/// Everything read so far from a stream by a background thread, with a
-/// condition variable to wait on.
-#[derive(Clone, Default)]
-pub struct Capture {
-    inner: Arc<(Mutex<Captured>, Condvar)>,
-}
-
-#[derive(Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    closed: bool,
-}
-
-impl Capture {
-    /// Starts a thread that reads `reader` to its end.
-    pub fn spawn(reader: impl Read + Send + 'static) -> Self {
-        Self::spawn_with(reader, |_| {})
-    }
-
-    /// Like [`Capture::spawn`], calling `hook` with each chunk read before
-    /// it is captured.
-    pub fn spawn_with(
-        mut reader: impl Read + Send + 'static,
-        mut hook: impl FnMut(&[u8]) + Send + 'static,
-    ) -> Self {
-        let capture = Capture::default();
-        let inner = Arc::clone(&capture.inner);
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = reader.read(&mut buf).unwrap_or(0);
-                hook(&buf[..n]);
-                let (lock, cvar) = &*inner;
-                let mut captured = lock.lock().unwrap_or_else(|e| e.into_inner());
-                if n == 0 {
-                    captured.closed = true;
-                    cvar.notify_all();
-                    return;
-                }
-                captured.bytes.extend_from_slice(&buf[..n]);
-                cvar.notify_all();
-            }
-        });
-        capture
-    }
-
-    pub fn bytes(&self) -> Vec<u8> {
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.clone()
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes()).into_owned()
-    }
-
-    /// Waits until `done(bytes, closed)` holds; panics with `what` and the
-    /// bytes so far after [`TIMEOUT`].
-    pub fn wait(&self, what: &str, done: impl Fn(&[u8], bool) -> bool) -> Vec<u8> {
-        let deadline = Instant::now() + TIMEOUT;
-        let (lock, cvar) = &*self.inner;
-        let mut captured = lock.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if done(&captured.bytes, captured.closed) {
-                return captured.bytes.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let (bytes, closed) = (captured.bytes.clone(), captured.closed);
-                drop(captured); // don't poison the lock for the reader thread
-                panic!(
-                    "timed out waiting for {what}; got so far (closed: {closed}):\n{}",
-                    show(&bytes)
-                );
-            }
-            captured =
-                cvar.wait_timeout(captured, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
-    }
-
-    /// Waits for a whole line containing `needle` and returns it.
-    pub fn wait_line(&self, needle: &str) -> String {
-        let find = |bytes: &[u8]| -> Option<String> {
-            String::from_utf8_lossy(bytes)
-                .split_inclusive('\n')
-                .filter(|line| line.ends_with('\n'))
-                .find(|line| line.contains(needle))
-                .map(|line| line.trim_end().to_owned())
-        };
-        let bytes = self.wait(&format!("a line with {needle:?}"), |b, _| find(b).is_some());
-        find(&bytes).unwrap()
-    }
-
-    /// Waits until the captured bytes are exactly `expect`.
-    pub fn wait_exact(&self, what: &str, expect: &[u8]) {
-        let got = self.wait(what, |b, closed| b.len() >= expect.len() || closed);
-        assert_eq!(show(&got), show(expect), "{what}");
-    }
-
-    /// Waits until the stream has ended.
-    pub fn wait_closed(&self, what: &str) -> Vec<u8> {
-        self.wait(what, |_, closed| closed)
-    }
 }
 
 /// The `ukdb` binary under test, with its stdout and stderr captured.

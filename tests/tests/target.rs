@@ -252,6 +252,37 @@ fn a_phys_offset_that_maps_no_page_tables_keeps_the_stub_out_with_a_reason() {
 }
 
 #[test]
+fn page_tables_read_through_a_physical_memory_offset() {
+    // The example maps its first GiB a second time at 0xffff800000000000
+    // (as the `bootloader` crate maps physical memory): told so, the stub
+    // reads the page tables there, and debugging works as with the identity
+    // map.
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.phys_offset=0xffff800000000000");
+    let bridge = Bridge::start(&vm);
+    let console = bridge.console.wait("the stub", |t| t.contains("ukdb: stub ready"));
+    assert!(!console.contains("stub not started"), "{console}");
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdemo::app::tick",
+            "continue",
+            "p ukdemo::app::TICKS == n",
+            "x/1bx 0",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    assert!(out.contains("\nBreakpoint 1, ukdemo::app::tick (n="), "{out}");
+    assert!(out.contains("\n$1 = true\n"), "{out}");
+    assert!(out.contains("Cannot access memory at address 0x0\n"), "{out}");
+    assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{out}");
+    bridge.wait_more_lines(2);
+}
+
+#[test]
 fn the_unikernels_own_debug_registers_survive_debuggers() {
     // `ukdemo.dr` arms DR0 (an instruction breakpoint that never fires) and
     // prints a line if it finds DR0 or DR7 changed. A debugger that attaches

@@ -16,6 +16,10 @@ const WRITE_THROUGH: u64 = 1 << 3;
 const CACHE_DISABLE: u64 = 1 << 4;
 const NO_EXECUTE: u64 = 1 << 63;
 const GIB: u64 = 1 << 30;
+/// Where the first GiB of physical memory is mapped a second time.
+pub const PHYS_ALIAS: u64 = 0xffff_8000_0000_0000;
+/// The PML4 slot of [`PHYS_ALIAS`].
+const PHYS_ALIAS_SLOT: usize = ((PHYS_ALIAS >> 39) & 0x1ff) as usize;
 
 const PAGE: u64 = 4096;
 const LARGE: u64 = 2 * 1024 * 1024;
@@ -69,6 +73,11 @@ pub fn init() {
         let pt = &mut *addr_of_mut!(PT);
 
         pml4.0[0] = addr_of_mut!(PDPT) as u64 | PRESENT | WRITABLE;
+        // The same first GiB again at PHYS_ALIAS (the upper half), the way
+        // kernels built on the `bootloader` crate map physical memory at an
+        // offset: `ukdb.phys_offset=0xffff800000000000` makes the stub read
+        // the page tables there (tests/tests/target.rs).
+        pml4.0[PHYS_ALIAS_SLOT] = addr_of_mut!(PDPT) as u64 | PRESENT | WRITABLE;
         pdpt.0[0] = addr_of_mut!(PD) as u64 | PRESENT | WRITABLE;
         for (i, entry) in pd.0.iter_mut().enumerate() {
             *entry = if i < SMALL_TABLES {

@@ -31,6 +31,24 @@ fn synced_bridge(dir: &Path, extra: &[&str]) -> (Bridge, FakeStub, String) {
     (bridge, stub, target)
 }
 
+/// A bridge on a line whose stub says hello and answers the framing
+/// request, then reads nothing more (a slow or stuck line); the line's end
+/// is returned to the test.
+fn bridge_on_a_stalled_line(dir: &Path) -> (Bridge, std::os::unix::net::UnixStream) {
+    use std::io::{Read, Write};
+    let path = dir.join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let mut line = support::accept_unix(&listener);
+    line.write_all(&HELLO).unwrap();
+    let mut sync = [0u8; 2];
+    line.read_exact(&mut sync).unwrap();
+    assert_eq!(sync, SYNC);
+    line.write_all(&SYNC).unwrap();
+    bridge.stderr.wait_line(FRAMING_ON);
+    (bridge, line)
+}
+
 #[test]
 fn console_and_rsp_share_the_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,21 +563,11 @@ fn a_debugger_that_leaves_before_the_stub_answers_frees_the_slot() {
 
 #[test]
 fn a_flooding_client_is_slowed_down_not_buffered() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("serial.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let (bridge, line) = bridge_on_a_stalled_line(dir.path());
     let addr = bridge.listen_addr();
-    // A slow line: this stub does the handshake, then reads nothing.
-    let mut line = support::accept_unix(&listener);
-    line.write_all(&HELLO).unwrap();
-    let mut sync = [0u8; 2];
-    line.read_exact(&mut sync).unwrap();
-    assert_eq!(sync, SYNC);
-    line.write_all(&SYNC).unwrap();
-    bridge.stderr.wait_line(FRAMING_ON);
 
     let mut gdb = Client::connect(addr);
     bridge.stderr.wait_line("ukdb: debugger connected");
@@ -655,21 +663,11 @@ fn junk_from_a_client_does_not_wait_for_the_line() {
     // rather than queued for the line (the stub drops them anyway), so a
     // slow line does not keep the bridge from reading the client to its
     // end and freeing the slot.
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("serial.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let bridge = Bridge::start(&unix_target(&path), &[]);
+    let (bridge, line) = bridge_on_a_stalled_line(dir.path());
     let addr = bridge.listen_addr();
-    // A slow line: this stub does the handshake, then reads nothing.
-    let mut line = support::accept_unix(&listener);
-    line.write_all(&HELLO).unwrap();
-    let mut sync = [0u8; 2];
-    line.read_exact(&mut sync).unwrap();
-    assert_eq!(sync, SYNC);
-    line.write_all(&SYNC).unwrap();
-    bridge.stderr.wait_line(FRAMING_ON);
 
     let mut junk = Client::connect(addr);
     bridge.stderr.wait_line("ukdb: debugger connected");

@@ -401,3 +401,24 @@ fn j_stepping_into_a_compiled_in_breakpoint() {
     .finish();
     assert!(out.contains("\nBreakpoint 1, ukdemo::app::tick (n="), "{out}");
 }
+
+/// (k) `ukdb.wait`, a client attaches and detaches (`D`) and leaves at once:
+/// the bridge's `DLE 'X'` follows the `D` on the line, and the stub must
+/// not take the end of a session the debugger already ended as a reason to
+/// hold the wait again (it did, when both arrived in one read).
+#[test]
+fn k_detach_then_gone_releases_the_wait() {
+    let a = artifacts();
+    let vm = Vm::boot("q35", &a.image, "ukdb.wait");
+    let bridge = Bridge::start(&vm);
+    bridge
+        .console
+        .wait("the wait message", |t| t.contains("ukdb: waiting for a debugger (ukdb.wait)\n"));
+    let mut c = Raw::connect(&bridge.addr);
+    let stop = c.attach();
+    assert!(stop.starts_with('T') || stop.starts_with('S'), "{stop}");
+    c.send(&raw::packet(b"D"));
+    c.close();
+    let lines = bridge.wait_more_lines(2);
+    assert_eq!(lines[0], (0, 1));
+}

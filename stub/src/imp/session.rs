@@ -783,7 +783,9 @@ impl Session {
             Ok(GdbStubStateMachine::Running(running)) => {
                 self.machine = Some(GdbStubStateMachine::Running(running));
                 if self.target.resume.is_some() {
+                    // The debugger let the stop go: it no longer holds.
                     self.halted = false;
+                    self.hold = false;
                 }
             }
             Ok(GdbStubStateMachine::CtrlCInterrupt(interrupt)) => {
@@ -794,8 +796,11 @@ impl Session {
                 self.settle(next);
             }
             Ok(GdbStubStateMachine::Disconnected(_)) => {
+                // Detached (or killed) by the debugger: the stop is let go,
+                // also for the `DLE 'X'` that follows on the line.
                 self.end_session();
                 self.halted = false;
+                self.hold = false;
             }
             Err(_) => {
                 // Something the receiver's checks let through and gdbstub

@@ -758,7 +758,7 @@ fn main() {
     // Phase 1: the stub on the raw serial socket. Wait until the app runs
     // (and so polls the stub) before the first packet.
     eprintln!("rsp bench: ukdb-raw (serial socket {})", vm.sock.display());
-    let serial = UnixStream::connect(&vm.sock).expect("cannot connect the serial socket");
+    let serial = ukdb_tests::connect_unix(&vm.sock);
     let mut serial = Client::new("ukdb-raw", Box::new(serial));
     serial.wait_for_text(b"\nline ", "the unikernel's console");
     let (raw, mut serial) = Session::attach(serial).measure(&image);

@@ -109,6 +109,19 @@ impl Output {
     }
 }
 
+/// Connects to a unix socket QEMU serves, retrying until [`DEADLINE`]: QEMU
+/// creates the socket file a moment before it listens on it.
+pub fn connect_unix(path: &Path) -> std::os::unix::net::UnixStream {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(sock) => return sock,
+            Err(e) => assert!(Instant::now() < end, "cannot connect to {}: {e}", path.display()),
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 

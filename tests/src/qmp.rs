@@ -2,7 +2,6 @@
 //! `system_reset` over a `-qmp unix:PATH,server=on,wait=off` socket.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 /// The QEMU arguments for a QMP server on `path`.
@@ -13,7 +12,7 @@ pub fn args(path: &Path) -> [String; 2] {
 /// Runs one QMP command (`{"execute": NAME}`) and returns QEMU's answer
 /// line; panics unless it is a `return`.
 pub fn execute(path: &Path, name: &str) -> String {
-    let stream = UnixStream::connect(path).expect("connect to QMP");
+    let stream = crate::connect_unix(path);
     stream.set_read_timeout(Some(crate::DEADLINE)).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;

@@ -99,9 +99,9 @@ impl Raw {
     /// `HOST:PORT`.
     pub fn connect(addr: &str) -> Raw {
         let stream = if let Some(path) = addr.strip_prefix("unix:") {
-            Stream::Unix(UnixStream::connect(path).expect("connect unix"))
+            Stream::Unix(crate::connect_unix(std::path::Path::new(path)))
         } else if addr.starts_with('/') {
-            Stream::Unix(UnixStream::connect(addr).expect("connect unix"))
+            Stream::Unix(crate::connect_unix(std::path::Path::new(addr)))
         } else {
             let s = TcpStream::connect(addr).expect("connect tcp");
             s.set_nodelay(true).unwrap();

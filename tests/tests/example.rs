@@ -5,23 +5,8 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 use ukdb_tests::*;
-
-/// Connects to a socket QEMU serves (it may create the file a moment
-/// before it listens).
-fn connect_to(path: &Path) -> UnixStream {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        match UnixStream::connect(path) {
-            Ok(sock) => return sock,
-            Err(e) => assert!(Instant::now() < end, "cannot connect to {}: {e}", path.display()),
-        }
-        std::thread::yield_now();
-    }
-}
 
 /// A VM that is created stopped (`-S`), so that the test connects to its
 /// serial line before the first byte of its console, and then started.
@@ -40,14 +25,14 @@ impl PausedVm {
 
     /// The serial line, connected while the VM is still stopped.
     fn serial(&self) -> UnixStream {
-        connect_to(&self.vm.sock)
+        connect_unix(&self.vm.sock)
     }
 
     /// Starts the VM (QMP `cont`).
     fn start(&self) {
         let path = self.qmp.path().join("qmp.sock");
         // QEMU may create the socket file a moment before it listens.
-        drop(connect_to(&path));
+        drop(connect_unix(&path));
         qmp::execute(&path, "cont");
     }
 }

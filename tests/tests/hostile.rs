@@ -966,7 +966,7 @@ fn row_46_full_speed_client_for_10_s_bridge_rss_bounded() {
 fn raw_vm() -> Vm {
     let vm = Vm::boot("q35", &artifacts().image, "ukdemo.rate=50");
     let console = Arc::new(Output::default());
-    let s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+    let s = connect_unix(&vm.sock);
     console.spawn_reader(s.try_clone().unwrap());
     console.wait("app lines", |t| app_lines(t).len() >= 2);
     s.shutdown(std::net::Shutdown::Both).unwrap();

@@ -197,7 +197,7 @@ fn d_raw_line_gdb_killed_then_lldb_attaches() {
     {
         // The unikernel is up (its console shows app lines) before gdb.
         let console = Arc::new(Output::default());
-        let s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+        let s = connect_unix(&vm.sock);
         console.spawn_reader(s.try_clone().unwrap());
         console.wait("app lines", |t| app_lines(t).len() >= 2);
         s.shutdown(std::net::Shutdown::Both).unwrap();
@@ -215,7 +215,7 @@ fn d_raw_line_gdb_killed_then_lldb_attaches() {
     assert!(out.contains("Process 1 detached\n"), "{out}");
     // It runs on: new console lines on the raw line.
     let console = Arc::new(Output::default());
-    let s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+    let s = connect_unix(&vm.sock);
     console.spawn_reader(s.try_clone().unwrap());
     let text = console.wait("app lines after lldb detached", |t| app_lines(t).len() >= 3);
     assert_gap_free(&app_lines(&text), "raw console after lldb");
@@ -310,7 +310,7 @@ fn h_raw_partial_packet_then_bridge_syncs() {
     let vm = Vm::boot("q35", &a.image, "ukdemo.rate=50");
     {
         let console = Arc::new(Output::default());
-        let s = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+        let s = connect_unix(&vm.sock);
         console.spawn_reader(s.try_clone().unwrap());
         console.wait("app lines", |t| app_lines(t).len() >= 2);
         s.shutdown(std::net::Shutdown::Both).unwrap();

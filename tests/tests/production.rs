@@ -2,7 +2,6 @@
 //! runs, and contains no stub code at all.
 
 use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 use ukdb_tests::*;
 
@@ -36,7 +35,7 @@ fn production_image_has_no_stub_and_runs() {
 
     // It boots and runs, with its console straight on the serial line.
     let vm = Vm::boot("q35", &a.production, "ukdemo.rate=50");
-    let mut sock = UnixStream::connect(&vm.sock).unwrap();
+    let mut sock = connect_unix(&vm.sock);
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let end = Instant::now() + DEADLINE;
     let mut console = Vec::new();

@@ -180,7 +180,7 @@ fn a_corrupt_packet_does_not_release_the_boot_wait() {
     // Once it waits, a packet with a wrong checksum, straight onto the
     // serial line: the session ends on the protocol error, and the
     // unikernel keeps waiting.
-    let mut sock = std::os::unix::net::UnixStream::connect(&vm.sock).unwrap();
+    let mut sock = connect_unix(&vm.sock);
     let console = Arc::new(Output::default());
     console.spawn_reader(sock.try_clone().unwrap());
     console.wait("the wait", |t| t.contains("ukdb: waiting for a debugger (ukdb.wait)\n"));

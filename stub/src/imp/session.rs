@@ -365,12 +365,22 @@ pub fn on_trap(frame: &mut TrapFrame) -> bool {
             return true;
         }
     }
-    if ENTERED.swap(true, Ordering::Acquire) {
-        return on_busy(frame);
+    match outermost(frame, 0, trap_on_stub_stack) {
+        Some(handled) => handled != 0,
+        None => on_busy(frame),
     }
-    let handled = super::stack::call(frame, 0, trap_on_stub_stack) != 0;
+}
+
+/// Runs `f(frame, arg)` on the stub's stack if this is the outermost entry
+/// (the one owner of that stack, see `stack`); `None` when the stub is
+/// entered already.
+fn outermost(frame: &mut TrapFrame, arg: u64, f: super::stack::OnStack) -> Option<u64> {
+    if ENTERED.swap(true, Ordering::Acquire) {
+        return None;
+    }
+    let result = super::stack::call(frame, arg, f);
     ENTERED.store(false, Ordering::Release);
-    handled
+    Some(result)
 }
 
 extern "C" fn trap_on_stub_stack(frame: *mut TrapFrame, _: u64) -> u64 {
@@ -382,11 +392,9 @@ extern "C" fn trap_on_stub_stack(frame: *mut TrapFrame, _: u64) -> u64 {
 
 /// The stub entered itself (see `api::soft_entry`).
 pub fn on_soft_entry(frame: &mut TrapFrame, why: u64) {
-    if !is_running() || ENTERED.swap(true, Ordering::Acquire) {
-        return;
+    if is_running() {
+        outermost(frame, why, soft_on_stub_stack);
     }
-    super::stack::call(frame, why, soft_on_stub_stack);
-    ENTERED.store(false, Ordering::Release);
 }
 
 extern "C" fn soft_on_stub_stack(frame: *mut TrapFrame, why: u64) -> u64 {

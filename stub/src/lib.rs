@@ -26,6 +26,9 @@ pub use frame::{TrapFrame, SOFT_ENTRY_VECTOR, TRAP_FRAME_SIZE};
 mod link;
 pub use link::{LinkEvent, Pending, Transport};
 
+mod nic;
+pub use nic::{Nic, MAX_FRAME};
+
 pub mod wire;
 
 #[cfg(feature = "enabled")]

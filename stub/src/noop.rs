@@ -2,7 +2,7 @@
 //! no-op, so a unikernel calls the same functions in every build and the
 //! production image holds no stub code at all.
 
-use crate::{Pending, Transport, TrapFrame};
+use crate::{Nic, Pending, Transport, TrapFrame};
 
 /// A 16550 UART at an I/O port base (no-op build: holds nothing).
 #[derive(Debug)]
@@ -159,3 +159,31 @@ impl Config {
         (self, None)
     }
 }
+
+/// Does nothing; `false`: no network stub (the NIC is the unikernel's).
+#[inline(always)]
+pub fn init_net(_nic: &'static mut dyn Nic, _cmdline: &str) -> bool {
+    false
+}
+
+/// Does nothing; `false`: no network stub.
+#[inline(always)]
+pub fn init_net_with(_nic: &'static mut dyn Nic, _config: Config) -> bool {
+    false
+}
+
+/// Does nothing; `false`: no network stub.
+#[inline(always)]
+pub fn init_net_dedicated(_cmdline: &str) -> bool {
+    false
+}
+
+/// Never takes a frame: every frame is the unikernel's.
+#[inline(always)]
+pub fn net_claim(_frame: &[u8]) -> bool {
+    false
+}
+
+/// Does nothing.
+#[inline(always)]
+pub fn set_console(_write: fn(&[u8])) {}

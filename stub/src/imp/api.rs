@@ -264,3 +264,42 @@ extern "C" fn soft_entry(why: u64) {
 extern "C" fn soft_trap(frame: &mut TrapFrame, why: u64) {
     session::on_soft_entry(frame, why);
 }
+
+/// Starts the stub on a NIC the unikernel lends (shared) or gives it
+/// (dedicated), with the `ukdb.net=`, `ukdb.port=` and other `ukdb.*`
+/// options of `cmdline`: RSP over TCP, gdb and lldb connect straight to
+/// it. `false`: not started (a bad option, no address, or built without
+/// the `net` feature); the reason is on the console (see [`set_console`]).
+/// Call it instead of [`init`], once.
+pub fn init_net(nic: &'static mut dyn crate::Nic, cmdline: &str) -> bool {
+    let (config, bad) = Config::from_cmdline(cmdline);
+    super::net_api::init_net(nic, config, bad.map(|b| b.0))
+}
+
+/// [`init_net`] with a [`Config`] built in code.
+pub fn init_net_with(nic: &'static mut dyn crate::Nic, config: Config) -> bool {
+    super::net_api::init_net(nic, config, None)
+}
+
+/// Starts the stub on a virtio-net device that it drives alone: the one
+/// `ukdb.nic=` names on `cmdline` (`pci:BUS:DEV.FN` or `mmio:ADDR`), or
+/// else the first it finds (PCI, then `virtio_mmio.device=` entries).
+/// `false`: not started; the reason is on the console.
+pub fn init_net_dedicated(cmdline: &str) -> bool {
+    super::net_api::init_net_dedicated(cmdline)
+}
+
+/// A shared NIC's receive path offers every frame it receives while the
+/// unikernel runs: `true` when the frame is the stub's (TCP to its port),
+/// which keeps a copy and stops the world at the next [`poll`]; ARP
+/// frames are copied and left to the unikernel too (`false`).
+#[inline]
+pub fn net_claim(frame: &[u8]) -> bool {
+    super::net_api::net_claim(frame)
+}
+
+/// Where the stub writes its own messages when its channel does not carry
+/// the console (the network): the unikernel's raw console write.
+pub fn set_console(write: fn(&[u8])) {
+    line::set_console(write);
+}

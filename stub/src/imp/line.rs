@@ -34,6 +34,9 @@ static LINE: Global<Option<Line>> = Global::new(None);
 static PENDING: SetOnce<Pending> = SetOnce::new();
 static CONSOLE_SHARED: AtomicBool = AtomicBool::new(false);
 static CONSOLE: ByteRing<CONSOLE_RING_BYTES> = ByteRing::new();
+/// The unikernel's raw console write, for the stub's own messages when the
+/// line does not carry the console (see [`set_console`]).
+static CONSOLE_HOOK: SetOnce<fn(&[u8])> = SetOnce::new();
 /// Console bytes that found neither room in the ring nor a free line.
 static CONSOLE_DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -172,20 +175,36 @@ pub fn flush() {
 /// Stub messages as console text (session only, or before the session
 /// starts). Pending console text goes first.
 pub fn say(parts: &[&[u8]]) {
-    let written = with_line(|l| {
-        l.drain_console();
-        let Line { transport, encoder } = l;
-        for part in parts {
-            encoder.write(Stream::Console, part, |b| transport.write(b));
-        }
-        transport.flush();
-    });
+    let shared = CONSOLE_SHARED.load(Ordering::Acquire);
+    let written = shared
+        .then(|| {
+            with_line(|l| {
+                l.drain_console();
+                let Line { transport, encoder } = l;
+                for part in parts {
+                    encoder.write(Stream::Console, part, |b| transport.write(b));
+                }
+                transport.flush();
+            })
+        })
+        .flatten();
     if written.is_none() {
-        // No line of ours (or busy): the unikernel's console path.
+        // No line of ours, a busy one, or one without the console: the
+        // unikernel's console path.
         for part in parts {
-            console_write(part);
+            if !console_write(part) {
+                if let Some(hook) = CONSOLE_HOOK.get() {
+                    hook(part);
+                }
+            }
         }
     }
+}
+
+/// Sets where the stub's messages go when the line does not carry the
+/// console (once; later calls are ignored).
+pub fn set_console(write: fn(&[u8])) {
+    let _ = CONSOLE_HOOK.set(write);
 }
 
 /// Turns framing on (answering with the sync) or off (session only).

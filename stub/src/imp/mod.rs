@@ -16,6 +16,7 @@ pub(crate) mod api;
 mod arch;
 mod global;
 mod line;
+mod net_api;
 pub(crate) mod session;
 pub(crate) mod stack;
 pub(crate) mod target;

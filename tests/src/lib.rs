@@ -501,3 +501,110 @@ pub fn code_size_of(image: &Path, needles: &[&str]) -> u64 {
         .map(|s| s.size())
         .sum()
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A VM with a virtio-net device on QEMU's user networking: the stub's TCP
+/// port (1234 in the guest) and the app's HTTP port (8080) are forwarded to
+/// free ports of the host. The console is read raw from the serial socket
+/// (the network stub does not share the serial line).
+pub struct NetVm {
+    /// The VM (its serial socket is [`NetVm::console`]'s source).
+    pub vm: Vm,
+    /// `127.0.0.1:PORT`, forwarded to the stub's port.
+    pub debug: String,
+    /// `127.0.0.1:PORT`, forwarded to the app's HTTP port.
+    pub http: String,
+    /// Everything the unikernel printed on its serial line.
+    pub console: Arc<Output>,
+}
+
+/// The virtio-net device for `machine`: PCI on q35, MMIO on microvm.
+pub fn nic_device(machine: &str) -> &'static str {
+    if machine.starts_with("microvm") {
+        "virtio-net-device"
+    } else {
+        "virtio-net-pci"
+    }
+}
+
+impl NetVm {
+    /// Boots `image` with a NIC; `extra` goes on QEMU's command line too.
+    pub fn boot(machine: &str, image: &Path, append: &str, extra: &[&str]) -> NetVm {
+        let (debug, http) = (free_port(), free_port());
+        let netdev = format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{debug}-:1234,hostfwd=tcp:127.0.0.1:{http}-:8080"
+        );
+        let device = format!("{},netdev=n0", nic_device(machine));
+        let mut args = vec!["-netdev", &netdev, "-device", &device];
+        args.extend_from_slice(extra);
+        let vm = Vm::boot_with(machine, image, append, &args);
+        let console = Arc::new(Output::default());
+        console.spawn_reader(connect_unix(&vm.sock));
+        NetVm {
+            vm,
+            debug: format!("127.0.0.1:{debug}"),
+            http: format!("127.0.0.1:{http}"),
+            console,
+        }
+    }
+
+    /// Waits for the network stub's `ukdb: stub ready on ...` line; returns it.
+    pub fn wait_stub_ready(&self) -> String {
+        let text = self.console.wait("the network stub", |t| t.contains("ukdb: stub ready on "));
+        text.lines().find(|l| l.starts_with("ukdb: stub ready on ")).unwrap().to_string()
+    }
+
+    /// Waits for the app's HTTP server.
+    pub fn wait_http_ready(&self) {
+        self.console.wait("the app's HTTP server", |t| t.contains("http on port 8080"));
+    }
+}
+
+/// `GET /` from the app's HTTP server at `addr`; the whole response, or the
+/// error. Waits at most `timeout` for it.
+pub fn http_get(addr: &str, timeout: Duration) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut sock = std::net::TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(timeout))?;
+    sock.write_all(b"GET / HTTP/1.0\r\nHost: ukdemo\r\n\r\n")?;
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+/// `ukdb bridge` in front of a network stub's TCP port.
+pub struct NetBridge {
+    /// The bridge process.
+    pub proc: Proc,
+    /// Where debuggers connect.
+    pub addr: String,
+    /// The bridge's messages.
+    pub stderr: Arc<Output>,
+}
+
+impl NetBridge {
+    /// Starts the bridge for the stub at `stub` (`HOST:PORT`) and waits until
+    /// it listens.
+    pub fn start(stub: &str) -> NetBridge {
+        let mut child = Command::new(&artifacts().ukdb)
+            .args(["bridge", "--net", "--target", &format!("tcp:{stub}")])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start ukdb");
+        let stderr = Arc::new(Output::default());
+        stderr.spawn_reader(child.stderr.take().unwrap());
+        let text = stderr.wait("the bridge to listen", |t| t.contains("ukdb: listening on "));
+        let addr =
+            text.lines().find_map(|l| l.strip_prefix("ukdb: listening on ")).unwrap().to_string();
+        NetBridge { proc: Proc(child), addr, stderr }
+    }
+}

@@ -1,0 +1,222 @@
+//! gdb and lldb on every transport, one VM configuration, side by side with
+//! QEMU's gdbstub: `cargo bench -p ukdb-tests --bench transports`.
+//!
+//! Every path uses the same image on q35 (TCG) with a virtio-net device on
+//! QEMU's user networking and QEMU's own gdbstub enabled:
+//! - `qemu-gdbstub`: gdb to QEMU's gdbstub (the anchor);
+//! - `net`: gdb straight to the stub over TCP;
+//! - `net+bridge`: gdb to `ukdb bridge` in front of the stub's TCP port;
+//! - `serial+bridge`: the same VM booted with `ukdb.net=off`, gdb to
+//!   `ukdb bridge` on the serial line.
+//!
+//! Measured by the debuggers themselves (gdb's and lldb's Python, wall
+//! clock around the command): a 1 MiB `dump binary memory` (gdb) and
+//! `memory read` (lldb) of RAM, `stepi` per second, breakpoint hits per
+//! second on the 1 kHz timer interrupt, and `maint packet g` round trips.
+//! It reports; it asserts nothing about speed, but fails if a debugger does.
+
+use std::path::Path;
+use std::process::Command;
+use ukdb_tests::*;
+
+/// RAM the reads cover: 16 MiB up, 1 MiB, inside the 128 MiB guest and
+/// away from the image (gdb's code and stack caches are off as well).
+const READ_AT: u64 = 0x100_0000;
+const READ_LEN: u64 = 1 << 20;
+const STEPS: usize = 200;
+const HITS: usize = 200;
+const GS: usize = 200;
+const RUNS: usize = 3;
+
+const GDB_SCRIPT: &str = r#"
+import gdb, time, os
+def best(f, runs):
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+    return min(ts)
+at, n = int(os.environ["READ_AT"]), int(os.environ["READ_LEN"])
+out = os.environ["DUMP"]
+gdb.execute("set code-cache off")
+gdb.execute("set stack-cache off")
+t = best(lambda: gdb.execute("dump binary memory %s %d %d" % (out, at, at + n)), int(os.environ["RUNS"]))
+print("RESULT read_mib_s %.3f" % (n / t / 1048576))
+def gs():
+    for _ in range(int(os.environ["GS"])):
+        gdb.execute("maint packet g", to_string=True)
+t = best(gs, 1)
+print("RESULT g_us %.1f" % (t / int(os.environ["GS"]) * 1e6))
+gdb.execute("break ukdemo::timer::on_interrupt")
+gdb.execute("continue", to_string=True)
+def hits():
+    for _ in range(int(os.environ["HITS"])):
+        gdb.execute("continue", to_string=True)
+t = best(hits, 1)
+print("RESULT hits_s %.1f" % (int(os.environ["HITS"]) / t))
+gdb.execute("delete")
+def steps():
+    for _ in range(int(os.environ["STEPS"])):
+        gdb.execute("stepi", to_string=True)
+t = best(steps, 1)
+print("RESULT stepi_s %.1f" % (int(os.environ["STEPS"]) / t))
+"#;
+
+/// What one path measured.
+#[derive(Default, Clone)]
+struct Row {
+    read: f64,
+    lldb_read: f64,
+    stepi: f64,
+    hits: f64,
+    g: f64,
+}
+
+fn result(out: &str, key: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("RESULT {key} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in the debugger's output:\n{out}"))
+}
+
+fn gdb_measure(image: &Path, remote: &str) -> Row {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bench.py");
+    std::fs::write(&script, GDB_SCRIPT).unwrap();
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"])
+        .arg(image)
+        .args(["-ex", &format!("target remote {remote}"), "-x"])
+        .arg(&script)
+        .args(["-ex", "detach"])
+        .env("READ_AT", READ_AT.to_string())
+        .env("READ_LEN", READ_LEN.to_string())
+        .env("DUMP", dir.path().join("dump.bin"))
+        .env("RUNS", RUNS.to_string())
+        .env("GS", GS.to_string())
+        .env("HITS", HITS.to_string())
+        .env("STEPS", STEPS.to_string())
+        .output()
+        .expect("cannot run gdb");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "gdb failed on {remote}:\n{text}");
+    Row {
+        read: result(&text, "read_mib_s"),
+        stepi: result(&text, "stepi_s"),
+        hits: result(&text, "hits_s"),
+        g: result(&text, "g_us"),
+        lldb_read: 0.0,
+    }
+}
+
+fn lldb_read(image: &Path, remote: &str) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lldb.bin");
+    let read = format!(
+        "memory read --force --binary --outfile {} {READ_AT:#x} {:#x}",
+        file.display(),
+        READ_AT + READ_LEN
+    );
+    let mut cmd = Command::new("lldb");
+    cmd.args(["--no-lldbinit", "--batch", "-o"])
+        .arg(format!("target create {}", image.display()))
+        .args(["-o", &format!("gdb-remote {remote}")]);
+    let mut best = f64::MAX;
+    for _ in 0..RUNS {
+        cmd.args(["-o", "script import time; t0 = time.perf_counter()"])
+            .args(["-o", &read])
+            .args(["-o", "script print('RESULT lldb_s %.6f' % (time.perf_counter() - t0))"]);
+    }
+    cmd.args(["-o", "process detach"]);
+    let out = cmd.output().expect("cannot run lldb");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lldb failed on {remote}:\n{text}");
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("RESULT lldb_s ") {
+            best = best.min(v.trim().parse().unwrap());
+        }
+    }
+    assert!(best < f64::MAX, "no lldb timing:\n{text}");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(size, READ_LEN, "lldb read {size} bytes:\n{text}");
+    READ_LEN as f64 / best / 1048576.0
+}
+
+/// `ukdb bridge` in front of the stub's TCP port.
+fn net_bridge(stub: &str) -> NetBridge {
+    NetBridge::start(stub)
+}
+
+fn measure(image: &Path, remote: &str) -> Row {
+    let mut row = gdb_measure(image, remote);
+    row.lldb_read = lldb_read(image, remote);
+    row
+}
+
+fn main() {
+    let a = artifacts();
+    let mut rows: Vec<(&str, Row)> = Vec::new();
+
+    let qemu_port = free_port();
+    let gdbstub = format!("tcp:127.0.0.1:{qemu_port}");
+    let vm = NetVm::boot("q35", &a.image, "", &["-gdb", &gdbstub]);
+    vm.wait_stub_ready();
+    eprintln!("transports bench: qemu-gdbstub");
+    rows.push(("qemu-gdbstub", measure(&a.image, &format!("127.0.0.1:{qemu_port}"))));
+    eprintln!("transports bench: net ({})", vm.debug);
+    rows.push(("net", measure(&a.image, &vm.debug)));
+    let bridge = net_bridge(&vm.debug);
+    eprintln!("transports bench: net+bridge ({})", bridge.addr);
+    rows.push(("net+bridge", measure(&a.image, &bridge.addr)));
+    drop(bridge);
+    drop(vm);
+
+    // The same VM configuration (NIC included), the stub told to stay on
+    // the serial line; nothing else reads the serial socket.
+    let nic = format!("{},netdev=n0", nic_device("q35"));
+    let extra = ["-netdev", "user,id=n0", "-device", &nic, "-gdb", &gdbstub];
+    let vm = Vm::boot_with("q35", &a.image, "ukdb.net=off", &extra);
+    let serial = Bridge::start(&vm);
+    eprintln!("transports bench: serial+bridge ({})", serial.addr);
+    rows.push(("serial+bridge", measure(&a.image, &serial.addr)));
+    drop(serial);
+    drop(vm);
+
+    let anchor = rows[0].1.clone();
+    let mut md = String::from(
+        "## gdb and lldb per transport (q35, TCG, one VM configuration)\n\n\
+         | path | gdb read 1 MiB (MiB/s) | lldb read 1 MiB (MiB/s) | gdb stepi/s | bp hits/s | `g` (µs) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (name, r) in &rows {
+        md.push_str(&format!(
+            "| {name} | {:.2} ({:.2}x) | {:.2} ({:.2}x) | {:.0} ({:.2}x) | {:.0} ({:.2}x) | {:.0} ({:.2}x) |\n",
+            r.read,
+            r.read / anchor.read,
+            r.lldb_read,
+            r.lldb_read / anchor.lldb_read,
+            r.stepi,
+            r.stepi / anchor.stepi,
+            r.hits,
+            r.hits / anchor.hits,
+            r.g,
+            anchor.g / r.g,
+        ));
+    }
+    let net = &rows[1].1;
+    let through = &rows[2].1;
+    md.push_str(&format!(
+        "\nRatios are to qemu-gdbstub (for `g`: its latency over ours, higher is faster). \
+         Bridge overhead on net: read {:+.1}%, stepi {:+.1}%, hits {:+.1}%, g {:+.1}%.\n",
+        (net.read / through.read - 1.0) * 100.0,
+        (net.stepi / through.stepi - 1.0) * 100.0,
+        (net.hits / through.hits - 1.0) * 100.0,
+        (through.g / net.g - 1.0) * 100.0,
+    ));
+    println!("\n{md}");
+    let path = root().join("target/bench-transports.md");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, md).unwrap();
+    println!("written to {}", path.display());
+}

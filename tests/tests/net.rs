@@ -1,0 +1,325 @@
+//! The network transport: gdb and lldb straight to the stub over TCP on a
+//! virtio-net device (QEMU user networking, the stub's port forwarded), on
+//! q35 (PCI) and microvm (MMIO), with the example's HTTP server sharing the
+//! NIC. Each test boots its own VM and asserts exact transcripts.
+
+use nix::sys::signal::Signal;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use ukdb_tests::*;
+
+fn break_tick(num: u32) -> String {
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    format!("Breakpoint {num} at {{hex}}: file src/app.rs, line {line}.\n")
+}
+
+fn tick_hit(num: u32, n: u64) -> String {
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    format!(
+        "\nBreakpoint {num}, ukdemo::app::tick (n={n}) at src/app.rs:{line}\n\
+         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n"
+    )
+}
+
+fn hit_n(out: &str) -> u64 {
+    capture(out, r"ukdemo::app::tick \(n=(\d+)\)")
+}
+
+/// The app's console lines so far.
+fn lines(vm: &NetVm) -> usize {
+    app_lines(&vm.console.text()).len()
+}
+
+/// Waits for `n` more app lines on the console.
+fn more_lines(vm: &NetVm, n: usize) {
+    let have = lines(vm);
+    vm.console.wait(&format!("{n} more app lines"), |t| app_lines(t).len() >= have + n);
+}
+
+/// gdb straight to the stub: break, bt, print, stepi, Ctrl-C, detach.
+fn gdb_session(machine: &str) {
+    let a = artifacts();
+    let vm = NetVm::boot(machine, &a.image, "", &[]);
+    vm.wait_stub_ready();
+    more_lines(&vm, 1);
+    let gdb = Debugger::gdb(
+        &a.image,
+        &vm.debug,
+        &[
+            "break ukdemo::app::tick",
+            "continue",
+            "bt 3",
+            "p n == ukdemo::app::TICKS",
+            "stepi",
+            "info symbol $pc",
+            "delete",
+            "continue",
+            "bt 1",
+            "detach",
+        ],
+    );
+    // Interrupt once the unikernel runs freely again after the last continue.
+    gdb.out.wait("the stepi", |t| t.contains(" in section .text"));
+    more_lines(&vm, 2);
+    gdb.proc.signal(Signal::SIGINT);
+    let out = gdb.finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "{{*}}\n{{*}}\n{brk}{hit}\
+         #0  ukdemo::app::tick (n={n}) at src/app.rs:{tick_line}\n\
+         #1  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
+         #2  {{hex}} in ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run_line}\n\
+         (More stack frames follow...)\n\
+         $1 = false\n\
+         {{hex}}\t{tick_line}\t{{*}}\n\
+         ukdemo::app::tick::h{{*}} + {{n}} in section .text\n\
+         \n\
+         Program received signal SIGINT, Interrupt.\n\
+         {{*}}\n\
+         {{*}}\n\
+         #0  {{*}}\n\
+         (More stack frames follow...)\n\
+         [Inferior 1 (process 1) detached]\n",
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+        tick_line = line_of("src/app.rs", "write_volatile(t)"),
+        call_line = line_of("src/app.rs", "tick(n);"),
+        run_line = line_of("src/main.rs", "app::run()"),
+    );
+    assert_transcript(&out, &expected);
+    more_lines(&vm, 3);
+}
+
+#[test]
+fn gdb_over_tcp_on_q35_pci() {
+    gdb_session("q35");
+}
+
+#[test]
+fn gdb_over_tcp_on_microvm_mmio() {
+    gdb_session("microvm");
+}
+
+#[test]
+fn lldb_over_tcp() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "", &[]);
+    vm.wait_stub_ready();
+    let out = Debugger::lldb(
+        &a.image,
+        &vm.debug,
+        &[
+            "breakpoint set --name ukdemo::app::tick",
+            "continue",
+            "frame variable n",
+            "expression ukdemo::app::TICKS == n",
+            "breakpoint delete --force",
+            "process detach",
+        ],
+    )
+    .finish();
+    let n: u64 = capture(&out, r"\(u64\) n = (\d+)");
+    assert!(out.contains("stop reason = breakpoint 1.1"), "{out}");
+    assert!(out.contains("(bool) $0 = false"), "{out}");
+    assert!(out.contains(&format!("(u64) n = {n}")), "{out}");
+    assert!(out.contains("Process 1 detached"), "{out}");
+    more_lines(&vm, 3);
+}
+
+/// Reads `len` bytes at `addr` with gdb's `dump binary memory` from `remote`.
+fn gdb_dump(image: &std::path::Path, remote: &str, addr: u64, len: u64, extra: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.bin");
+    let dump = format!("dump binary memory {} {addr:#x} {:#x}", file.display(), addr + len);
+    let mut cmds: Vec<&str> = extra.to_vec();
+    cmds.push(&dump);
+    cmds.push("detach");
+    let out = Debugger::gdb(image, remote, &cmds).finish();
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("no dump ({e}):\n{out}"));
+    assert_eq!(bytes.len() as u64, len, "{out}");
+    bytes
+}
+
+#[test]
+fn a_mebibyte_over_tcp_equals_qemus_gdbstub_byte_for_byte() {
+    let a = artifacts();
+    let qemu_port = free_port();
+    let gdbstub = format!("tcp:127.0.0.1:{qemu_port}");
+    let vm = NetVm::boot("q35", &a.image, "ukdb.wait", &["-gdb", &gdbstub]);
+    vm.wait_stub_ready();
+    // The image from its first byte: code and read-only data, which nothing
+    // changes while the stub holds the world at `ukdb.wait`.
+    let start = symbol_address(&a.image, "__image_start");
+    let ours = gdb_dump(&a.image, &vm.debug, start, 1 << 20, &[]);
+    // QEMU's gdbstub stops the VM where the stub holds it.
+    let theirs = gdb_dump(&a.image, &format!("127.0.0.1:{qemu_port}"), start, 1 << 20, &[]);
+    let differ = ours.iter().zip(&theirs).position(|(x, y)| x != y);
+    assert_eq!(differ, None, "the reads differ first at offset {differ:?}");
+    assert!(ours.iter().any(|&b| b != 0), "the range read is all zeros");
+}
+
+#[test]
+fn the_apps_http_server_answers_before_during_and_after_a_session() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "", &[]);
+    vm.wait_stub_ready();
+    vm.wait_http_ready();
+    let before = http_get(&vm.http, DEADLINE).unwrap();
+    assert!(before.starts_with("HTTP/1.0 200 OK\r\n"), "{before}");
+    let t0: u64 = capture(&before, r"TICKS (\d+)\n");
+
+    // A debugger stops the world in `tick` and holds it.
+    let gdb = Debugger::gdb(
+        &a.image,
+        &vm.debug,
+        &["break ukdemo::app::tick", "continue", "shell sleep 10", "delete", "detach"],
+    );
+    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    // An HTTP request made while the world is stopped is answered after it
+    // resumes, on the same connection (TCP retransmits what was dropped).
+    let started = Instant::now();
+    let during = http_get(&vm.http, DEADLINE).unwrap();
+    let waited = started.elapsed();
+    gdb.finish();
+    assert!(during.starts_with("HTTP/1.0 200 OK\r\n"), "{during}");
+    let t1: u64 = capture(&during, r"TICKS (\d+)\n");
+    assert!(t1 >= t0, "{t0} then {t1}");
+    assert!(waited >= Duration::from_secs(5), "answered while stopped? {waited:?}");
+
+    let after = http_get(&vm.http, DEADLINE).unwrap();
+    let t2: u64 = capture(&after, r"TICKS (\d+)\n");
+    assert!(t2 > t1, "{t1} then {t2}");
+    more_lines(&vm, 2);
+}
+
+#[test]
+fn a_killed_gdb_then_a_new_one_attaches() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "", &[]);
+    vm.wait_stub_ready();
+    let gdb = Debugger::gdb(
+        &a.image,
+        &vm.debug,
+        &["break ukdemo::app::tick", "continue", "shell sleep 600"],
+    );
+    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    gdb.proc.signal(Signal::SIGKILL);
+    // The kernel resets the connection: the stub ends the session, removes
+    // the breakpoint and lets the unikernel run.
+    more_lines(&vm, 3);
+    let out = Debugger::gdb(&a.image, &vm.debug, &["info breakpoints", "detach"]).finish();
+    assert!(out.contains("No breakpoints or watchpoints."), "{out}");
+    assert!(out.contains("[Inferior 1 (process 1) detached]"), "{out}");
+    more_lines(&vm, 2);
+}
+
+/// Reads from `sock` until it is closed or reset, or `deadline` passes:
+/// whether it was closed.
+fn closed_within(sock: &mut TcpStream, deadline: Duration) -> bool {
+    sock.set_read_timeout(Some(deadline)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_second_client_is_refused_and_the_first_goes_on() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "", &[]);
+    vm.wait_stub_ready();
+    let gdb = Debugger::gdb(
+        &a.image,
+        &vm.debug,
+        &["break ukdemo::app::tick", "continue", "shell sleep 3", "p n", "delete", "detach"],
+    );
+    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    // While gdb holds the session, a second client is turned away.
+    let mut second = TcpStream::connect(&vm.debug).unwrap();
+    second.write_all(b"+$qSupported#37").unwrap();
+    assert!(closed_within(&mut second, Duration::from_secs(30)), "second client not refused");
+    let out = gdb.finish();
+    let n = hit_n(&out);
+    assert!(out.contains(&format!("$1 = {n}\n")), "{out}");
+    assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{out}");
+    more_lines(&vm, 2);
+}
+
+#[test]
+fn a_silent_client_does_not_block_the_next_one() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "", &[]);
+    vm.wait_stub_ready();
+    let silent = TcpStream::connect(&vm.debug).unwrap();
+    // It connected and says nothing; a debugger after it gets the stub.
+    let started = Instant::now();
+    let end = started + DEADLINE;
+    loop {
+        let gdb = Debugger::gdb(&a.image, &vm.debug, &["p ukdemo::app::TICKS > 0", "detach"]);
+        let out = gdb.out.wait_closed("gdb");
+        if out.contains("$1 = true") {
+            assert!(out.contains("[Inferior 1 (process 1) detached]"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < end, "the silent client still blocks the stub:\n{out}");
+    }
+    drop(silent);
+    more_lines(&vm, 2);
+}
+
+#[test]
+fn static_configuration() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "ukdb.net=10.0.2.15/24,gw=10.0.2.2 ukdb.port=1234", &[]);
+    let ready = vm.wait_stub_ready();
+    assert!(ready.contains("10.0.2.15:1234"), "{ready}");
+    let out = Debugger::gdb(&a.image, &vm.debug, &["p ukdemo::app::TICKS > 0", "detach"]).finish();
+    assert!(out.contains("$1 = true"), "{out}");
+    more_lines(&vm, 2);
+}
+
+#[test]
+fn dhcp_configuration() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "ukdb.net=dhcp", &[]);
+    let ready = vm.wait_stub_ready();
+    assert!(ready.contains("10.0.2.15:1234"), "{ready}");
+    assert!(ready.contains("dhcp"), "{ready}");
+}
+
+#[test]
+fn a_bad_net_option_says_so_and_the_unikernel_runs_on() {
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "ukdb.net=10.0.2.300/99", &[]);
+    vm.console.wait("the complaint", |t| t.contains("ukdb: bad ukdb.net value '10.0.2.300/99'"));
+    more_lines(&vm, 3);
+    vm.wait_http_ready();
+    let reply = http_get(&vm.http, DEADLINE).unwrap();
+    assert!(reply.contains("TICKS "), "{reply}");
+    let text = vm.console.text();
+    assert!(!text.contains("ukdb: stub ready"), "{text}");
+}
+
+#[test]
+fn the_production_image_keeps_its_http_server_and_has_no_stub() {
+    let a = artifacts();
+    let names: Vec<String> = symbols(&a.production).into_iter().map(|(n, _)| n).collect();
+    let stub: Vec<&String> =
+        names.iter().filter(|n| n.contains("ukdb_stub") || n.contains("gdbstub")).collect();
+    assert_eq!(stub, Vec::<&String>::new(), "stub symbols in the production image");
+    assert!(names.iter().any(|n| n.contains("smoltcp")), "no TCP/IP stack in production");
+    assert!(names.iter().any(|n| n.contains("virtio_drivers")), "no NIC driver in production");
+    let vm = NetVm::boot("q35", &a.production, "", &[]);
+    vm.wait_http_ready();
+    let reply = http_get(&vm.http, DEADLINE).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
+    assert!(reply.contains("TICKS "), "{reply}");
+    let text = vm.console.text();
+    assert!(!text.contains("ukdb:"), "{text}");
+}

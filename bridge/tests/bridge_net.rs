@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 
 use nix::sys::signal::Signal;
-use support::{show, Bridge, Capture, Client};
+use support::{packet, show, Bridge, Capture, Client};
 
 /// Accepts the bridge's connection to the fake stub, within the deadline.
 fn accept_stub(listener: &TcpListener) -> (TcpStream, Capture) {
@@ -60,7 +60,7 @@ fn each_debugger_gets_its_own_connection_to_the_stub() {
     lldb.received.wait_closed("the refused debugger to be closed");
 
     // The first one is undisturbed; when it leaves, its stub connection ends.
-    gdb.send(b"$g#67");
+    gdb.send(&packet(b"g"));
     at_stub.wait("the second packet", |b, _| b.ends_with(b"$g#67"));
     drop(gdb);
     let got = at_stub.wait_closed("the stub connection to close");

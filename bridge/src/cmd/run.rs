@@ -539,13 +539,15 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     };
 
     // Cleanup, in every case: the debugger, the bridge, QEMU.
+    let mut why = "exit";
     let exit = match end {
         End::Debugger(status) => {
             debug!("the debugger exited ({status})");
+            why = "the debugger quit";
             debugger_exit(status)
         }
-        End::Signal(why) => {
-            info!("stopping ({why})");
+        End::Signal(signal) => {
+            why = signal;
             Exit::Stopped
         }
         End::Qemu(status) => {
@@ -581,7 +583,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         }
     };
     started.stop_debugger().await;
-    let _ = stop_tx.send(Some("exit"));
+    // The bridge says why it stops.
+    let _ = stop_tx.send(Some(why));
     if !bridge_task.is_finished() {
         match tokio::time::timeout(STOP_TIMEOUT, &mut bridge_task).await {
             Ok(_) => {}

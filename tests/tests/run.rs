@@ -23,7 +23,20 @@ struct Run {
 
 impl Run {
     fn start(args: &[&str]) -> Run {
-        let mut child = Command::new(&artifacts().ukdb)
+        Self::start_in(Command::new(&artifacts().ukdb), args)
+    }
+
+    /// [`Run::start`] in a process group of its own, as a shell starts a
+    /// job: a terminal's Ctrl-C is SIGINT to that group.
+    fn start_as_job(args: &[&str]) -> Run {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = Command::new(&artifacts().ukdb);
+        cmd.process_group(0);
+        Self::start_in(cmd, args)
+    }
+
+    fn start_in(mut cmd: Command, args: &[&str]) -> Run {
+        let mut child = cmd
             .arg("run")
             .args(args)
             .env("RUST_LOG", "info")
@@ -216,6 +229,57 @@ fn qemu_dying_ends_the_run_with_3_and_stops_the_debugger() {
     assert!(stderr.contains("ukdb: QEMU exited (signal: 9 (SIGKILL))\n"), "{stderr}");
     assert_no_qemu_left(&sock);
     assert!(running_with(&format!("target remote 127.0.0.1:{}", run.debugger_port())).is_empty());
+}
+
+#[test]
+fn ctrl_c_goes_to_the_debugger() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gdb.log");
+    let image = artifacts().image.to_str().unwrap();
+    let gdb = gdb_logged(&log, &["continue", "bt 1", "detach"]);
+    let mut args = vec![image, "--"];
+    args.extend(gdb.iter().map(String::as_str));
+    let mut run = Run::start_as_job(&args);
+    let (_, sock) = run.qemu();
+    run.stderr.wait("gdb to attach", |t| t.contains("ukdb: debugger connected"));
+    // The unikernel runs on after gdb's `continue`.
+    let have = app_lines(&run.stdout.text()).len();
+    run.stdout.wait("the app to run on", |t| app_lines(t).len() >= have + 3);
+    // The terminal's Ctrl-C: SIGINT to the foreground job, ukdb and gdb.
+    let job = nix::unistd::Pid::from_raw(run.proc.0.id() as i32);
+    nix::sys::signal::killpg(job, Signal::SIGINT).unwrap();
+    let (code, stderr) = run.exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_transcript(
+        &std::fs::read_to_string(&log).unwrap(),
+        "\n\
+         Program received signal SIGINT, Interrupt.\n\
+         {*}\n\
+         {*}\n\
+         #0  {*}\n\
+         [Inferior 1 (process 1) detached]\n",
+    );
+    assert!(stderr.ends_with("ukdb: stopping (the debugger quit)\n"), "{stderr}");
+    assert_no_qemu_left(&sock);
+}
+
+#[test]
+fn an_image_qemu_cannot_boot_ends_the_run_with_3_and_qemus_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("not-a-kernel");
+    std::fs::write(&image, b"not a kernel").unwrap();
+    let mut run = Run::start(&[image.to_str().unwrap()]);
+    let (_, sock) = run.qemu();
+    let (code, stderr) = run.exit();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains(
+            "ukdb: QEMU exited (exit status: 1)\nukdb: qemu: qemu: invalid kernel header\n"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("starting gdb"), "{stderr}");
+    assert_no_qemu_left(&sock);
 }
 
 #[test]

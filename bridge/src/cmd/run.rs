@@ -416,6 +416,17 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         if cmd.kvm { "KVM" } else { "TCG" },
         serial.display()
     );
+    // The bridge connects once QEMU has created its socket (it would retry,
+    // with a message that looks like an error).
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    while !serial.exists() && tokio::time::Instant::now() < deadline {
+        if let Some(status) = started.qemu.try_wait()? {
+            eprintln!("ukdb: QEMU exited ({status})");
+            show_qemu_log(&qemu_log);
+            return Ok(Exit::ChannelClosed);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     match forwards {
         Some(fwd) => {
             eprintln!("ukdb: debugger port 127.0.0.1:{} (tcp, straight to the stub)", fwd.stub);
@@ -551,6 +562,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             Exit::Stopped
         }
         End::Qemu(status) => {
+            why = "QEMU exited";
             let status = match status {
                 Ok(status) => status.to_string(),
                 Err(err) => err.to_string(),
@@ -564,6 +576,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             let qemu = tokio::time::timeout(STOP_TIMEOUT, started.qemu.wait()).await;
             match (end, qemu) {
                 (_, Ok(Ok(status))) => {
+                    why = "QEMU exited";
                     eprintln!("ukdb: QEMU exited ({status})");
                     show_qemu_log(&qemu_log);
                     Exit::ChannelClosed
@@ -616,7 +629,9 @@ async fn ignore_while(running: bool, sigint: &mut tokio::signal::unix::Signal) {
 fn show_qemu_log(path: &Path) {
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            for line in text.lines().filter(|l| !l.is_empty()) {
+            // The line about the serial socket is QEMU's, expected.
+            let noise = |l: &str| l.is_empty() || l.contains("QEMU waiting for connection on");
+            for line in text.lines().filter(|l| !noise(l)) {
                 eprintln!("ukdb: qemu: {line}");
             }
         }

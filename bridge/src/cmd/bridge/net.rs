@@ -3,20 +3,23 @@
 //! console, if any, comes from another channel.
 //!
 //! The splice does no per-byte work: it reads up to [`SPLICE_BUF`] bytes and
-//! writes them whole, with `TCP_NODELAY` on both sockets. When either side
-//! ends (end of stream or an error), the other side's write half is shut down
-//! and both sockets are closed: a debugger that leaves ends its session at
-//! the stub, and a stub that closes (or refuses a second debugger) closes
-//! the debugger's connection.
+//! writes them whole, with `TCP_NODELAY` on both sockets. It runs on two
+//! threads of its own per debugger, with blocking I/O: a byte that arrives
+//! wakes the thread that forwards it, and nothing else the bridge does (the
+//! console, accepting) shares those threads. When either direction ends
+//! (end of stream or an error), its destination is shut down both ways,
+//! which sends the end of stream after the bytes written and ends the other
+//! direction too: a debugger that leaves ends its session at the stub, and a
+//! stub that closes (or refuses a second debugger) closes the debugger's
+//! connection.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, ToSocketAddrs};
 use std::time::Duration;
 
 use tokio::fs::File;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 use ukdb_bridge::addr::Target;
 use ukdb_bridge::demux::{self, Demux};
@@ -55,7 +58,7 @@ pub async fn serve(
     mut stop: StopFuture<'_>,
     ready: watch::Sender<bool>,
 ) -> anyhow::Result<Exit> {
-    let mut splices = JoinSet::new();
+    // The splices run on threads of their own, which end with the process.
     // Without a console the reader is a task that never ends.
     let (mut reader, mut writer) = match &opts.console {
         Some(target) => {
@@ -74,7 +77,7 @@ pub async fn serve(
     loop {
         let accept = async {
             match &opts.stub {
-                Some((listener, stub)) => (listener.accept().await, stub),
+                Some((listener, stub)) => (accept_blocking(listener).await, stub),
                 None => std::future::pending().await,
             }
         };
@@ -82,18 +85,19 @@ pub async fn serve(
             (accepted, stub) = accept => match accepted {
                 Ok((stream, peer)) => {
                     let stub = stub.clone();
-                    splices.spawn(async move {
-                        splice_to_stub(stream, &peer, &stub, connect_timeout).await;
-                    });
+                    let spawned = std::thread::Builder::new()
+                        .name("ukdb-splice".into())
+                        .spawn(move || splice_to_stub(stream, &peer, &stub, connect_timeout));
+                    if let Err(err) = spawned {
+                        warn!("cannot start a thread for a debugger: {err}");
+                    }
                 }
                 Err(err) => {
                     warn!("accepting a debugger failed: {err}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = splices.join_next(), if !splices.is_empty() => {}
             end = &mut reader => {
-                splices.abort_all();
                 let err = match end {
                     Ok(Ok(())) => None,
                     Ok(Err(err)) => Some(err),
@@ -109,7 +113,6 @@ pub async fn serve(
             }
             why = &mut stop => {
                 info!("stopping ({why})");
-                splices.abort_all();
                 reader.abort();
                 let _ = (&mut reader).await;
                 if let Some(writer) = &mut writer {
@@ -156,138 +159,204 @@ async fn read_console(
     }
 }
 
-/// Connects to the stub for one debugger and splices the two connections.
-async fn splice_to_stub(debugger: Box<dyn Stream>, peer: &str, stub: &str, timeout: Duration) {
-    let connected = tokio::time::timeout(timeout, TcpStream::connect(stub)).await;
-    let stub_conn = match connected {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(err)) => {
+/// A blocking byte stream that a splice can use from two threads.
+pub trait Duplex: Read + Write + Send + 'static {
+    /// A second handle to the same connection.
+    fn try_clone_box(&self) -> io::Result<Box<dyn Duplex>>;
+    /// Shuts the connection down both ways: the peer gets the end of the
+    /// stream after everything written, and a read blocked on it returns.
+    fn shutdown_both(&self);
+}
+
+impl Duplex for std::net::TcpStream {
+    fn try_clone_box(&self) -> io::Result<Box<dyn Duplex>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Duplex for std::os::unix::net::UnixStream {
+    fn try_clone_box(&self) -> io::Result<Box<dyn Duplex>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// Accepts the next debugger as a blocking stream (TCP_NODELAY on TCP);
+/// returns it and a name for messages.
+async fn accept_blocking(listener: &Listener) -> io::Result<(Box<dyn Duplex>, String)> {
+    match listener {
+        Listener::Tcp(listener, _) => {
+            let (stream, peer) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(false)?;
+            Ok((Box::new(stream), peer.to_string()))
+        }
+        Listener::Unix(listener, path) => {
+            let (stream, _) = listener.accept().await?;
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(false)?;
+            Ok((Box::new(stream), format!("unix:{}", path.display())))
+        }
+    }
+}
+
+/// Connects to the stub for one debugger and splices the two connections
+/// (blocking: runs on a thread of its own).
+fn splice_to_stub(debugger: Box<dyn Duplex>, peer: &str, stub: &str, timeout: Duration) {
+    let stub_conn = match connect_blocking(stub, timeout) {
+        Ok(conn) => conn,
+        Err(err) => {
             warn!("debugger {peer}: cannot reach the stub at {stub}: {err}");
-            return;
-        }
-        Err(_) => {
-            warn!("debugger {peer}: cannot reach the stub at {stub}: timed out after {timeout:?}");
+            debugger.shutdown_both();
             return;
         }
     };
-    if let Err(err) = stub_conn.set_nodelay(true) {
-        warn!("cannot set TCP_NODELAY on the connection to the stub: {err}");
-    }
     info!("debugger {peer} connected to the stub at {stub}");
-    let (up, down) = splice(debugger, stub_conn).await;
-    info!("debugger {peer} disconnected ({up} bytes to the stub, {down} from it)");
-}
-
-/// Passes bytes both ways between `a` and `b` until either side ends; then
-/// shuts down the other side's sending direction and closes both. Returns
-/// the bytes passed from `a` to `b` and from `b` to `a`.
-pub async fn splice(a: impl Stream, b: impl Stream) -> (u64, u64) {
-    let (mut a_rd, mut a_wr) = tokio::io::split(a);
-    let (mut b_rd, mut b_wr) = tokio::io::split(b);
-    let mut up = 0;
-    let mut down = 0;
-    let ended = tokio::select! {
-        end = pump(&mut a_rd, &mut b_wr, &mut up) => ("a", end),
-        end = pump(&mut b_rd, &mut a_wr, &mut down) => ("b", end),
-    };
-    if let (side, Err(err)) = ended {
-        debug!("splice: {side} side: {err}");
+    match splice(debugger, Box::new(stub_conn)) {
+        Ok((up, down)) => {
+            info!("debugger {peer} disconnected ({up} bytes to the stub, {down} from it)")
+        }
+        Err(err) => warn!("debugger {peer}: cannot splice it to the stub: {err}"),
     }
-    // Whatever was written is delivered before the end of stream.
-    let _ = a_wr.shutdown().await;
-    let _ = b_wr.shutdown().await;
-    (up, down)
 }
 
-/// Copies from `rd` to `wr` until the end of `rd`'s stream, counting bytes.
-async fn pump(
-    rd: &mut (impl AsyncRead + Unpin),
-    wr: &mut (impl AsyncWrite + Unpin),
-    count: &mut u64,
-) -> io::Result<()> {
+/// Connects to `HOST:PORT` (its first address that answers) with TCP_NODELAY.
+fn connect_blocking(addr: &str, timeout: Duration) -> io::Result<std::net::TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    for addr in addr.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            Ok(conn) => {
+                conn.set_nodelay(true)?;
+                return Ok(conn);
+            }
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
+}
+
+/// Passes bytes both ways between `a` and `b` (this thread one way, a new
+/// one the other) until either direction ends; then both connections are
+/// shut down. Returns the bytes passed from `a` to `b` and from `b` to `a`.
+pub fn splice(a: Box<dyn Duplex>, b: Box<dyn Duplex>) -> io::Result<(u64, u64)> {
+    let (a2, b2) = (a.try_clone_box()?, b.try_clone_box()?);
+    let down = std::thread::Builder::new()
+        .name("ukdb-splice".into())
+        .spawn(move || copy_until_end(b2, a2))?;
+    let up = copy_until_end(a, b);
+    let down = down.join().unwrap_or(0);
+    Ok((up, down))
+}
+
+/// Copies `src` to `dst` until `src` ends or either fails; then shuts `dst`
+/// down both ways (which ends the copy in the other direction, reading
+/// `dst`). Returns the bytes copied.
+fn copy_until_end(mut src: Box<dyn Duplex>, mut dst: Box<dyn Duplex>) -> u64 {
     let mut buf = vec![0u8; SPLICE_BUF];
+    let mut copied = 0;
     loop {
-        let n = rd.read(&mut buf).await?;
-        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
-            return Ok(());
+        let n = match src.read(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                debug!("splice: read: {err}");
+                break;
+            }
         };
-        wr.write_all(bytes).await?;
-        *count += n as u64;
+        let Some(bytes) = buf.get(..n).filter(|b| !b.is_empty()) else {
+            break;
+        };
+        if let Err(err) = dst.write_all(bytes) {
+            debug!("splice: write: {err}");
+            break;
+        }
+        copied += n as u64;
     }
+    dst.shutdown_both();
+    copied
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     /// A connected pair of TCP sockets on loopback.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (a.unwrap(), b.unwrap().0)
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        }
+        (a, b)
     }
 
-    async fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
-        let mut buf = vec![0; n];
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
-            .await
-            .expect("in time")
-            .unwrap();
-        buf
-    }
-
-    async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
         let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-            .await
-            .expect("end of stream in time")
-            .unwrap();
+        s.read_to_end(&mut buf).expect("the end of the stream in time");
         buf
     }
 
-    #[tokio::test]
-    async fn bytes_pass_both_ways_and_a_closed_debugger_closes_the_stub() {
-        let (mut gdb, bridge_side) = pair().await;
-        let (stub_side, mut stub) = pair().await;
-        let spliced = tokio::spawn(splice(bridge_side, stub_side));
+    #[test]
+    fn bytes_pass_both_ways_and_a_closed_debugger_closes_the_stub() {
+        let (mut gdb, bridge_side) = pair();
+        let (stub_side, mut stub) = pair();
+        let spliced =
+            std::thread::spawn(move || splice(Box::new(bridge_side), Box::new(stub_side)));
 
         // Every byte value, and more than one read's worth, unchanged.
         let big: Vec<u8> = (0..3 * SPLICE_BUF).map(|i| (i * 7 % 256) as u8).collect();
-        gdb.write_all(b"$g#67").await.unwrap();
-        assert_eq!(read_exactly(&mut stub, 5).await, b"$g#67");
+        gdb.write_all(b"$g#67").unwrap();
+        let mut got = [0u8; 5];
+        stub.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"$g#67");
         let writer = {
             let big = big.clone();
-            tokio::spawn(async move {
-                stub.write_all(&big).await.unwrap();
+            std::thread::spawn(move || {
+                stub.write_all(&big).unwrap();
                 stub
             })
         };
-        assert_eq!(read_exactly(&mut gdb, big.len()).await, big);
-        let mut stub = writer.await.unwrap();
+        let mut back = vec![0u8; big.len()];
+        gdb.read_exact(&mut back).unwrap();
+        assert_eq!(back, big);
+        let mut stub = writer.join().unwrap();
 
         // The debugger leaves: the stub sees the end of the stream.
         drop(gdb);
-        assert_eq!(read_to_end(&mut stub).await, b"");
-        let (up, down) = spliced.await.unwrap();
+        assert_eq!(read_to_end(&mut stub), b"");
+        let (up, down) = spliced.join().unwrap().unwrap();
         assert_eq!((up, down), (5, big.len() as u64));
     }
 
-    #[tokio::test]
-    async fn a_stub_that_closes_closes_the_debugger_after_its_last_bytes() {
-        let (mut gdb, bridge_side) = pair().await;
-        let (stub_side, mut stub) = pair().await;
-        let spliced = tokio::spawn(splice(bridge_side, stub_side));
-        stub.write_all(b"$OK#9a").await.unwrap();
+    #[test]
+    fn a_stub_that_closes_closes_the_debugger_after_its_last_bytes() {
+        let (mut gdb, bridge_side) = pair();
+        let (stub_side, mut stub) = pair();
+        let spliced =
+            std::thread::spawn(move || splice(Box::new(bridge_side), Box::new(stub_side)));
+        stub.write_all(b"$OK#9a").unwrap();
         drop(stub);
-        assert_eq!(read_to_end(&mut gdb).await, b"$OK#9a");
-        assert_eq!(spliced.await.unwrap(), (0, 6));
+        assert_eq!(read_to_end(&mut gdb), b"$OK#9a");
+        assert_eq!(spliced.join().unwrap().unwrap(), (0, 6));
     }
 
     #[tokio::test]
     async fn the_console_is_shown_and_the_ready_line_seen() {
-        let (mut guest, host) = pair().await;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (guest, host) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (mut guest, host) = (guest.unwrap(), host.unwrap().0);
         let (tx, mut rx) = console_queue();
         let (ready_tx, mut ready) = watch::channel(false);
         let reader = tokio::spawn(read_console(Box::new(host), tx, ready_tx));

@@ -188,6 +188,42 @@ ukdb: stopping (the debugger quit)
 }
 
 #[test]
+fn lldb_hits_a_breakpoint_through_ukdb_run() {
+    let image = artifacts().image.to_str().unwrap();
+    let mut run = Run::start(&[
+        "--lldb",
+        image,
+        "--",
+        "--no-lldbinit",
+        "--batch",
+        "-o",
+        "breakpoint set -n ukdemo::app::tick",
+        "-o",
+        "continue",
+        "-o",
+        "process detach",
+    ]);
+    let (_, sock) = run.qemu();
+    let port = run.debugger_port();
+    let (code, stderr) = run.exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&format!(
+        "ukdb: starting lldb {image} -o 'gdb-remote 127.0.0.1:{port}' --no-lldbinit --batch"
+    )));
+    // lldb's lines share stdout with the console: look for them.
+    let stdout = run.stdout.text();
+    for line in [
+        format!("(lldb) gdb-remote 127.0.0.1:{port}\n"),
+        "(lldb) breakpoint set -n ukdemo::app::tick\nBreakpoint 1: where = ukdemo`ukdemo::app::tick".into(),
+        "* thread #1, stop reason = breakpoint 1.1\n".into(),
+        "Process 1 detached\n".into(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
+    }
+    assert_no_qemu_left(&sock);
+}
+
+#[test]
 fn no_debugger_prints_the_commands_and_sigterm_cleans_up() {
     let image = artifacts().image.to_str().unwrap();
     let mut run = Run::start(&["--no-debugger", image]);

@@ -15,7 +15,8 @@
 //! * [`pace`] holds a debugger's requests while one is outstanding at the
 //!   stub, as gdb itself speaks;
 //! * [`escape`] renders bytes for `--trace` logs;
-//! * [`addr`] parses the `--target` and `--listen` addresses.
+//! * [`addr`] parses the `--target` and `--listen` addresses;
+//! * [`ready`] finds the network stub's announcement in console text.
 //!
 //! The I/O (sockets, pty, signals) lives in the `ukdb` binary.
 
@@ -23,6 +24,7 @@ pub mod addr;
 pub mod demux;
 pub mod escape;
 pub mod pace;
+pub mod ready;
 pub mod rsp;
 
 /// Bytes of the wire protocol shared by the stub and the bridge: the stub

@@ -1,4 +1,5 @@
-//! `ukdb`: debug unikernels with gdb or lldb over their serial line.
+//! `ukdb`: debug unikernels with gdb or lldb, over their serial line or the
+//! network.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,18 +12,26 @@ mod logging;
 /// Exit codes, as documented in `--help`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// 0: stopped by a signal (Ctrl-C, SIGTERM, SIGHUP).
-    Stopped = 0,
+    /// 0: stopped by a signal (Ctrl-C, SIGTERM, SIGHUP), or `ukdb run`'s
+    /// debugger quit cleanly.
+    Stopped,
     /// 1: an error (bad path, connection refused past the timeout, ...).
-    Error = 1,
+    Error,
     // 2 is clap's exit code for usage errors.
     /// 3: the unikernel's channel closed (the unikernel or QEMU exited).
-    ChannelClosed = 3,
+    ChannelClosed,
+    /// `ukdb run`: the debugger's own exit code.
+    Code(u8),
 }
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
+        ExitCode::from(match exit {
+            Exit::Stopped => 0,
+            Exit::Error => 1,
+            Exit::ChannelClosed => 3,
+            Exit::Code(code) => code,
+        })
     }
 }
 
@@ -33,7 +42,7 @@ Exit codes:
   2  usage error
   3  the unikernel's channel closed (the unikernel or QEMU exited)";
 
-/// ukdb: debug unikernels with gdb or lldb over their serial line.
+/// ukdb: debug unikernels with gdb or lldb, over their serial line or the network.
 #[derive(Debug, Parser)]
 #[command(name = "ukdb", version, after_long_help = EXIT_CODES)]
 struct Cli {
@@ -43,6 +52,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Run(cmd::run::Cmd),
     Bridge(cmd::bridge::Cmd),
 }
 
@@ -59,6 +69,7 @@ fn main() -> ExitCode {
         };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(cmd) => cmd::run::run(cmd).await,
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
         }
     });

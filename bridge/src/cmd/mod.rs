@@ -1,3 +1,4 @@
 //! One module per `ukdb` subcommand, each with its clap arguments and `run()`.
 
 pub mod bridge;
+pub mod run;

@@ -3,8 +3,10 @@
 
 mod channel;
 mod listener;
+pub mod net;
 mod session;
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use ukdb_bridge::wire;
 
 use crate::Exit;
 use channel::Stream;
-use listener::Listener;
+pub use listener::Listener;
 use session::{Attached, Shared};
 
 /// When the bridge probes for a stub with `DLE 'F'`, counted from the
@@ -81,6 +83,17 @@ again. Messages go to stderr,
 one line each, starting with \"ukdb: \" (RUST_LOG selects them; default
 info).
 
+With --net the target is the network stub (the stub listening on TCP in the
+guest, e.g. a port QEMU forwards): no framing, no hello, no probes. Every
+debugger that connects to --listen gets a TCP connection of its own to the
+stub, and the bytes are passed through unchanged both ways (TCP_NODELAY on
+both sockets); when either side closes, both are closed (a debugger that
+leaves ends its session at the stub). The stub refuses a second debugger
+itself. The console then comes from another channel, if any (--console),
+usually the serial line:
+
+    ukdb bridge --net --target tcp:127.0.0.1:5555 --console unix:/tmp/uk.sock
+
 Exit codes:
   0  stopped by a signal (Ctrl-C, SIGTERM, SIGHUP): the stub is told that
      the debugger is gone and switched back to raw mode
@@ -122,8 +135,18 @@ pub struct Cmd {
     /// Never probe for a stub: write into the guest only to answer a stub's
     /// hello (by default the bridge sends up to three probes, 2, 3 and 5
     /// seconds after connecting, when no stub announced itself).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "net")]
     no_probe: bool,
+
+    /// The target is the network stub (tcp:HOST:PORT): each debugger is
+    /// passed through on a TCP connection of its own, without framing.
+    #[arg(long, conflicts_with = "trace")]
+    net: bool,
+
+    /// With --net: show the console from this channel (raw, e.g. the serial
+    /// line) on stdout and in --console-log; the bridge never writes to it.
+    #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT|pty:PATH", requires = "net")]
+    console: Option<Target>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -140,44 +163,113 @@ enum ReaderEnd {
     Stopped,
 }
 
-/// Runs the bridge until a signal (exit 0) or the channel closes (exit 3).
-pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
+/// A future that resolves, with the reason, when the bridge should stop.
+pub type StopFuture<'a> = std::pin::Pin<&'a mut (dyn Future<Output = &'static str> + Send)>;
+
+/// Resolves with the name of the first of SIGINT, SIGTERM or SIGHUP.
+async fn any_stop_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sighup.recv() => "SIGHUP",
+        }
+    })
+}
 
-    let console_log = match &cmd.console_log {
-        Some(path) => Some(
+/// Opens the console log for appending, if one is asked for.
+pub async fn open_console_log(path: Option<&std::path::Path>) -> anyhow::Result<Option<File>> {
+    match path {
+        Some(path) => Ok(Some(
             tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .await
                 .with_context(|| format!("cannot open the console log {}", path.display()))?,
-        ),
-        None => None,
-    };
+        )),
+        None => Ok(None),
+    }
+}
 
+/// Runs the bridge until a signal (exit 0) or the channel closes (exit 3).
+pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
+    let stop = any_stop_signal().await?;
+    tokio::pin!(stop);
+    let console_log = open_console_log(cmd.console_log.as_deref()).await?;
+    if cmd.net {
+        let stub = match &cmd.target {
+            Target::Tcp(addr) => addr.clone(),
+            other => {
+                anyhow::bail!("--net needs a tcp:HOST:PORT target (the network stub), not {other}")
+            }
+        };
+        let listener = Listener::bind(&cmd.listen).await?;
+        eprintln!("ukdb: listening on {listener}");
+        let opts = net::Options {
+            stub: Some((listener, stub)),
+            console: cmd.console.clone(),
+            console_log,
+            connect_timeout: cmd.connect_timeout,
+        };
+        let (ready, _) = watch::channel(false);
+        return net::serve(opts, stop, ready).await;
+    }
     // Bind before connecting: a busy port should fail before anything is
     // written to the unikernel.
     let listener = Listener::bind(&cmd.listen).await?;
     eprintln!("ukdb: listening on {listener}");
+    let opts = Options {
+        target: cmd.target.clone(),
+        console_log,
+        trace: cmd.trace,
+        connect_timeout: cmd.connect_timeout,
+        no_probe: cmd.no_probe,
+    };
+    let (synced, _) = watch::channel(false);
+    serve(opts, listener, stop, synced).await
+}
 
+/// What [`serve`] needs besides its listener.
+pub struct Options {
+    /// The unikernel's serial line.
+    pub target: Target,
+    /// Where the console goes besides stdout.
+    pub console_log: Option<File>,
+    /// Log every packet and control sequence.
+    pub trace: bool,
+    /// How long to keep trying to connect to the target.
+    pub connect_timeout: Duration,
+    /// Never probe for a stub.
+    pub no_probe: bool,
+}
+
+/// Serves debuggers on `listener` through the serial line `opts.target`
+/// until `stop` resolves (exit 0) or the channel closes (exit 3). `synced`
+/// turns true each time the stub answers the framing request (a debugger
+/// can attach from then on).
+pub async fn serve(
+    opts: Options,
+    listener: Listener,
+    mut stop: StopFuture<'_>,
+    synced_tx: watch::Sender<bool>,
+) -> anyhow::Result<Exit> {
     let channel = tokio::select! {
-        channel = channel::connect(&cmd.target, cmd.connect_timeout) => channel?,
-        _ = sigint.recv() => return Ok(Exit::Stopped),
-        _ = sigterm.recv() => return Ok(Exit::Stopped),
-        _ = sighup.recv() => return Ok(Exit::Stopped),
+        channel = channel::connect(&opts.target, opts.connect_timeout) => channel?,
+        _ = &mut stop => return Ok(Exit::Stopped),
     };
     let connected = Instant::now();
-    info!("connected to {}", cmd.target);
+    info!("connected to {}", opts.target);
 
-    let shared = Arc::new(Shared::new(cmd.trace));
+    let shared = Arc::new(Shared::new(opts.trace));
     let (channel_rd, channel_wr) = tokio::io::split(channel);
     let mut writer = tokio::spawn(pump_to_stub(channel_wr, Arc::clone(&shared)));
-    let (synced_tx, synced_rx) = watch::channel(false);
+    let synced_rx = synced_tx.subscribe();
     let (console_tx, console_rx) = console_queue();
-    let mut console = tokio::spawn(write_console(console_rx, Console::new(console_log)));
+    let mut console = tokio::spawn(write_console(console_rx, Console::new(opts.console_log)));
     let (stop_reader, reader_stop) = watch::channel(false);
     let mut reader = tokio::spawn(pump_from_stub(
         channel_rd,
@@ -189,7 +281,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
 
     // The bridge writes nothing until a stub says hello (answered by the
     // reader) or, when none did, until the probes are due.
-    let mut probes = if cmd.no_probe { &[][..] } else { &PROBES[..] };
+    let mut probes = if opts.no_probe { &[][..] } else { &PROBES[..] };
     let probe_timer = tokio::time::sleep_until(connected + PROBES[0]);
     tokio::pin!(probe_timer);
     let warning_timer = tokio::time::sleep_until(connected + NO_STUB_WARNING);
@@ -197,6 +289,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let mut warned = false;
     let mut console_running = true;
     let mut signalled = None;
+    let target = &opts.target;
 
     loop {
         tokio::select! {
@@ -214,7 +307,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             () = &mut warning_timer, if !warned => {
                 warned = true;
                 if !shared.stub_seen() {
-                    let probed = if cmd.no_probe { "" } else { " or answered the bridge's probes" };
+                    let probed = if opts.no_probe { "" } else { " or answered the bridge's probes" };
                     warn!(
                         "no ukdb stub announced itself{probed} within {}s (a production image, \
                          or the unikernel does not poll its serial line yet); passing the line \
@@ -254,12 +347,12 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                     Ok(Err(err)) => err,
                     Err(join) => io::Error::other(join),
                 };
-                let _ = stop(&shared, "error").await;
+                let _ = stop_bridge(&shared, "error").await;
                 return Err(anyhow::Error::from(err).context("cannot write the console to stdout"));
             }
             end = &mut reader => {
                 let console = console_running.then_some(&mut console);
-                return finish_after_reader(&cmd.target, &shared, end, console).await;
+                return finish_after_reader(target, &shared, end, console).await;
             }
             written = &mut writer => {
                 let err = match written {
@@ -273,21 +366,19 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut reader).await {
                     Ok(end) => {
                         let console = console_running.then_some(&mut console);
-                        return finish_after_reader(&cmd.target, &shared, end, console).await;
+                        return finish_after_reader(target, &shared, end, console).await;
                     }
                     Err(_) => {
                         reader.abort();
-                        channel_closed(&cmd.target, err.as_ref());
+                        channel_closed(target, err.as_ref());
                         return Ok(Exit::ChannelClosed);
                     }
                 }
             }
-            _ = sigint.recv() => signalled = Some("SIGINT"),
-            _ = sigterm.recv() => signalled = Some("SIGTERM"),
-            _ = sighup.recv() => signalled = Some("SIGHUP"),
+            why = &mut stop => signalled = Some(why),
         }
         if let Some(why) = signalled {
-            let exit = stop(&shared, why).await;
+            let exit = stop_bridge(&shared, why).await;
             // The reader ends after the chunk it is handling, dropping the
             // console queue's sender; stdout then gets everything queued.
             let _ = stop_reader.send(true);
@@ -304,7 +395,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
 
 /// Waits (up to [`CONSOLE_DRAIN_TIMEOUT`]) until the console writer, whose
 /// queue's sender is gone, has written everything to stdout.
-async fn drain_console(console: &mut JoinHandle<io::Result<()>>) {
+pub(super) async fn drain_console(console: &mut JoinHandle<io::Result<()>>) {
     match tokio::time::timeout(CONSOLE_DRAIN_TIMEOUT, console).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(err))) => debug!("writing the last console output: {err}"),
@@ -332,13 +423,13 @@ async fn finish_after_reader(
         }
         Ok(ReaderEnd::Stopped) => Ok(Exit::Stopped),
         Err(join) => {
-            let _ = stop(shared, "error").await;
+            let _ = stop_bridge(shared, "error").await;
             Err(anyhow::Error::from(join).context("the channel reader failed"))
         }
     }
 }
 
-fn channel_closed(target: &Target, err: Option<&io::Error>) {
+pub(super) fn channel_closed(target: &Target, err: Option<&io::Error>) {
     match err {
         None => eprintln!("ukdb: unikernel channel closed ({target})"),
         Some(err) => eprintln!("ukdb: unikernel channel closed ({target}): {err}"),
@@ -347,7 +438,7 @@ fn channel_closed(target: &Target, err: Option<&io::Error>) {
 
 /// Ends the session of an attached debugger, switches the stub back to raw
 /// mode and waits (briefly) until that is written.
-async fn stop(shared: &Shared, why: &str) -> anyhow::Result<Exit> {
+async fn stop_bridge(shared: &Shared, why: &str) -> anyhow::Result<Exit> {
     info!("stopping ({why})");
     let flushed = shared.shutdown();
     match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, flushed).await {
@@ -375,13 +466,13 @@ async fn pump_to_stub(mut channel: impl AsyncWrite + Unpin, shared: Arc<Shared>)
 }
 
 /// Where console text goes: stdout, and the console log if there is one.
-struct Console {
+pub(super) struct Console {
     stdout: tokio::io::Stdout,
     log: Option<File>,
 }
 
 impl Console {
-    fn new(log: Option<File>) -> Self {
+    pub(super) fn new(log: Option<File>) -> Self {
         Self { stdout: tokio::io::stdout(), log }
     }
 
@@ -404,16 +495,16 @@ impl Console {
 
 /// The sending end of the console queue: holds [`CONSOLE_QUEUE_BYTES`] bytes
 /// at most.
-struct ConsoleTx {
+pub(super) struct ConsoleTx {
     tx: mpsc::UnboundedSender<(Vec<u8>, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
 }
 
 /// The receiving end of the console queue; each chunk's permit returns its
 /// bytes to the budget when dropped (after the chunk is written).
-type ConsoleRx = mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>;
+pub(super) type ConsoleRx = mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>;
 
-fn console_queue() -> (ConsoleTx, ConsoleRx) {
+pub(super) fn console_queue() -> (ConsoleTx, ConsoleRx) {
     let (tx, rx) = mpsc::unbounded_channel();
     (ConsoleTx { tx, budget: Arc::new(Semaphore::new(CONSOLE_QUEUE_BYTES)) }, rx)
 }
@@ -421,7 +512,7 @@ fn console_queue() -> (ConsoleTx, ConsoleRx) {
 impl ConsoleTx {
     /// Queues console bytes, waiting while the queue is full. Fails only
     /// when the console writer has ended.
-    async fn send(&self, bytes: Vec<u8>) -> Result<(), ConsoleGone> {
+    pub(super) async fn send(&self, bytes: Vec<u8>) -> Result<(), ConsoleGone> {
         // A chunk is one read of the channel: at most READ_BUF bytes, far
         // below both limits.
         let n = u32::try_from(bytes.len().min(CONSOLE_QUEUE_BYTES)).unwrap_or(u32::MAX);
@@ -433,12 +524,12 @@ impl ConsoleTx {
 
 /// The console writer has ended (stdout failed); the bridge is stopping.
 #[derive(Debug, Clone, Copy)]
-struct ConsoleGone;
+pub(super) struct ConsoleGone;
 
 /// Writes console output, in its own task so that a slow or blocked stdout
 /// never stalls debugger traffic. Ends when the queue's sender is gone and
 /// everything was written, or when stdout fails.
-async fn write_console(mut queue: ConsoleRx, mut console: Console) -> io::Result<()> {
+pub(super) async fn write_console(mut queue: ConsoleRx, mut console: Console) -> io::Result<()> {
     while let Some((bytes, _permit)) = queue.recv().await {
         console.write(&bytes).await?;
     }

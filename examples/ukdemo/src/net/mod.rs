@@ -131,18 +131,22 @@ impl FrameQueue {
 pub struct Shared {
     locked: AtomicBool,
     device: UnsafeCell<Option<NetDevice>>,
-    queue: UnsafeCell<FrameQueue>,
+    queue: &'static Queue,
 }
+
+/// The frame queue, in a static of its own: all zeros, so it takes no room
+/// in the image (`.bss`).
+struct Queue(UnsafeCell<FrameQueue>);
 
 // SAFETY: `device` and `queue` are reached only through `Guard`, which
 // exists only while `locked` was taken by it (a compare-exchange).
 unsafe impl Sync for Shared {}
+// SAFETY: reached only through `SHARED` (see above).
+unsafe impl Sync for Queue {}
 
-static SHARED: Shared = Shared {
-    locked: AtomicBool::new(false),
-    device: UnsafeCell::new(None),
-    queue: UnsafeCell::new(FrameQueue::new()),
-};
+static QUEUE: Queue = Queue(UnsafeCell::new(FrameQueue::new()));
+static SHARED: Shared =
+    Shared { locked: AtomicBool::new(false), device: UnsafeCell::new(None), queue: &QUEUE };
 
 /// Holds [`SHARED`]'s lock.
 struct Guard {
@@ -163,7 +167,7 @@ impl Guard {
     fn parts(&mut self) -> (Option<&mut NetDevice>, &mut FrameQueue) {
         // SAFETY: this guard holds the lock (see `Shared`'s Sync), and
         // `&mut self` keeps the two borrows unique for their lifetime.
-        unsafe { ((*self.shared.device.get()).as_mut(), &mut *self.shared.queue.get()) }
+        unsafe { ((*self.shared.device.get()).as_mut(), &mut *self.shared.queue.0.get()) }
     }
 }
 

@@ -130,18 +130,10 @@ struct Net {
     configured: bool,
 }
 
-/// Socket storage and TCP buffers, taken once by [`start`].
-struct Memory {
-    storage: [SocketStorage<'static>; SOCKETS + 1],
-    rx: [[u8; TCP_BUF]; SOCKETS],
-    tx: [[u8; TCP_BUF]; SOCKETS],
-}
-
-static mut MEMORY: Memory = Memory {
-    storage: [SocketStorage::EMPTY; SOCKETS + 1],
-    rx: [[0; TCP_BUF]; SOCKETS],
-    tx: [[0; TCP_BUF]; SOCKETS],
-};
+/// Socket storage and TCP buffers (apart: the buffers are all zeros, so
+/// they take no room in the image), taken once by [`start`].
+static mut STORAGE: [SocketStorage<'static>; SOCKETS + 1] = [SocketStorage::EMPTY; SOCKETS + 1];
+static mut TCP_BUFFERS: [[[u8; TCP_BUF]; 2]; SOCKETS] = [[[0; TCP_BUF]; 2]; SOCKETS];
 static MEMORY_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The stack, once [`start`] has run. Used only from the main loop (and
@@ -194,18 +186,19 @@ pub(super) fn start(mac: [u8; 6]) {
     if MEMORY_TAKEN.swap(true, Ordering::Acquire) || IN_USE.swap(true, Ordering::Acquire) {
         return;
     }
-    // SAFETY: taken once (the flag above): the only reference, for good.
-    let memory = unsafe { &mut *addr_of_mut!(MEMORY) };
+    // SAFETY: taken once (the flag above): the only references, for good.
+    let (storage, buffers) =
+        unsafe { (&mut *addr_of_mut!(STORAGE), &mut *addr_of_mut!(TCP_BUFFERS)) };
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     config.random_seed = time::rdtsc();
     let mut device = AppDevice { rx: [0; MAX_FRAME], tx: [0; MAX_FRAME] };
     let mut iface = Interface::new(config, &mut device, now());
-    let mut sockets = SocketSet::new(&mut memory.storage[..]);
+    let mut sockets = SocketSet::new(&mut storage[..]);
     let conns = {
-        let mut bufs = memory.rx.iter_mut().zip(memory.tx.iter_mut());
+        let mut bufs = buffers.iter_mut();
         core::array::from_fn(|_| {
             let (rx, tx) = match bufs.next() {
-                Some((rx, tx)) => (&mut rx[..], &mut tx[..]),
+                Some([rx, tx]) => (&mut rx[..], &mut tx[..]),
                 None => (&mut [][..], &mut [][..]),
             };
             let socket = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));

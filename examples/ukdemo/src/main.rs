@@ -5,14 +5,15 @@
 //! remapped and masked, time base, network device ([`net`]), debug stub,
 //! periodic timer, interrupts on → [`app::run`], which never returns.
 //!
-//! The network: the first virtio-net device (PCI on q35, or a
-//! `virtio_mmio.device=` entry on microvm and Firecracker) carries the app's
-//! own stack (smoltcp) with an HTTP server on port 8080 (`GET /` answers
-//! `TICKS <n>`), and is lent to the debug stub (a shared NIC), which then
-//! serves gdb and lldb over TCP instead of the serial line. Without a
-//! virtio-net device, or with `ukdb.net=off`, the stub uses the serial
-//! line (COM1, shared with the console). With `ukdb.nic=` the stub drives
-//! the device named there alone and the app takes another one, if any.
+//! The network: the first virtio-net device (PCI on q35; a
+//! `virtio_mmio.device=` entry on Firecracker, and on QEMU's microvm with
+//! `acpi=off`: with ACPI, QEMU describes its devices there only) carries the
+//! app's own stack (smoltcp) with an HTTP server on port 8080 (`GET /`
+//! answers `TICKS <n>`), and is lent to the debug stub (a shared NIC), which
+//! then serves gdb and lldb over TCP instead of the serial line. Without a
+//! virtio-net device, or with `ukdb.net=off`, the stub uses the serial line
+//! (COM1, shared with the console). With `ukdb.nic=` the stub drives the
+//! device named there alone and the app takes another one, if any.
 //!
 //! Command line (QEMU `-append`):
 //! - `ukdemo.rate=HZ`: console lines per second (default 10);

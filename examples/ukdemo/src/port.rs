@@ -1,7 +1,8 @@
 //! Port I/O for the devices the example drives itself: the COM1 console, the
-//! PIT with the system control port (TSC calibration only), and the legacy
-//! PICs (remapped and masked at boot). Each caller names the port it owns in
-//! its `// SAFETY:` comment.
+//! PIT with the system control port (TSC calibration only), the legacy
+//! PICs (remapped and masked at boot), and PCI configuration space
+//! (`net::pci`, 32-bit accesses). Each caller names the port it owns in its
+//! `// SAFETY:` comment.
 
 use core::arch::asm;
 

@@ -98,7 +98,9 @@ fn start_stub(nic: Option<&'static mut net::SharedNic>) {
     let cmdline = pvh::cmdline();
     let net_off = pvh::option("ukdb.net") == Some("off");
     if pvh::option("ukdb.nic").is_some() && !net_off {
-        // The NIC was meant for the stub: no serial stub when it fails.
+        // The NIC was meant for the stub: no serial stub when it fails
+        // (the stub says why; a device that cannot be mapped fails there).
+        net::map_for_stub(cmdline);
         ukdb_stub::set_console(serial::write_raw);
         ukdb_stub::init_net_dedicated(cmdline);
     } else if let Some(nic) = nic.filter(|_| !net_off) {

@@ -89,3 +89,13 @@ pub fn find(cmdline: &str, skip: Option<Location>) -> Option<(SomeTransport<'sta
     }
     None
 }
+
+/// Maps the announced window at `addr` for the stub, which drives that
+/// device alone (`ukdb.nic=`) and cannot change the page tables itself.
+/// `false` when no `virtio_mmio.device=` entry is there or the mapping
+/// failed.
+pub fn map_for_stub(cmdline: &str, addr: u64) -> bool {
+    let Some(window) = windows(cmdline).find(|w| w.addr == addr) else { return false };
+    // SAFETY: as in `find`: an announced device window, during boot.
+    unsafe { paging::map_mmio(window.addr, window.size) }.is_ok()
+}

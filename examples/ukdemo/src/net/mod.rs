@@ -302,6 +302,18 @@ pub fn probe(cmdline: &str) -> Option<&'static mut SharedNic> {
     Some(unsafe { &mut *addr_of_mut!(HANDLE) })
 }
 
+/// Maps the registers of the device `ukdb.nic=` gives to the stub (which
+/// cannot change the page tables itself). Call it after [`probe`] (which
+/// may unmap pages of devices it does not take) and before the stub
+/// starts. `false` when the option names no device that could be mapped.
+pub fn map_for_stub(cmdline: &str) -> bool {
+    match crate::pvh::option("ukdb.nic").and_then(Location::parse) {
+        Some(Location::Pci { bus, device, function }) => pci::map_for_stub(bus, device, function),
+        Some(Location::Mmio(addr)) => mmio::map_for_stub(cmdline, addr),
+        None => false,
+    }
+}
+
 /// Whether a device was found and started.
 pub fn up() -> bool {
     HANDLE_TAKEN.load(Ordering::Relaxed)

@@ -125,14 +125,28 @@ struct Region {
     len: u64,
 }
 
-/// Maps the device's virtio structures (only those, page by page), turns
-/// on memory decoding and bus mastering, and opens the transport.
-fn open(
-    root: &mut PciRoot<PortCam>,
-    df: DeviceFunction,
-) -> Result<SomeTransport<'static>, &'static str> {
-    let mut regions = [Region::default(); MAX_REGIONS];
-    let mut mapped = 0;
+/// The regions [`map_structures`] mapped.
+struct Mapped {
+    regions: [Region; MAX_REGIONS],
+    count: usize,
+}
+
+impl Mapped {
+    /// Removes the mappings (the device is not used).
+    fn unmap(&self) {
+        for region in self.regions.iter().take(self.count) {
+            // SAFETY: mapped by `map_structures` for a device that nothing
+            // uses; boot runs on one CPU and nothing else changes the page
+            // tables.
+            unsafe { paging::unmap_mmio(region.addr, region.len) };
+        }
+    }
+}
+
+/// Maps the device's virtio structures (only those, page by page: the
+/// regions its vendor capabilities name in its memory BARs).
+fn map_structures(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Result<Mapped, &'static str> {
+    let mut mapped = Mapped { regions: [Region::default(); MAX_REGIONS], count: 0 };
     let caps: [Option<(u8, u32, u32)>; MAX_REGIONS] = {
         let mut caps = [None; MAX_REGIONS];
         let vendor = root.capabilities(df).filter(|c| c.id == PCI_CAP_ID_VNDR);
@@ -144,7 +158,6 @@ fn open(
         }
         caps
     };
-    let mut result = Ok(());
     for (bar, offset, length) in caps.into_iter().flatten() {
         if bar >= 6 || length == 0 {
             continue;
@@ -159,27 +172,43 @@ fn open(
         // this device (device registers, not RAM); boot runs on one CPU
         // with interrupts off and nothing else changes the page tables.
         if let Err(e) = unsafe { paging::map_mmio(region.addr, region.len) } {
-            result = Err(e.reason());
-            break;
+            mapped.unmap();
+            return Err(e.reason());
         }
-        if let Some(slot) = regions.get_mut(mapped) {
+        if let Some(slot) = mapped.regions.get_mut(mapped.count) {
             *slot = region;
-            mapped += 1;
+            mapped.count += 1;
         }
     }
-    let opened = result.and_then(|()| {
-        let (_, command) = root.get_status_command(df);
-        root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
-        PciTransport::new::<Hal, PortCam>(root, df).map_err(|_| "no usable virtio structures")
-    });
-    match opened {
+    Ok(mapped)
+}
+
+/// Maps the device's virtio structures, turns on memory decoding and bus
+/// mastering, and opens the transport.
+fn open(
+    root: &mut PciRoot<PortCam>,
+    df: DeviceFunction,
+) -> Result<SomeTransport<'static>, &'static str> {
+    let mapped = map_structures(root, df)?;
+    let (_, command) = root.get_status_command(df);
+    root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    match PciTransport::new::<Hal, PortCam>(root, df) {
         Ok(transport) => Ok(SomeTransport::Pci(transport)),
-        Err(why) => {
-            for region in regions.iter().take(mapped) {
-                // SAFETY: mapped above for this device, which is not used.
-                unsafe { paging::unmap_mmio(region.addr, region.len) };
-            }
-            Err(why)
+        Err(_) => {
+            mapped.unmap();
+            Err("no usable virtio structures")
         }
     }
+}
+
+/// Maps the virtio structures of the virtio function at `bus:device.function`
+/// for the stub, which drives it alone (`ukdb.nic=`) and cannot change the
+/// page tables itself. `false` when there is no virtio function there or
+/// the mapping failed.
+pub fn map_for_stub(bus: u8, device: u8, function: u8) -> bool {
+    let df = DeviceFunction { bus, device, function };
+    if !df.valid() || read(df, 0) as u16 != virtio_drivers::transport::pci::VIRTIO_VENDOR_ID {
+        return false;
+    }
+    map_structures(&mut PciRoot::new(PortCam), df).is_ok()
 }

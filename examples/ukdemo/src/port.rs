@@ -1,7 +1,8 @@
 //! Port I/O for the devices the example drives itself: the COM1 console, the
-//! PIT with the system control port (TSC calibration only), and the legacy
-//! PICs (remapped and masked at boot). Each caller names the port it owns in
-//! its `// SAFETY:` comment.
+//! PIT with the system control port (TSC calibration only), the legacy
+//! PICs (remapped and masked at boot), and PCI configuration space
+//! (`net::pci`, 32-bit accesses). Each caller names the port it owns in its
+//! `// SAFETY:` comment.
 
 use core::arch::asm;
 
@@ -31,6 +32,30 @@ pub unsafe fn inb(port: u16) -> u8 {
     // SAFETY: as for `outb`.
     unsafe {
         asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// Writes a 32-bit `value` to I/O port `port`.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads 32 bits from I/O port `port`.
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
     };
     value
 }

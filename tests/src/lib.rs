@@ -542,6 +542,9 @@ impl NetVm {
         let device = format!("{},netdev=n0", nic_device(machine));
         let mut args = vec!["-netdev", &netdev, "-device", &device];
         args.extend_from_slice(extra);
+        // microvm lists its virtio-mmio devices on the kernel command line
+        // (`virtio_mmio.device=`) only with ACPI off (QEMU 7.2).
+        let machine = if machine == "microvm" { "microvm,acpi=off" } else { machine };
         let vm = Vm::boot_with(machine, image, append, &args);
         let console = Arc::new(Output::default());
         console.spawn_reader(connect_unix(&vm.sock));

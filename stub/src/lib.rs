@@ -56,6 +56,8 @@ pub(crate) mod config;
 pub(crate) mod debugregs;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod framing;
+#[cfg(any(test, feature = "net"))]
+pub(crate) mod nicaddr;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]

@@ -21,3 +21,5 @@ pub(crate) mod session;
 pub(crate) mod stack;
 pub(crate) mod target;
 mod transport;
+#[cfg(feature = "net")]
+pub(crate) mod virtio;

@@ -3,7 +3,9 @@
 //! steady rate. It runs with interrupts enabled. While it waits for the next
 //! line it polls the debug stub and then sleeps with `sti; hlt` until the
 //! next timer tick (1 ms), so a debugger's Ctrl-C stops it within a tick;
-//! the timer handler polls too, for when the application is busy.
+//! the timer handler polls too, for when the application is busy. The
+//! network stack (the HTTP server, [`crate::net`]) is polled from this loop
+//! as well, before every poll of the stub and between lines when busy.
 
 use crate::{cpu, println, pvh, time, timer};
 use core::ptr::{addr_of, addr_of_mut};
@@ -16,11 +18,16 @@ pub static mut TICKS: u64 = 0;
 static mut PANIC_AT: u64 = u64::MAX;
 /// Iteration at which `tick` writes through a null pointer (`ukdemo.fault=N`).
 static mut FAULT_AT: u64 = u64::MAX;
+/// Whether [`busy_until`] polls the network (a NIC is up). A plain static,
+/// read without a call, so that a stop in the busy loop shows only
+/// `busy_until` and what it inlines from `time`.
+static mut BUSY_NET: bool = false;
 /// Iteration at which `tick` stops in the debugger with
 /// `ukdb_stub::breakpoint()` (`ukdemo.break=N`).
 static mut BREAK_AT: u64 = u64::MAX;
 
-fn ticks() -> u64 {
+/// [`TICKS`], read as a debugger may have left it.
+pub fn ticks() -> u64 {
     // SAFETY: single CPU, no interrupt handler touches TICKS; volatile because a
     // debugger may change it while the program is stopped.
     unsafe { addr_of!(TICKS).read_volatile() }
@@ -53,7 +60,14 @@ pub fn tick(n: u64) {
 /// notice a debugger.
 #[inline(never)]
 fn busy_until(until: u64) {
+    // SAFETY: written once before the loop starts.
+    let net = unsafe { BUSY_NET };
+    let mut next_net = 0;
     while time::rdtsc() < until {
+        if net && time::rdtsc() >= next_net {
+            crate::net::poll();
+            next_net = time::rdtsc() + time::tsc_hz() / 1000;
+        }
         core::hint::spin_loop();
     }
 }
@@ -70,6 +84,7 @@ pub fn run() -> ! {
         PANIC_AT = option_u64("ukdemo.panic").unwrap_or(u64::MAX);
         FAULT_AT = option_u64("ukdemo.fault").unwrap_or(u64::MAX);
         BREAK_AT = option_u64("ukdemo.break").unwrap_or(u64::MAX);
+        BUSY_NET = crate::net::up();
     }
     let period = time::tsc_hz() / rate;
     let timer_running = timer::running();
@@ -100,11 +115,13 @@ pub fn run() -> ! {
         // timer), then sleep until the next tick. The timer handler leaves
         // polling to this loop when it woke the `hlt`, so an idle stop lands
         // here, in the application.
+        crate::net::poll();
         ukdb_stub::poll();
         while time::rdtsc() < next {
             if timer_running {
                 cpu::wait_for_interrupt();
             }
+            crate::net::poll();
             ukdb_stub::poll();
         }
     }

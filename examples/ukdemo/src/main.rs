@@ -2,8 +2,17 @@
 //!
 //! Boot: [`boot`] (32-bit PVH entry, long mode) → [`kmain`]: console (with
 //! its loopback self-test), command line, page tables, IDT, legacy PICs
-//! remapped and masked, time base, debug stub, periodic timer, interrupts on
-//! → [`app::run`], which never returns.
+//! remapped and masked, time base, network device ([`net`]), debug stub,
+//! periodic timer, interrupts on → [`app::run`], which never returns.
+//!
+//! The network: the first virtio-net device (PCI on q35, or a
+//! `virtio_mmio.device=` entry on microvm and Firecracker) carries the app's
+//! own stack (smoltcp) with an HTTP server on port 8080 (`GET /` answers
+//! `TICKS <n>`), and is lent to the debug stub (a shared NIC), which then
+//! serves gdb and lldb over TCP instead of the serial line. Without a
+//! virtio-net device, or with `ukdb.net=off`, the stub uses the serial
+//! line (COM1, shared with the console). With `ukdb.nic=` the stub drives
+//! the device named there alone and the app takes another one, if any.
 //!
 //! Command line (QEMU `-append`):
 //! - `ukdemo.rate=HZ`: console lines per second (default 10);
@@ -16,7 +25,13 @@
 //! - `ukdemo.flags`: run the RFLAGS sequence of [`flags`] in every iteration;
 //! - `ukdemo.dr`: arm a debug register of the app's own and check it in
 //!   every iteration (see [`flags`]);
-//! - `ukdb.*`: options of the debug stub (see docs/debugging.md).
+//! - `ukdemo.ip=IP/PREFIX[,gw=IP]`: the app's static address (default:
+//!   DHCP);
+//! - `ukdb.net=off`: keep the stub on the serial line even with a NIC;
+//! - `ukdb.nic=pci:BB:DD.F` or `ukdb.nic=mmio:ADDR`: the virtio-net device
+//!   the stub drives alone (a dedicated debug NIC);
+//! - `ukdb.*`: the other options of the debug stub (`ukdb.net=`,
+//!   `ukdb.port=`, `ukdb.wait`, ...: see docs/debugging.md).
 #![no_std]
 #![no_main]
 
@@ -26,6 +41,7 @@ mod boot;
 mod cpu;
 mod flags;
 mod idt;
+mod net;
 mod paging;
 mod pic;
 mod port;
@@ -56,10 +72,8 @@ extern "C" fn kmain(start_info: u64) -> ! {
     idt::init();
     pic::remap_and_mask();
     let tsc = time::init();
-    // SAFETY: COM1 is this unikernel's console line; once the stub has it,
-    // the console writes only through `ukdb_stub::console_write`.
-    let com1 = unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) };
-    ukdb_stub::init(com1, pvh::cmdline());
+    let nic = net::probe(pvh::cmdline());
+    start_stub(nic);
     println!(
         "ukdemo: booted, stub {}, tsc {} MHz, cmdline '{}'",
         if ukdb_stub::ENABLED { "enabled" } else { "absent" },
@@ -75,6 +89,27 @@ extern "C" fn kmain(start_info: u64) -> ! {
     cpu::enable_interrupts();
     ukdb_stub::wait_for_debugger();
     app::run()
+}
+
+/// Starts the debug stub on its channel (see the module docs): a
+/// dedicated NIC (`ukdb.nic=`), the app's NIC shared, or COM1.
+fn start_stub(nic: Option<&'static mut net::SharedNic>) {
+    let cmdline = pvh::cmdline();
+    let net_off = pvh::option("ukdb.net") == Some("off");
+    if pvh::option("ukdb.nic").is_some() && !net_off {
+        // The NIC was meant for the stub: no serial stub when it fails.
+        ukdb_stub::set_console(serial::write_raw);
+        ukdb_stub::init_net_dedicated(cmdline);
+    } else if let Some(nic) = nic.filter(|_| !net_off) {
+        // Likewise: the stub says on the console why it did not start.
+        ukdb_stub::set_console(serial::write_raw);
+        ukdb_stub::init_net(nic, cmdline);
+    } else {
+        // SAFETY: COM1 is this unikernel's console line; once the stub has
+        // it, the console writes only through `ukdb_stub::console_write`.
+        let com1 = unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) };
+        ukdb_stub::init(com1, cmdline);
+    }
 }
 
 #[panic_handler]

@@ -4,7 +4,11 @@
 //! - `.rodata` is read-only, everything else read-write, both non-executable;
 //! - the first GiB of physical memory is identity-mapped;
 //! - the local APIC's registers are identity-mapped (one uncached 2 MiB
-//!   page, non-executable), nothing else above the first GiB.
+//!   page, non-executable);
+//! - device registers (a NIC's BAR or MMIO window) are identity-mapped
+//!   later, uncached and non-executable, page by page, with [`map_mmio`];
+//!   nothing else above the first GiB (a debugger's read of device memory
+//!   can have side effects, so no more is mapped than the drivers use).
 
 use core::arch::asm;
 use core::ptr::addr_of_mut;
@@ -49,6 +53,15 @@ fn sym(s: &u8) -> u64 {
 }
 
 static mut APIC_MAPPED: bool = false;
+
+/// Page tables for device mappings, taken by [`map_mmio`] as needed.
+const MMIO_TABLES: usize = 8;
+static mut MMIO_POOL: [Table; MMIO_TABLES] = [const { Table([0; 512]) }; MMIO_TABLES];
+static mut MMIO_POOL_USED: usize = 0;
+/// The address bits of a page-table entry.
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// Identity mappings end where the lower canonical half does.
+const LOWER_HALF_END: u64 = 1 << 47;
 
 /// Whether [`init`] mapped the local APIC's registers.
 pub fn apic_mapped() -> bool {
@@ -120,5 +133,138 @@ pub fn init() {
             }
         }
         asm!("mov cr3, {}", in(reg) addr_of_mut!(PML4) as u64, options(nostack, preserves_flags));
+    }
+}
+
+/// Why [`map_mmio`] could not map a device region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// The region is empty or does not fit in the lower half.
+    OutOfRange,
+    /// The region overlaps memory mapped as RAM (cached).
+    Overlaps,
+    /// No page tables left for device mappings.
+    NoTables,
+}
+
+impl MapError {
+    /// A short reason for the console.
+    pub fn reason(self) -> &'static str {
+        match self {
+            MapError::OutOfRange => "region out of range",
+            MapError::Overlaps => "region overlaps RAM",
+            MapError::NoTables => "no page tables left",
+        }
+    }
+}
+
+/// The page-aligned range of pages that `[phys, phys + len)` touches.
+fn page_range(phys: u64, len: u64) -> Result<core::ops::Range<u64>, MapError> {
+    let end = phys.checked_add(len).ok_or(MapError::OutOfRange)?;
+    if len == 0 || end > LOWER_HALF_END {
+        return Err(MapError::OutOfRange);
+    }
+    Ok(phys & !(PAGE - 1)..end.next_multiple_of(PAGE))
+}
+
+/// The table an entry points to; with `alloc`, a new one from the pool when
+/// the entry is empty. `Ok(None)`: the entry maps a huge page.
+///
+/// # Safety
+/// `entry` is an entry of the live tables of a level above the last, and
+/// the caller has exclusive access to the tables (see [`map_mmio`]).
+unsafe fn next_table(entry: &mut u64, alloc: bool) -> Result<Option<&'static mut Table>, MapError> {
+    if *entry & PRESENT == 0 {
+        if !alloc {
+            return Err(MapError::OutOfRange);
+        }
+        // SAFETY: the caller's exclusive access covers the pool; each
+        // table is handed out once.
+        let table = unsafe {
+            let used = &mut *addr_of_mut!(MMIO_POOL_USED);
+            let pool = &mut *addr_of_mut!(MMIO_POOL);
+            let table = pool.get_mut(*used).ok_or(MapError::NoTables)?;
+            *used += 1;
+            table
+        };
+        *entry = table as *mut Table as u64 | PRESENT | WRITABLE;
+        return Ok(Some(table));
+    }
+    if *entry & HUGE != 0 {
+        return Ok(None);
+    }
+    // SAFETY: every table in the live hierarchy is a static of this module
+    // (in the image, which is identity-mapped), so the entry's address is
+    // the table's; the caller has exclusive access to it.
+    Ok(Some(unsafe { &mut *((*entry & ADDR_MASK) as *mut Table) }))
+}
+
+/// The last-level entry for `page`, or `Ok(None)` when a huge page maps it
+/// (uncached: a device mapping already; otherwise [`MapError::Overlaps`]).
+///
+/// # Safety
+/// As for [`next_table`].
+unsafe fn leaf(page: u64, alloc: bool) -> Result<Option<&'static mut u64>, MapError> {
+    let index = |shift: u32| ((page >> shift) & 0x1ff) as usize;
+    // SAFETY: PML4 is the live top-level table; exclusive access is the
+    // caller's promise.
+    let mut table = unsafe { &mut *addr_of_mut!(PML4) };
+    for shift in [39, 30, 21] {
+        let entry = &mut table.0[index(shift)];
+        // SAFETY: an entry of a live upper-level table; the caller's promise.
+        match unsafe { next_table(entry, alloc) }? {
+            Some(next) => table = next,
+            None if *entry & CACHE_DISABLE != 0 => return Ok(None),
+            None => return Err(MapError::Overlaps),
+        }
+    }
+    Ok(Some(&mut table.0[index(12)]))
+}
+
+fn invlpg(page: u64) {
+    // SAFETY: invalidating a TLB entry has no effect beyond the next access
+    // to that page reading the tables again.
+    unsafe { asm!("invlpg [{}]", in(reg) page, options(nostack, preserves_flags)) };
+}
+
+/// Identity-maps the device registers at `[phys, phys + len)`, uncached
+/// and non-executable, in 4 KiB pages (only the pages the range touches).
+/// Pages already mapped for a device stay as they are.
+///
+/// # Safety
+/// The range is device memory, not RAM, and nothing else changes the page
+/// tables meanwhile (call it during boot, before interrupts are enabled).
+pub unsafe fn map_mmio(phys: u64, len: u64) -> Result<(), MapError> {
+    for page in page_range(phys, len)?.step_by(PAGE as usize) {
+        // SAFETY: the caller's exclusive access to the tables.
+        let Some(entry) = (unsafe { leaf(page, true) })? else { continue };
+        if *entry & PRESENT != 0 {
+            if *entry & ADDR_MASK == page && *entry & CACHE_DISABLE != 0 {
+                continue;
+            }
+            return Err(MapError::Overlaps);
+        }
+        *entry = page | PRESENT | WRITABLE | WRITE_THROUGH | CACHE_DISABLE | NO_EXECUTE;
+        invlpg(page);
+    }
+    Ok(())
+}
+
+/// Removes the device mappings [`map_mmio`] made in `[phys, phys + len)`
+/// (a device that was probed and not taken). RAM mappings stay.
+///
+/// # Safety
+/// Nothing uses the region any more, and nothing else changes the page
+/// tables meanwhile.
+pub unsafe fn unmap_mmio(phys: u64, len: u64) {
+    let Ok(pages) = page_range(phys, len) else { return };
+    for page in pages.step_by(PAGE as usize) {
+        // SAFETY: the caller's exclusive access to the tables.
+        if let Ok(Some(entry)) = unsafe { leaf(page, false) } {
+            if *entry & PRESENT != 0 && *entry & CACHE_DISABLE != 0 {
+                *entry = 0;
+                invlpg(page);
+            }
+        }
     }
 }

@@ -34,3 +34,27 @@ pub unsafe fn inb(port: u16) -> u8 {
     };
     value
 }
+
+/// Writes a 32-bit `value` to I/O port `port`.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads 32 bits from I/O port `port`.
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    value
+}

@@ -94,10 +94,16 @@ pub fn init() -> Result<(), SelfTestFailed> {
     }
 }
 
-fn write_raw(bytes: &[u8]) {
+/// Writes console bytes straight to the UART: the console itself, and the
+/// stub's own messages when its channel is the network
+/// (`ukdb_stub::set_console`).
+pub fn write_raw(bytes: &[u8]) {
     for &b in bytes {
         // SAFETY: COM1 belongs to this module; without a stub on the line
-        // (`console_write` returned false) nothing else drives it.
+        // (`console_write` returned false) nothing else drives it. A stub on
+        // the network writes its messages through this function too, with
+        // the world stopped: a stopped writer's line is merely interleaved
+        // (each byte is a status read, then one data write).
         while unsafe { inb(LINE_STATUS) } & 0x20 == 0 {
             core::hint::spin_loop();
         }

@@ -16,6 +16,8 @@ pub(crate) mod api;
 mod arch;
 mod global;
 mod line;
+#[cfg(feature = "net")]
+mod net;
 mod net_api;
 pub(crate) mod session;
 pub(crate) mod stack;

@@ -81,19 +81,14 @@ pub fn init_net_dedicated(cmdline: &str) -> bool {
     if wanted(&config, bad.map(|b| b.0)).is_none() {
         return false;
     }
-    // ---- CALL SITE for the dedicated virtio-net driver (helper stub-virtio) ----
-    // When `crate::imp::virtio` lands, replace the two lines below with:
-    //     match super::virtio::dedicated(cmdline, config.phys_offset) {
-    //         Ok(nic) => start(nic, Share::Dedicated, config, bad.map(|b| b.0)),
-    //         Err(why) => {
-    //             say(&["ukdb: no debug NIC: ", why, "; network stub not started\n"]);
-    //             false
-    //         }
-    //     }
     // `Share::Dedicated` hands every frame to the stub (ICMP echo answered too).
-    let _ = (Share::Dedicated, cmdline);
-    say(&["ukdb: dedicated virtio-net driver not built in; network stub not started\n"]);
-    false
+    match super::virtio::dedicated(cmdline, config.phys_offset) {
+        Ok(nic) => start(nic, Share::Dedicated, config, bad.map(|b| b.0)),
+        Err(why) => {
+            say(&["ukdb: no debug NIC: ", why, "; network stub not started\n"]);
+            false
+        }
+    }
 }
 
 #[cfg(feature = "net")]

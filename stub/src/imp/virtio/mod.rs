@@ -133,9 +133,6 @@ impl VirtioError {
 /// returns it as the stub's NIC. `phys_offset`: where physical memory is
 /// mapped (device registers are reached at `pa + phys_offset`, and only
 /// where the page walk finds them mapped). Call once.
-// Called by `net_api::init_net_dedicated` (branch h/stub-net); drop this
-// `allow` once both are merged.
-#[allow(dead_code, reason = "called by net_api::init_net_dedicated (h/stub-net)")]
 pub(crate) fn dedicated(
     cmdline: &str,
     phys_offset: u64,

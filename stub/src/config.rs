@@ -9,6 +9,13 @@
 //! | `ukdb.trap=ud` | software breakpoints are the one-byte invalid opcode `0x06` (#UD in 64-bit mode), for hypervisors that cannot deliver #BP to the guest |
 //! | `ukdb.off` | the stub stays out of the way: no traps, no polling, console raw |
 //! | `ukdb.phys_offset=N` | physical memory is mapped at virtual `N` (`0x` hex or decimal); the default 0 means identity-mapped page tables |
+//! | `ukdb.net=dhcp` | network stub ([`crate::init_net`], [`crate::init_net_dedicated`]): the address from DHCPv4, asked for at init (about 5 s at most); the default |
+//! | `ukdb.net=IP/PREFIX[,gw=IP]` | network stub: a static address (`10.0.2.15/24,gw=10.0.2.2`); the gateway is needed only for debuggers outside the subnet |
+//! | `ukdb.net=off` | no network stub (the unikernel runs without one) |
+//! | `ukdb.port=N` | the TCP port the network stub listens on (decimal, 1-65535); the default 1234 |
+//!
+//! A bad `ukdb.net=` value is reported before any other unknown option,
+//! and the network stub does not start.
 
 /// The instruction the stub plants for a software breakpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +66,35 @@ pub struct Config {
     /// at physical address `pa` at virtual `pa + phys_offset`. 0 (the
     /// default): the page tables are identity-mapped.
     pub phys_offset: u64,
+    /// How the network stub gets its address (`ukdb.net=`).
+    pub net: NetMode,
+    /// The TCP port the network stub listens on (`ukdb.port=`).
+    pub port: u16,
+    /// The time-stamp counter's rate in Hz; 0 (the default): unknown, the
+    /// stub asks CPUID (leaves 0x15 and 0x16) and otherwise assumes
+    /// [`Config::FALLBACK_TSC_HZ`]. The network stub's timers use it.
+    pub tsc_hz: u64,
+}
+
+/// How the network stub gets its IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    /// DHCPv4, at init (`ukdb.net=dhcp`, the default).
+    Dhcp,
+    /// A static address (`ukdb.net=IP/PREFIX[,gw=IP]`).
+    Static {
+        /// The address.
+        addr: [u8; 4],
+        /// The prefix length (0-32).
+        prefix: u8,
+        /// The default gateway, if any.
+        gateway: Option<[u8; 4]>,
+    },
+    /// No network stub (`ukdb.net=off`).
+    Off,
+    /// A `ukdb.net=` value the parser did not take: the network stub does
+    /// not start (and says why).
+    Invalid,
 }
 
 impl Default for Config {
@@ -66,6 +102,9 @@ impl Default for Config {
         Config::new()
     }
 }
+
+/// The network stub's default TCP port (gdb's habit).
+pub const DEFAULT_PORT: u16 = 1234;
 
 /// An option the parser did not take: reported on the console, then ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +114,39 @@ impl Config {
     /// The defaults: no wait, `int3` breakpoints, identity-mapped page
     /// tables.
     pub const fn new() -> Config {
-        Config { wait: false, trap: TrapInsn::Int3, off: false, phys_offset: 0 }
+        Config {
+            wait: false,
+            trap: TrapInsn::Int3,
+            off: false,
+            phys_offset: 0,
+            net: NetMode::Dhcp,
+            port: DEFAULT_PORT,
+            tsc_hz: 0,
+        }
+    }
+
+    /// The TSC rate assumed when neither [`Config::tsc_hz`] nor CPUID
+    /// gives one: 2 GHz (timeouts then run up to twice as fast or slow on
+    /// the machines of today).
+    pub const FALLBACK_TSC_HZ: u64 = 2_000_000_000;
+
+    /// How the network stub gets its address (`ukdb.net=`).
+    pub const fn net(mut self, mode: NetMode) -> Config {
+        self.net = mode;
+        self
+    }
+
+    /// The network stub's TCP port (`ukdb.port=`).
+    pub const fn port(mut self, port: u16) -> Config {
+        self.port = port;
+        self
+    }
+
+    /// The time-stamp counter's rate, for the network stub's timers (a
+    /// kernel that calibrated it knows best; 0: ask CPUID).
+    pub const fn tsc_hz(mut self, hz: u64) -> Config {
+        self.tsc_hz = hz;
+        self
     }
 
     /// Wait for a debugger in `wait_for_debugger` (`ukdb.wait`).
@@ -105,10 +176,11 @@ impl Config {
 
     /// This configuration with every `ukdb.*` word of `cmdline` applied
     /// over it (the command line wins). Returns the first `ukdb.*` word it
-    /// did not understand.
+    /// did not understand (a bad `ukdb.net=` value before any other).
     pub fn with_cmdline(self, cmdline: &str) -> (Config, Option<BadOption<'_>>) {
         let mut config = self;
         let mut bad = None;
+        let mut bad_net = None;
         for word in cmdline.split_ascii_whitespace() {
             let Some(option) = word.strip_prefix("ukdb.") else {
                 continue;
@@ -129,6 +201,23 @@ impl Config {
                         }
                     }
                 }
+                _ if option.starts_with("net=") => {
+                    config.net =
+                        option.strip_prefix("net=").and_then(parse_net).unwrap_or_else(|| {
+                            bad_net = Some(BadOption(word));
+                            NetMode::Invalid
+                        });
+                }
+                _ if option.starts_with("port=") => {
+                    match option.strip_prefix("port=").and_then(|p| p.parse::<u16>().ok()) {
+                        Some(port) if port != 0 => config.port = port,
+                        _ => {
+                            if bad.is_none() {
+                                bad = Some(BadOption(word));
+                            }
+                        }
+                    }
+                }
                 _ => {
                     if bad.is_none() {
                         bad = Some(BadOption(word));
@@ -136,8 +225,41 @@ impl Config {
                 }
             }
         }
+        let bad = if config.net == NetMode::Invalid { bad_net.or(bad) } else { bad.or(bad_net) };
         (config, bad)
     }
+}
+
+/// A `ukdb.net=` value: `dhcp`, `off` or `IP/PREFIX[,gw=IP]`.
+fn parse_net(value: &str) -> Option<NetMode> {
+    match value {
+        "dhcp" => return Some(NetMode::Dhcp),
+        "off" => return Some(NetMode::Off),
+        _ => {}
+    }
+    let (cidr, gateway) = match value.split_once(',') {
+        Some((cidr, gw)) => (cidr, Some(parse_ipv4(gw.strip_prefix("gw=")?)?)),
+        None => (value, None),
+    };
+    let (addr, prefix) = cidr.split_once('/')?;
+    let addr = parse_ipv4(addr)?;
+    let prefix = parse_decimal_u8(prefix).filter(|&p| p <= 32)?;
+    Some(NetMode::Static { addr, prefix, gateway })
+}
+
+/// A dotted-quad IPv4 address (decimal, no leading `+`, at most 3 digits).
+fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split('.');
+    for slot in &mut out {
+        *slot = parse_decimal_u8(parts.next()?)?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn parse_decimal_u8(text: &str) -> Option<u8> {
+    let digits = !text.is_empty() && text.len() <= 3 && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse().ok()).flatten()
 }
 
 /// A number, `0x` hex or decimal.
@@ -167,7 +289,10 @@ mod tests {
                 wait: true,
                 trap: TrapInsn::Ud,
                 off: false,
-                phys_offset: 0xffff_8000_0000_0000
+                phys_offset: 0xffff_8000_0000_0000,
+                net: NetMode::Dhcp,
+                port: 1234,
+                tsc_hz: 0,
             }
         );
         // The command line wins; what it does not name stays.
@@ -204,6 +329,68 @@ mod tests {
         assert_eq!((c.phys_offset, bad), (8, Some(BadOption("ukdb.phys_offset=0xzz"))));
         let (_, bad) = Config::from_cmdline("ukdb.phys_offset=");
         assert_eq!(bad, Some(BadOption("ukdb.phys_offset=")));
+    }
+
+    #[test]
+    fn network_options() {
+        let (c, bad) = Config::from_cmdline("ukdb.net=10.0.2.15/24,gw=10.0.2.2 ukdb.port=4321");
+        assert_eq!(bad, None);
+        assert_eq!(
+            (c.net, c.port),
+            (
+                NetMode::Static { addr: [10, 0, 2, 15], prefix: 24, gateway: Some([10, 0, 2, 2]) },
+                4321
+            )
+        );
+        let (c, _) = Config::from_cmdline("ukdb.net=192.168.1.7/32");
+        assert_eq!(c.net, NetMode::Static { addr: [192, 168, 1, 7], prefix: 32, gateway: None });
+        assert_eq!(Config::from_cmdline("ukdb.net=off").0.net, NetMode::Off);
+        assert_eq!(Config::from_cmdline("ukdb.net=off ukdb.net=dhcp").0.net, NetMode::Dhcp);
+        assert_eq!(Config::new().port(7).tsc_hz(5).net(NetMode::Off).port, 7);
+        assert_eq!(Config::new().tsc_hz(5).tsc_hz, 5);
+        assert_eq!(Config::FALLBACK_TSC_HZ, 2_000_000_000);
+        assert_eq!(
+            (Config::new().net, Config::new().port, Config::new().tsc_hz),
+            (NetMode::Dhcp, 1234, 0)
+        );
+    }
+
+    #[test]
+    fn bad_network_options() {
+        for value in [
+            "",
+            "dchp",
+            "10.0.2.15",
+            "10.0.2.15/33",
+            "10.0.2/24",
+            "10.0.2.15.1/24",
+            "256.0.0.1/8",
+            "10.0.2.15/24,gw=",
+            "10.0.2.15/24,10.0.2.2",
+            "10.0.2.15/24,gw=10.0.2",
+            "1.2.3.4/+8",
+            "1.2.3.4/0008",
+            "-1.2.3.4/8",
+            "1.2.3.4/8,gw=1.2.3.4,",
+            "1..3.4/8",
+            "0x1.2.3.4/8",
+        ] {
+            let word = format!("ukdb.net={value}");
+            // The bad value wins over an earlier unknown option.
+            let line = format!("ukdb.bogus {word} ukdb.wait");
+            let (c, bad) = Config::from_cmdline(&line);
+            assert_eq!((c.net, bad), (NetMode::Invalid, Some(BadOption(word.as_str()))), "{value}");
+            assert!(c.wait);
+        }
+        // A later good value replaces it; the bad word is still reported.
+        let (c, bad) = Config::from_cmdline("ukdb.net=zz ukdb.net=dhcp");
+        assert_eq!((c.net, bad), (NetMode::Dhcp, Some(BadOption("ukdb.net=zz"))));
+        for port in ["0", "65536", "-1", "", "0x10", "12a"] {
+            let word = format!("ukdb.port={port}");
+            let (c, bad) = Config::from_cmdline(&word);
+            assert_eq!((c.port, bad), (1234, Some(BadOption(word.as_str()))), "{port}");
+        }
+        assert_eq!(Config::from_cmdline("ukdb.port=65535").0.port, 65535);
     }
 
     #[test]

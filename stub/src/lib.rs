@@ -34,7 +34,7 @@ pub mod wire;
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
-pub use config::{BadOption, Config, TrapInsn};
+pub use config::{BadOption, Config, NetMode, TrapInsn};
 #[cfg(feature = "enabled")]
 pub use imp::api::*;
 
@@ -56,6 +56,10 @@ pub(crate) mod config;
 pub(crate) mod debugregs;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod framing;
+#[cfg(any(test, feature = "net"))]
+pub(crate) mod net;
+#[cfg(any(test, feature = "net"))]
+pub(crate) mod nicaddr;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]

@@ -92,6 +92,14 @@ pub trait Transport: Send {
     /// The lock-free input check for [`crate::poll`].
     fn pending(&self) -> Pending;
 
+    /// The device is in use by the unikernel right now (a shared NIC whose
+    /// driver lock is held): the stub does not stop there, as for a trap
+    /// in its own I/O. Called with the line held, from any context; it must
+    /// not block.
+    fn busy(&self) -> bool {
+        false
+    }
+
     /// A short name for messages ("serial", "virtio-net").
     fn name(&self) -> &'static str;
 }

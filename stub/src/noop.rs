@@ -113,6 +113,26 @@ pub enum TrapInsn {
     Ud,
 }
 
+/// How the network stub gets its IPv4 address (no-op build: unused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    /// DHCPv4.
+    Dhcp,
+    /// A static address.
+    Static {
+        /// The address.
+        addr: [u8; 4],
+        /// The prefix length (0-32).
+        prefix: u8,
+        /// The default gateway, if any.
+        gateway: Option<[u8; 4]>,
+    },
+    /// No network stub.
+    Off,
+    /// A value the parser did not take.
+    Invalid,
+}
+
 /// A `ukdb.*` option the parser did not take (no-op build: never produced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadOption<'a>(pub &'a str);
@@ -144,6 +164,27 @@ impl Config {
     /// Does nothing.
     #[inline(always)]
     pub const fn phys_offset(self, _offset: u64) -> Config {
+        self
+    }
+
+    /// See the enabled build.
+    pub const FALLBACK_TSC_HZ: u64 = 2_000_000_000;
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn net(self, _mode: NetMode) -> Config {
+        self
+    }
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn port(self, _port: u16) -> Config {
+        self
+    }
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn tsc_hz(self, _hz: u64) -> Config {
         self
     }
 

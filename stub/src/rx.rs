@@ -28,11 +28,11 @@
 //!   that are empty, longer than 16 digits or use gdb's `x` digit). It
 //!   accepts the packets gdb and lldb send (those of the end-to-end tests,
 //!   and the ones listed in the unit tests);
-//! - an `m` asking for more than [`M_MAX`] bytes is rewritten to ask for
-//!   [`M_MAX`] (a short read: debuggers ask again for the rest), so no reply
-//!   carries more than the packet size (`PacketSize` counts a packet's data,
-//!   without `$` and `#xx`) and no request keeps the unikernel stopped for
-//!   minutes;
+//! - an `m` asking for more than half the buffer (at least [`M_MAX`]) is
+//!   rewritten to ask for that much (a short read: debuggers ask again for
+//!   the rest), so no reply carries more than the packet size (`PacketSize`
+//!   counts a packet's data, without `$` and `#xx`) and no request keeps
+//!   the unikernel stopped for minutes;
 //! - the packets that open a session (`qSupported`, `QStartNoAckMode`) and
 //!   the handshake's `vMustReplyEmpty` are named ([`PacketClass`]), so the
 //!   session can tell a new debugger from the current one.
@@ -47,11 +47,10 @@
 
 use crate::wire::{DLE, FRAME, GONE, RAW};
 
-/// The longest `m` read passed on: half the stub's packet size (0x4000),
-/// so the hex reply fits in a packet.
+/// The longest `m` read passed on with the default packet size (0x4000):
+/// half of it, so the hex reply fits in a packet. A receiver with a larger
+/// buffer passes on reads of half its buffer ([`Rx::m_max`]).
 pub const M_MAX: u64 = 0x2000;
-/// [`M_MAX`] as an `m` packet writes it.
-const M_MAX_HEX: &[u8] = b"2000";
 
 /// The `G` block's sizes in hex digits: core + SSE registers (0x218 bytes),
 /// optionally followed by `fs_base` and `gs_base` (0x228 bytes).
@@ -114,8 +113,8 @@ pub enum Event<'p> {
     /// `0x03` between packets: the debugger's Ctrl-C.
     Interrupt,
     /// A whole packet, `$body#xx`, with a valid checksum, that gdbstub
-    /// handles without an error. An `m` longer than [`M_MAX`] has been
-    /// rewritten to [`M_MAX`] (with its checksum).
+    /// handles without an error. An `m` longer than [`Rx::m_max`] has been
+    /// rewritten to [`Rx::m_max`] (with its checksum).
     Packet {
         /// The packet's bytes, from `$` to the last checksum digit.
         bytes: &'p [u8],
@@ -161,13 +160,24 @@ pub struct Rx<'b> {
     /// Bytes of the packet in `buf`, from its `$`.
     len: usize,
     state: State,
+    /// The longest `m` passed on.
+    m_max: u64,
 }
 
 impl<'b> Rx<'b> {
     /// A receiver between packets. A packet longer than `buf` (`$`, body,
-    /// `#` and two checksum digits) is dropped as [`Event::Overflow`].
+    /// `#` and two checksum digits) is dropped as [`Event::Overflow`]. An
+    /// `m` is passed on for at most half of `buf` (at least [`M_MAX`]): its
+    /// reply fits a buffer as large (with room for `$`, `#xx` and an ack).
     pub fn new(buf: &'b mut [u8]) -> Self {
-        Rx { buf, len: 0, state: State::Between }
+        let m_max = M_MAX.max((buf.len() / 2) as u64);
+        Rx { buf, len: 0, state: State::Between, m_max }
+    }
+
+    /// The longest memory read (`m`) passed on; longer ones are clamped.
+    #[cfg(test)]
+    pub fn m_max(&self) -> u64 {
+        self.m_max
     }
 
     /// Whether a packet is partly received. A packet that stops arriving
@@ -287,10 +297,10 @@ impl<'b> Rx<'b> {
         if checksum(body) != sum {
             return Event::BadChecksum;
         }
-        match check(body) {
+        match check_with(body, self.m_max) {
             Ok(Verdict::Pass(class)) => Event::Packet { bytes: packet, class },
             Ok(Verdict::ClampM { len_at }) => {
-                match clamp_m(packet, len_at).and_then(|end| packet.get(..end)) {
+                match clamp_m(packet, len_at, self.m_max).and_then(|end| packet.get(..end)) {
                     Some(bytes) => Event::Packet { bytes, class: PacketClass::Other },
                     None => Event::Reject(Reply::Einval),
                 }
@@ -313,16 +323,22 @@ pub fn checksum(body: &[u8]) -> u8 {
     body.iter().fold(0u8, |sum, &b| sum.wrapping_add(b))
 }
 
-/// Rewrites `$m<addr>,<len>#xx` in place to read [`M_MAX`] bytes;
+/// Rewrites `$m<addr>,<len>#xx` in place to read `m_max` bytes;
 /// `len_at` is where the length's digits start in the body. Returns the
-/// new packet length. The length was above [`M_MAX`], so it had at least as
+/// new packet length. The length was above `m_max`, so it had at least as
 /// many digits: the packet only shrinks.
-fn clamp_m(packet: &mut [u8], len_at: usize) -> Option<usize> {
+fn clamp_m(packet: &mut [u8], len_at: usize, m_max: u64) -> Option<usize> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 16];
+    let digits = (64 - m_max.leading_zeros()).div_ceil(4).max(1) as usize;
+    let hex = hex.get_mut(..digits)?;
+    for (i, slot) in hex.iter_mut().rev().enumerate() {
+        *slot = DIGITS[((m_max >> (4 * i)) & 0xf) as usize];
+    }
     // `$` comes before the body.
     let start = len_at.checked_add(1)?;
-    let body_end = start.checked_add(M_MAX_HEX.len())?;
-    packet.get_mut(start..body_end)?.copy_from_slice(M_MAX_HEX);
+    let body_end = start.checked_add(hex.len())?;
+    packet.get_mut(start..body_end)?.copy_from_slice(hex);
     let sum = checksum(packet.get(1..body_end)?);
     let tail = [b'#', DIGITS[usize::from(sum >> 4)], DIGITS[usize::from(sum & 0xf)]];
     let end = body_end.checked_add(tail.len())?;
@@ -335,7 +351,7 @@ fn clamp_m(packet: &mut [u8], len_at: usize) -> Option<usize> {
 pub enum Verdict {
     /// Pass it on unchanged.
     Pass(PacketClass),
-    /// An `m` longer than [`M_MAX`]: pass it on with its length clamped;
+    /// An `m` longer than the limit: pass it on with its length clamped;
     /// `len_at` is the offset of the length's digits in the body.
     ClampM {
         /// Offset of the first length digit in the body.
@@ -353,8 +369,15 @@ fn einval<T>(ok: Option<T>) -> Result<T, Reply> {
 /// hardware breakpoints and watchpoints; `qRcmd`; `qXfer:features:read`;
 /// no-ack mode). Commands are recognised by prefix, as gdbstub does: every
 /// body that starts with `m` is an `m` command. Bodies no supported
-/// command claims pass (gdbstub gives them the empty reply).
+/// command claims pass (gdbstub gives them the empty reply). An `m` for
+/// more than [`M_MAX`] bytes is to be clamped.
+#[cfg(test)]
 pub fn check(body: &[u8]) -> Result<Verdict, Reply> {
+    check_with(body, M_MAX)
+}
+
+/// [`check`] with `m_max` as the longest `m` passed on unchanged.
+pub fn check_with(body: &[u8], m_max: u64) -> Result<Verdict, Reply> {
     let other = Ok(Verdict::Pass(PacketClass::Other));
     let empty = |rest: &[u8]| if rest.is_empty() { other } else { Err(Reply::Einval) };
     // The same prefixes, in the same order, as gdbstub's `Command::from_packet`.
@@ -392,7 +415,7 @@ pub fn check(body: &[u8]) -> Result<Verdict, Reply> {
         let (addr, len) = einval(split_once(rest, b','))?;
         einval(number(addr))?;
         let n = einval(number(len))?;
-        return if n > M_MAX {
+        return if n > m_max {
             Ok(Verdict::ClampM { len_at: body.len() - len.len() })
         } else {
             other

@@ -74,9 +74,16 @@ pub fn has_input() -> bool {
 }
 
 /// Whether the line is free for the session: not held by a console drain
-/// that a trap interrupted.
+/// that a trap interrupted, and its device not in the unikernel's use (a
+/// shared NIC's driver: see `Transport::busy`).
 pub fn available() -> bool {
-    !LINE.is_held()
+    if LINE.is_held() {
+        return false;
+    }
+    match LINE.lock() {
+        Some(line) => !line.as_ref().is_some_and(|l| l.transport.busy()),
+        None => false,
+    }
 }
 
 /// Console text (lock-free for the caller: see the module docs). `false`

@@ -16,8 +16,12 @@ pub(crate) mod api;
 mod arch;
 mod global;
 mod line;
+#[cfg(feature = "net")]
+mod net;
 mod net_api;
 pub(crate) mod session;
 pub(crate) mod stack;
 pub(crate) mod target;
 mod transport;
+#[cfg(feature = "net")]
+pub(crate) mod virtio;

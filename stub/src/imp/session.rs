@@ -60,18 +60,27 @@ pub const PACKET_SIZE: usize = 16 * 1024;
 /// 2^31 is 0.5 s at 4 GHz and 2 s at 1 GHz.
 const PACKET_SILENCE_TICKS: u64 = 1 << 31;
 
-/// The stub's packet buffers, supplied by the caller of `init_with` (or the
-/// stub's own, `PACKET_SIZE` bytes each, with `init`): `N` (at least
+/// The stub's packet buffers, supplied by the caller of `init_static` (or
+/// the stub's own, `PACKET_SIZE` bytes each, with `init`): `N` (at least
 /// 16 KiB) is advertised to debuggers as `PacketSize`. Three buffers of `N`
 /// bytes: where a packet is assembled and checked, gdbstub's own, and where
-/// a reply is gathered (and kept for a retransmission). A memory read
-/// answers at most 8 KiB per packet whatever `N` is;
-/// a larger `N` lets larger writes and register blocks through.
+/// a reply is gathered (and kept for a retransmission), with a few bytes
+/// more for the reply's `$`, `#xx` and ack. A memory read answers up to
+/// `N / 2` bytes per packet (its hex fills `N`), so a debugger that reads
+/// as much as `PacketSize` allows needs one round trip per packet.
+#[repr(C)]
 pub struct Buffers<const N: usize> {
     rx: [u8; N],
     packet: [u8; N],
     tx: [u8; N],
+    /// Directly after `tx` (`repr(C)`, byte arrays: no padding): the reply
+    /// buffer is `tx` and this together.
+    tx_slack: [u8; TX_SLACK],
 }
+
+/// Room in the reply buffer beyond `N`: an ack, `$`, `#` and two checksum
+/// digits around a reply of `N` hex digits, rounded up.
+const TX_SLACK: usize = 8;
 
 impl<const N: usize> Buffers<N> {
     /// Zeroed buffers (for a `static`).
@@ -82,7 +91,26 @@ impl<const N: usize> Buffers<N> {
                 "ukdb_stub::Buffers: N must be at least 16 KiB (a whole memory-read reply)"
             )
         };
-        Buffers { rx: [0; N], packet: [0; N], tx: [0; N] }
+        Buffers { rx: [0; N], packet: [0; N], tx: [0; N], tx_slack: [0; TX_SLACK] }
+    }
+
+    /// The three buffers: receive, gdbstub's packet buffer, and the reply
+    /// buffer (`tx` with the slack after it).
+    fn split(&'static mut self) -> (&'static mut [u8], &'static mut [u8], &'static mut [u8]) {
+        let this: *mut Self = self;
+        // SAFETY: `this` comes from a `&'static mut Self`, so every field
+        // is valid for `'static` and borrowed by nobody else. The three
+        // slices do not overlap: `rx` and `packet` are fields of their own,
+        // and the reply slice covers `tx` and `tx_slack`, which `repr(C)`
+        // lays out back to back (byte arrays, alignment 1: no padding), all
+        // inside the one struct the pointer was derived from.
+        unsafe {
+            let rx = &mut *core::ptr::addr_of_mut!((*this).rx);
+            let packet = &mut *core::ptr::addr_of_mut!((*this).packet);
+            let tx = core::ptr::addr_of_mut!((*this).tx).cast::<u8>();
+            let tx = core::slice::from_raw_parts_mut(tx, N + TX_SLACK);
+            (&mut rx[..], &mut packet[..], tx)
+        }
     }
 }
 
@@ -280,7 +308,7 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
     let Some(mut s) = SESSION.lock() else {
         return false;
     };
-    let Buffers { rx, packet, tx } = buffers;
+    let (rx, packet, tx) = buffers.split();
     let session = s.insert(Session {
         target: UkTarget::new(&config),
         machine: None,
@@ -610,7 +638,7 @@ impl Session {
     /// Reads and handles bytes: all that arrive while halted, and while
     /// running only those already waiting.
     fn serve(&mut self) {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 512];
         loop {
             if let Some(event) = line::poll_event() {
                 self.on_link(event);
@@ -618,7 +646,16 @@ impl Session {
             let n = line::read(&mut buf);
             if n == 0 {
                 if !self.halted {
-                    return;
+                    // A link event the last read noticed (a network
+                    // transport polls its interface there) is handled
+                    // now, not at the next entry.
+                    match line::poll_event() {
+                        Some(event) => {
+                            self.on_link(event);
+                            continue;
+                        }
+                        None => return,
+                    }
                 }
                 if self.rx.in_packet()
                     && rdtsc().wrapping_sub(self.last_byte) > PACKET_SILENCE_TICKS
@@ -831,7 +868,7 @@ fn handshake_id(packet: &[u8]) -> (usize, u16) {
 const DR6_BS: u64 = 1 << 14;
 
 /// The time-stamp counter.
-fn rdtsc() -> u64 {
+pub(super) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc reads a counter; it has no side effects.
     unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };

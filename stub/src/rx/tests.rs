@@ -401,13 +401,31 @@ fn reply_packets_carry_their_checksums() {
 
 #[test]
 fn long_m_reads_are_clamped() {
-    assert_eq!(M_MAX_HEX, format!("{M_MAX:x}").as_bytes());
+    assert_eq!(Rx::new(&mut [0u8; SIZE]).m_max(), M_MAX);
     assert_eq!(run(&pkt(b"m100000,2001")), passed(b"m100000,2000", PacketClass::Other));
     assert_eq!(run(&pkt(b"m100000,ffffffff")), passed(b"m100000,2000", PacketClass::Other));
     assert_eq!(run(&pkt(b"m0,ffffffffffffffff")), passed(b"m0,2000", PacketClass::Other));
     assert_eq!(run(&pkt(b"m100000,0000002001")), passed(b"m100000,2000", PacketClass::Other));
     // Exactly M_MAX is left alone, even with leading zeros.
     assert_eq!(run(&pkt(b"m1,002000")), passed(b"m1,002000", PacketClass::Other));
+}
+
+#[test]
+fn the_m_limit_follows_the_buffer() {
+    // Half the buffer, never below M_MAX (small buffers keep the default).
+    let mut small = vec![0u8; 64];
+    assert_eq!(Rx::new(&mut small).m_max(), M_MAX);
+    let mut big = vec![0u8; 0x10000];
+    let mut rx = Rx::new(&mut big);
+    assert_eq!(rx.m_max(), 0x8000);
+    assert_eq!(feed(&mut rx, &pkt(b"m100000,8001")), passed(b"m100000,8000", PacketClass::Other));
+    assert_eq!(feed(&mut rx, &pkt(b"m0,fffffffff")), passed(b"m0,8000", PacketClass::Other));
+    assert_eq!(feed(&mut rx, &pkt(b"m1,8000")), passed(b"m1,8000", PacketClass::Other));
+    assert_eq!(feed(&mut rx, &pkt(b"m1,4001")), passed(b"m1,4001", PacketClass::Other));
+    let mut odd = vec![0u8; 0x12345];
+    let mut rx = Rx::new(&mut odd);
+    assert_eq!(rx.m_max(), 0x91a2);
+    assert_eq!(feed(&mut rx, &pkt(b"m1,100000")), passed(b"m1,91a2", PacketClass::Other));
 }
 
 #[test]

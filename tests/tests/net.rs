@@ -50,7 +50,7 @@ fn gdb_session(machine: &str) {
             "break ukdemo::app::tick",
             "continue",
             "bt 3",
-            "p n == ukdemo::app::TICKS",
+            "p n == ukdemo::app::TICKS",  // the breakpoint is before the count
             "stepi",
             "info symbol $pc",
             "delete",
@@ -65,27 +65,31 @@ fn gdb_session(machine: &str) {
     gdb.proc.signal(Signal::SIGINT);
     let out = gdb.finish();
     let n = hit_n(&out);
+    let rdtsc = line_of("src/time.rs", "asm!(\"rdtsc\"");
+    let wait_line = line_of("src/app.rs", "while time::rdtsc() < next");
+    // Attaching stops the app where it polled: its idle loop's TSC read.
     let expected = format!(
-        "{{*}}\n{{*}}\n{brk}{hit}\
+        "ukdemo::time::rdtsc () at src/time.rs:{rdtsc}\n\
+         {rdtsc}\t{{*}}\n\
+         {brk}{hit}\
          #0  ukdemo::app::tick (n={n}) at src/app.rs:{tick_line}\n\
          #1  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
          #2  {{hex}} in ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run_line}\n\
-         (More stack frames follow...)\n\
-         $1 = false\n\
-         {{hex}}\t{tick_line}\t{{*}}\n\
+         $1 = true\n\
+         {panic_check}\t    if n == panic_at {{\n\
          ukdemo::app::tick::h{{*}} + {{n}} in section .text\n\
          \n\
          Program received signal SIGINT, Interrupt.\n\
-         {{*}}\n\
-         {{*}}\n\
-         #0  {{*}}\n\
-         (More stack frames follow...)\n\
+         ukdemo::app::run () at src/app.rs:{wait_line}\n\
+         {wait_line}\t        while time::rdtsc() < next {{\n\
+         #0  ukdemo::app::run () at src/app.rs:{wait_line}\n\
          [Inferior 1 (process 1) detached]\n",
         brk = break_tick(1),
         hit = tick_hit(1, n),
         tick_line = line_of("src/app.rs", "write_volatile(t)"),
         call_line = line_of("src/app.rs", "tick(n);"),
         run_line = line_of("src/main.rs", "app::run()"),
+        panic_check = line_of("src/app.rs", "if n == panic_at"),
     );
     assert_transcript(&out, &expected);
     more_lines(&vm, 3);
@@ -112,18 +116,21 @@ fn lldb_over_tcp() {
         &[
             "breakpoint set --name ukdemo::app::tick",
             "continue",
-            "frame variable n",
-            "expression ukdemo::app::TICKS == n",
+            "register read rip",
+            "memory read --format x --size 8 --count 1 &ukdemo::app::TICKS",
+            "thread step-inst",
             "breakpoint delete --force",
             "process detach",
         ],
     )
     .finish();
-    let n: u64 = capture(&out, r"\(u64\) n = (\d+)");
-    assert!(out.contains("stop reason = breakpoint 1.1"), "{out}");
-    assert!(out.contains("(bool) $0 = false"), "{out}");
-    assert!(out.contains(&format!("(u64) n = {n}")), "{out}");
-    assert!(out.contains("Process 1 detached"), "{out}");
+    let bp: String = capture(&out, r"Breakpoint 1: where = .* address = (0x[0-9a-f]+)");
+    let ticks = symbols(&a.image).into_iter().find(|(n, _)| n.contains("3app5TICKS")).unwrap().1;
+    assert!(out.contains("* thread #1, stop reason = breakpoint 1.1\n"), "{out}");
+    assert!(out.contains(&format!("     rip = {bp}  ukdemo`")), "{out}");
+    assert!(out.contains(&format!("{ticks:#010x}: 0x")), "{out}");
+    assert!(out.contains("* thread #1, stop reason = instruction step into\n"), "{out}");
+    assert!(out.contains("Process 1 detached\n"), "{out}");
     more_lines(&vm, 3);
 }
 
@@ -148,15 +155,21 @@ fn a_mebibyte_over_tcp_equals_qemus_gdbstub_byte_for_byte() {
     let gdbstub = format!("tcp:127.0.0.1:{qemu_port}");
     let vm = NetVm::boot("q35", &a.image, "ukdb.wait", &["-gdb", &gdbstub]);
     vm.wait_stub_ready();
-    // The image from its first byte: code and read-only data, which nothing
-    // changes while the stub holds the world at `ukdb.wait`.
-    let start = symbol_address(&a.image, "__image_start");
-    let ours = gdb_dump(&a.image, &vm.debug, start, 1 << 20, &[]);
-    // QEMU's gdbstub stops the VM where the stub holds it.
-    let theirs = gdb_dump(&a.image, &format!("127.0.0.1:{qemu_port}"), start, 1 << 20, &[]);
-    let differ = ours.iter().zip(&theirs).position(|(x, y)| x != y);
-    assert_eq!(differ, None, "the reads differ first at offset {differ:?}");
-    assert!(ours.iter().any(|&b| b != 0), "the range read is all zeros");
+    // 1 MiB of free RAM above the image gets a pattern written over TCP
+    // (`restore`, binary and hex writes), then both stubs read it back:
+    // memory nothing else writes, unlike the image's data and the stub's
+    // own state.
+    let at: u64 = 0x100_0000;
+    let dir = tempfile::tempdir().unwrap();
+    let pattern: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let file = dir.path().join("pattern.bin");
+    std::fs::write(&file, &pattern).unwrap();
+    let restore = format!("restore {} binary {at:#x}", file.display());
+    let ours = gdb_dump(&a.image, &vm.debug, at, 1 << 20, &[&restore]);
+    let theirs = gdb_dump(&a.image, &format!("127.0.0.1:{qemu_port}"), at, 1 << 20, &[]);
+    let differ = |x: &[u8], y: &[u8]| x.iter().zip(y).position(|(p, q)| p != q);
+    assert_eq!(differ(&ours, &pattern), None, "the stub read back something else");
+    assert_eq!(differ(&ours, &theirs), None, "the stub and QEMU's gdbstub read differently");
 }
 
 #[test]
@@ -187,10 +200,10 @@ fn the_apps_http_server_answers_before_during_and_after_a_session() {
     assert!(t1 >= t0, "{t0} then {t1}");
     assert!(waited >= Duration::from_secs(5), "answered while stopped? {waited:?}");
 
+    more_lines(&vm, 2);
     let after = http_get(&vm.http, DEADLINE).unwrap();
     let t2: u64 = capture(&after, r"TICKS (\d+)\n");
     assert!(t2 > t1, "{t1} then {t2}");
-    more_lines(&vm, 2);
 }
 
 #[test]
@@ -322,4 +335,44 @@ fn the_production_image_keeps_its_http_server_and_has_no_stub() {
     assert!(reply.contains("TICKS "), "{reply}");
     let text = vm.console.text();
     assert!(!text.contains("ukdb:"), "{text}");
+}
+
+#[test]
+fn a_dedicated_debug_nic_beside_the_apps() {
+    // Two NICs: the app's (HTTP) and, at 00:05.0, one the stub drives alone.
+    let a = artifacts();
+    let (debug, http) = (free_port(), free_port());
+    let app = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{http}-:8080");
+    let stub = format!("user,id=n1,hostfwd=tcp:127.0.0.1:{debug}-:1234");
+    let vm = Vm::boot_with(
+        "q35",
+        &a.image,
+        "ukdb.nic=pci:00:05.0 ukdb.net=10.0.2.15/24,gw=10.0.2.2",
+        &[
+            "-netdev",
+            &app,
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-netdev",
+            &stub,
+            "-device",
+            "virtio-net-pci,netdev=n1,addr=0x5",
+        ],
+    );
+    let console = std::sync::Arc::new(Output::default());
+    console.spawn_reader(connect_unix(&vm.sock));
+    let text = console.wait("the stub on its own NIC", |t| t.contains("ukdb: stub ready on "));
+    assert!(text.contains("ukdb: stub ready on virtio-net 10.0.2.15:1234 (static)"), "{text}");
+    console.wait("the app's HTTP server", |t| t.contains("http on port 8080"));
+    let gdb = Debugger::gdb(
+        &a.image,
+        &format!("127.0.0.1:{debug}"),
+        &["break ukdemo::app::tick", "continue", "p n == ukdemo::app::TICKS", "detach"],
+    )
+    .finish();
+    assert!(gdb.contains("Breakpoint 1, ukdemo::app::tick (n="), "{gdb}");
+    assert!(gdb.contains("$1 = true\n"), "{gdb}");
+    assert!(gdb.ends_with("[Inferior 1 (process 1) detached]\n"), "{gdb}");
+    let reply = http_get(&format!("127.0.0.1:{http}"), DEADLINE).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
 }

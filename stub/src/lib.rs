@@ -61,6 +61,8 @@ pub(crate) mod net;
 #[cfg(any(test, feature = "net"))]
 pub(crate) mod nicaddr;
 #[cfg(any(test, feature = "enabled"))]
+pub(crate) mod memreply;
+#[cfg(any(test, feature = "enabled"))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod ring;

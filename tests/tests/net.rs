@@ -50,7 +50,7 @@ fn gdb_session(machine: &str) {
             "break ukdemo::app::tick",
             "continue",
             "bt 3",
-            "p n == ukdemo::app::TICKS",  // the breakpoint is before the count
+            "p n == ukdemo::app::TICKS", // the breakpoint is before the count
             "stepi",
             "info symbol $pc",
             "delete",
@@ -161,7 +161,8 @@ fn a_mebibyte_over_tcp_equals_qemus_gdbstub_byte_for_byte() {
     // own state.
     let at: u64 = 0x100_0000;
     let dir = tempfile::tempdir().unwrap();
-    let pattern: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let pattern: Vec<u8> =
+        (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let file = dir.path().join("pattern.bin");
     std::fs::write(&file, &pattern).unwrap();
     let restore = format!("restore {} binary {at:#x}", file.display());

@@ -270,7 +270,14 @@ extern "C" fn soft_trap(frame: &mut TrapFrame, why: u64) {
 /// options of `cmdline`: RSP over TCP, gdb and lldb connect straight to
 /// it. `false`: not started (a bad option, no address, or built without
 /// the `net` feature); the reason is on the console (see [`set_console`]).
-/// Call it instead of [`init`], once.
+/// Call it instead of [`init`], once, before the unikernel's receive path
+/// calls [`net_claim`]. With `ukdb.net=dhcp` (the default) it asks DHCP
+/// synchronously (about 5 s at most), taking the DHCP replies from the NIC
+/// and handing every other frame back with `Nic::not_mine`. On success the
+/// console says `ukdb: stub ready on NIC IP:PORT (dhcp|static), ...`.
+/// Debuggers are told `PacketSize=10000` (64 KiB: a 32 KiB memory read per
+/// round trip). Pass the TSC rate with [`Config::tsc_hz`] through
+/// [`init_net_with`] when the kernel knows it (CPUID often does not).
 pub fn init_net(nic: &'static mut dyn crate::Nic, cmdline: &str) -> bool {
     let (config, bad) = Config::from_cmdline(cmdline);
     super::net_api::init_net(nic, config, bad.map(|b| b.0))

@@ -704,3 +704,37 @@ fn a_long_run_without_polls_does_not_time_the_debugger_out() {
     assert_eq!(net.events, [LinkEvent::Connected]);
     assert_eq!(net.client(a).state(), tcp::State::Established);
 }
+
+thread_local! {
+    static WAKE: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+#[test]
+fn timers_asked_for_fire_on_time_while_the_unikernel_runs() {
+    let mut net = Net::new(Share::Dedicated);
+    net.stub.set_wake(|d| WAKE.with(|w| w.set(d)));
+    let a = net.connect();
+    net.established(a);
+    net.client(a).send_slice(b"$c#63").unwrap();
+    let mut got = Vec::new();
+    net.run_until(&mut got, |_, got| got == b"$c#63");
+    // The debugger vanishes while the unikernel runs: the stub is entered
+    // only when its wake time comes (keep-alives), and notices in time.
+    net.cut.store(true, Ordering::Relaxed);
+    let start = clock();
+    let mut entries = 0;
+    while net.events.len() < 2 {
+        let delay = WAKE.with(Cell::get).expect("a keep-alive is due");
+        advance(delay.max(Duration::from_millis(1)));
+        net.stub.poll();
+        if let Some(e) = net.stub.poll_event() {
+            net.events.push(e);
+        }
+        entries += 1;
+        assert!(entries < 100, "{entries} entries");
+    }
+    assert_eq!(net.events, [LinkEvent::Connected, LinkEvent::Gone]);
+    let took = clock() - start;
+    assert!(took >= Duration::from_secs(9) && took <= Duration::from_secs(13), "{took}");
+    assert!(entries <= 10, "{entries} entries");
+}

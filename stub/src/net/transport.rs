@@ -14,10 +14,11 @@
 //! function) whenever it polls, and tells its `wake` hook when it next
 //! needs polling (a keep-alive, a retransmission), so the unikernel's
 //! `poll` can enter the stub then. smoltcp's timers run on the time the
-//! stub spends polling: a gap between two polls counts as at most
-//! [`MAX_GAP`], so a unikernel that runs a minute without calling `poll`
-//! does not find its debugger timed out at the next stop (the debugger's
-//! keep-alive answers are simply not read meanwhile). Pure logic over the [`Nic`] trait:
+//! stub spends polling: a gap between two polls counts as at most the
+//! delay the transport asked for plus [`MAX_GAP`], so a unikernel that runs
+//! a minute without calling `poll` does not find its debugger timed out at
+//! the next stop (the debugger's keep-alive answers were simply not read
+//! meanwhile), while timers asked for fire on time. Pure logic over the [`Nic`] trait:
 //! host-tested against a smoltcp client on a back-to-back link.
 
 use super::device::{NicDevice, Share};
@@ -88,6 +89,9 @@ pub struct NetTransport<'a> {
     /// [`MAX_GAP`]).
     last_clock: Instant,
     time: Instant,
+    /// The longest gap smoltcp's time takes whole: the delay last asked
+    /// for, plus [`MAX_GAP`].
+    gap: Duration,
     wake: fn(Option<Duration>),
     pending: Pending,
     name: &'static str,
@@ -149,6 +153,7 @@ impl<'a> NetTransport<'a> {
             clock,
             last_clock: start,
             time: start,
+            gap: MAX_GAP,
             wake: |_| {},
             pending: Pending::never(),
             name: "network",
@@ -244,7 +249,8 @@ impl<'a> NetTransport<'a> {
     fn now(&mut self) -> (Instant, Instant) {
         let real = (self.clock)();
         let step = real - self.last_clock;
-        self.time += if step > MAX_GAP { MAX_GAP } else { step };
+        self.time += if step > self.gap { self.gap } else { step };
+        self.gap = MAX_GAP;
         self.last_clock = real;
         (self.time, real)
     }
@@ -256,6 +262,7 @@ impl<'a> NetTransport<'a> {
             let now = self.time;
             self.iface.poll_delay(now, &self.sockets)
         };
+        self.gap = delay.map_or(MAX_GAP, |d| d + MAX_GAP);
         (self.wake)(delay);
     }
 

@@ -56,12 +56,12 @@ pub(crate) mod config;
 pub(crate) mod debugregs;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod framing;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod memreply;
 #[cfg(any(test, feature = "net"))]
 pub(crate) mod net;
 #[cfg(any(test, feature = "net"))]
 pub(crate) mod nicaddr;
-#[cfg(any(test, feature = "enabled"))]
-pub(crate) mod memreply;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]

@@ -6,6 +6,9 @@
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
 const HUGE: u64 = 1 << 7;
+/// Page-level write-through and cache disable.
+const PWT: u64 = 1 << 3;
+const PCD: u64 = 1 << 4;
 /// Execute-disable (honoured only with EFER.NXE).
 const NO_EXECUTE: u64 = 1 << 63;
 
@@ -52,6 +55,9 @@ pub struct Mapping {
     pub page_size: u64,
     /// The physical address of the page's first byte.
     pub frame: u64,
+    /// The leaf entry disables caching (PCD) or asks for write-through
+    /// (PWT): device memory, read and written one byte at a time.
+    pub uncached: bool,
 }
 
 impl Mapping {
@@ -90,7 +96,8 @@ pub fn translate(walk: &Walk, addr: u64, read_phys: impl Fn(u64) -> u64) -> Opti
             let page_size = 1u64 << shift;
             let page_start = addr & !(page_size - 1);
             let frame = entry & walk.frame_mask & !(page_size - 1);
-            return Some(Mapping { writable, executable, page_start, page_size, frame });
+            let uncached = entry & (PCD | PWT) != 0;
+            return Some(Mapping { writable, executable, page_start, page_size, frame, uncached });
         }
         table = entry & walk.frame_mask;
     }
@@ -177,7 +184,14 @@ mod tests {
 
     fn page(start: u64, size: u64, writable: bool, executable: bool) -> Option<Mapping> {
         let frame = if start == 0xffff_ffff_ffff_f000 { 0x8000 } else { start };
-        Some(Mapping { writable, executable, page_start: start, page_size: size, frame })
+        Some(Mapping {
+            writable,
+            executable,
+            page_start: start,
+            page_size: size,
+            frame,
+            uncached: false,
+        })
     }
 
     #[test]

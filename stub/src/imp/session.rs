@@ -153,6 +153,10 @@ pub struct Conn {
     reply: Option<usize>,
     /// The reply did not fit: it went out in pieces and cannot be resent.
     spilled: bool,
+    /// rbp, rsp and rip for the next stop reply (see [`Conn::expedite`]).
+    expedite: Option<[u64; 3]>,
+    /// The debugger speaks the multiprocess dialect (thread ids `pP.T`).
+    multiprocess: bool,
 }
 
 impl Conn {
@@ -161,12 +165,102 @@ impl Conn {
         if self.len == 0 {
             return;
         }
+        if let Some(regs) = self.expedite.take() {
+            self.expedite_into(regs);
+        }
         let gathered = self.buf.get(..self.len).unwrap_or_default();
         line::write_debug(gathered);
         line::flush();
         self.reply = if self.spilled { None } else { gathered.iter().position(|&b| b == b'$') };
         self.len = 0;
         self.spilled = false;
+    }
+
+    /// Answers `read` from `mem` (see [`Session::fast_read`]): the bytes
+    /// are read into the end of the buffer and encoded in place. An address
+    /// that cannot be read at all gets `E0e` (EFAULT), as from gdbstub; a
+    /// read that runs into an unmapped page answers the part before it.
+    fn mem_reply(&mut self, ack: bool, read: crate::memreply::Read, mem: &Memory) {
+        let at = usize::from(ack);
+        let limit = crate::memreply::max_len(self.buf.len());
+        let n = usize::try_from(read.len).map_or(limit, |n| n.min(limit));
+        let from = self.buf.len() - n;
+        let got = match self.buf.get_mut(from..) {
+            Some(tail) => mem.read(read.addr, tail),
+            None => 0,
+        };
+        // Nothing gathered before this reply: it is the whole send.
+        self.len = 0;
+        self.spilled = false;
+        if ack {
+            if let Some(first) = self.buf.first_mut() {
+                *first = b'+';
+            }
+        }
+        let tail_start = from;
+        let end = if got == 0 {
+            self.buf.get_mut(at..at + 7).map(|out| {
+                out.copy_from_slice(b"$E0e#da");
+                at + 7
+            })
+        } else {
+            // Bytes read sit at the start of the tail; encode those only.
+            crate::memreply::encode(self.buf, at, tail_start, got, read.binary)
+        };
+        self.len = end.unwrap_or(0);
+        self.send();
+    }
+
+    /// Adds rbp, rsp and rip to the stop reply gathered (gdbstub cannot for
+    /// this architecture: gdbstub_arch's register ids have no raw numbers),
+    /// and a thread to an `S` reply, which becomes a `T` reply: the debugger
+    /// then needs no `g` and no thread list after a step or a breakpoint.
+    /// Register numbers are the target description's (rbp 6, rsp 7, rip 16).
+    /// Anything but one whole `S`/`T` packet is left alone.
+    fn expedite_into(&mut self, [rbp, rsp, rip]: [u64; 3]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let gathered = self.buf.get(..self.len).unwrap_or_default();
+        let Some(start) = gathered.iter().position(|&b| b == b'$') else { return };
+        let Some(hash) = gathered.iter().rposition(|&b| b == b'#') else { return };
+        if hash + 3 != self.len || hash < start + 3 {
+            return;
+        }
+        let mut extra = [0u8; 96];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            for &b in bytes {
+                if let Some(slot) = extra.get_mut(n) {
+                    *slot = b;
+                    n += 1;
+                }
+            }
+        };
+        match gathered.get(start + 1) {
+            Some(b'S') if hash == start + 4 => {
+                put(if self.multiprocess { b"thread:p01.01;" } else { b"thread:01;" });
+            }
+            Some(b'T') => {}
+            _ => return,
+        }
+        for (num, value) in [(b"06", rbp), (b"07", rsp), (b"10", rip)] {
+            put(num);
+            put(b":");
+            for byte in value.to_le_bytes() {
+                put(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+            }
+            put(b";");
+        }
+        let Some(out) = self.buf.get_mut(start..hash + n + 3) else { return };
+        out[1] = b'T';
+        out[hash - start..hash - start + n].copy_from_slice(&extra[..n]);
+        let body_end = hash - start + n;
+        let sum = out[1..body_end].iter().fold(0u8, |a, &b| a.wrapping_add(b));
+        out[body_end..body_end + 3].copy_from_slice(&[
+            b'#',
+            HEX[usize::from(sum >> 4)],
+            HEX[usize::from(sum & 15)],
+        ]);
+        self.len = hash + n + 3;
     }
 
     /// Sends the last reply again (the debugger NAKed it).
@@ -563,7 +657,14 @@ impl Session {
         // (and its Conn), and SESSION's lock makes this the only code running
         // here, so these are the one live references.
         let (buffer, tx) = unsafe { (self.packet.borrow(), self.tx.borrow()) };
-        let conn = Conn { buf: tx, len: 0, reply: None, spilled: false };
+        let conn = Conn {
+            buf: tx,
+            len: 0,
+            reply: None,
+            spilled: false,
+            expedite: None,
+            multiprocess: false,
+        };
         let Ok(stub) = GdbStubBuilder::new(conn).with_packet_buffer(buffer).build() else {
             return;
         };
@@ -621,6 +722,7 @@ impl Session {
                         send_console_packet(running.borrow_conn(), p.text.get(..p.len));
                     }
                 }
+                running.borrow_conn().expedite = self.target.expedited();
                 let next = running.report_stop(&mut self.target, reason);
                 self.settle(next);
             }
@@ -757,6 +859,15 @@ impl Session {
                     }
                     self.last_handshake = Some(id);
                 }
+                if self.fast_read(bytes) {
+                    return;
+                }
+                if bytes.starts_with(b"$qSupported") {
+                    let multiprocess = bytes.windows(13).any(|w| w == b"multiprocess+");
+                    if let Some(conn) = self.conn() {
+                        conn.multiprocess = multiprocess;
+                    }
+                }
                 let no_ack = bytes.starts_with(b"$QStartNoAckMode#");
                 self.feed(bytes);
                 if no_ack {
@@ -784,6 +895,22 @@ impl Session {
                 self.reply_raw(Reply::Einval.packet());
             }
         }
+    }
+
+    /// Answers a memory read (`m`, or lldb's binary `x`) itself when gdbstub
+    /// waits for a command (see [`crate::memreply`]); `false`: not a read,
+    /// or not now, and gdbstub gets the packet.
+    fn fast_read(&mut self, bytes: &[u8]) -> bool {
+        let Some(read) = crate::memreply::parse(bytes) else {
+            return false;
+        };
+        let ack = !self.no_ack;
+        let mem = &self.target.mem;
+        let Some(GdbStubStateMachine::Idle(idle)) = self.machine.as_mut() else {
+            return false;
+        };
+        idle.borrow_conn().mem_reply(ack, read, mem);
+        true
     }
 
     /// Sends a reply of the stub's own (acknowledged first in ack mode).
@@ -836,6 +963,8 @@ impl Session {
             Ok(GdbStubStateMachine::CtrlCInterrupt(interrupt)) => {
                 self.target.reason = Reason::Interrupt;
                 self.halted = true;
+                let mut interrupt = interrupt;
+                interrupt.borrow_conn().expedite = self.target.expedited();
                 let next = interrupt
                     .interrupt_handled(&mut self.target, Some(StopReason::Signal(Signal::SIGINT)));
                 self.settle(next);

@@ -89,9 +89,22 @@ impl Memory {
                 let Some(out) = data.get_mut(chunk.offset..chunk.offset + chunk.len) else {
                     return;
                 };
-                for (addr, b) in (chunk.addr..).zip(out.iter_mut()) {
-                    // SAFETY: the page walk found this page present.
-                    *b = unsafe { core::ptr::read_volatile(addr as *const u8) };
+                if chunk.mapping.uncached {
+                    // Device memory: one byte at a time, each access made.
+                    for (addr, b) in (chunk.addr..).zip(out.iter_mut()) {
+                        // SAFETY: the page walk found this page present.
+                        unsafe { *b = core::ptr::read_volatile(addr as *const u8) };
+                    }
+                } else {
+                    // SAFETY: the page walk found `chunk.len` bytes from
+                    // `chunk.addr` present in one page (ordinary, cached
+                    // memory), and `out` is the stub's own buffer, which the
+                    // debugger's range cannot overlap while it is being
+                    // written (reads of the stub's own buffers copy what
+                    // is there, like any other memory).
+                    unsafe {
+                        core::ptr::copy(chunk.addr as *const u8, out.as_mut_ptr(), chunk.len)
+                    };
                 }
             },
         )

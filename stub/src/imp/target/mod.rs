@@ -210,6 +210,11 @@ impl UkTarget {
     }
 
     /// The frame of the current stop.
+    /// rbp, rsp and rip of the stopped program, for a stop reply.
+    pub fn expedited(&mut self) -> Option<[u64; 3]> {
+        self.frame_mut().map(|f| [f.rbp, f.rsp, f.rip])
+    }
+
     pub fn frame_mut(&mut self) -> Option<&mut TrapFrame> {
         // SAFETY: `frame` is set at the end of `enter` from a live
         // `&mut TrapFrame` on the stopped unikernel's stack, after the last

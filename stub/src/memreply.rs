@@ -15,7 +15,7 @@ pub struct Read {
     pub binary: bool,
     /// The first address.
     pub addr: u64,
-    /// How many bytes (not 0).
+    /// How many bytes (0 only for `x`: lldb's probe for the packet).
     pub len: u64,
 }
 
@@ -27,7 +27,8 @@ fn hex_number(digits: &[u8]) -> Option<u64> {
 }
 
 /// The read a packet (`$body#xx`, checksum already checked) asks for:
-/// `mADDR,LEN` or `xADDR,LEN` with LEN not 0. Anything else: `None`.
+/// `mADDR,LEN` with LEN not 0, or `xADDR,LEN` (`x0,0` is how lldb asks
+/// whether the stub has `x`). Anything else: `None`.
 pub fn parse(packet: &[u8]) -> Option<Read> {
     let body = packet.strip_prefix(b"$")?;
     let body = body.get(..body.len().checked_sub(3)?)?;
@@ -39,7 +40,7 @@ pub fn parse(packet: &[u8]) -> Option<Read> {
     let comma = rest.iter().position(|&b| b == b',')?;
     let addr = hex_number(rest.get(..comma)?)?;
     let len = hex_number(rest.get(comma + 1..)?)?;
-    (len > 0).then_some(Read { binary, addr, len })
+    (len > 0 || binary).then_some(Read { binary, addr, len })
 }
 
 /// The most bytes one reply carries in a buffer of `buf_len` bytes: the
@@ -166,13 +167,14 @@ mod tests {
         assert_eq!(parse(&packet("m1000,20")), Some(m));
         let x = Read { binary: true, addr: 0xffff_8000_0000_0000, len: 1 };
         assert_eq!(parse(&packet("xffff800000000000,1")), Some(x));
+        let probe = Read { binary: true, addr: 0, len: 0 };
+        assert_eq!(parse(&packet("x0,0")), Some(probe));
     }
 
     #[test]
     fn refuses_what_is_not_a_read() {
         for body in [
             "m1000,0",
-            "x0,0",
             "m1000",
             "m,10",
             "m1000,",

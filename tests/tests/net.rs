@@ -377,3 +377,187 @@ fn a_dedicated_debug_nic_beside_the_apps() {
     let reply = http_get(&format!("127.0.0.1:{http}"), DEADLINE).unwrap();
     assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
 }
+
+/// The bytes of the image's loaded section that holds `addr`.
+fn image_bytes(image: &std::path::Path, addr: u64, len: usize) -> Vec<u8> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(image).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let section = file
+        .sections()
+        .find(|s| s.address() <= addr && addr + len as u64 <= s.address() + s.size())
+        .expect("no section holds the range");
+    let bytes = section.data().unwrap();
+    let at = (addr - section.address()) as usize;
+    bytes[at..at + len].to_vec()
+}
+
+#[test]
+fn memory_reads_in_hex_and_binary_over_tcp() {
+    use ukdb_tests::raw::{unhex, Raw};
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "ukdb.wait", &[]);
+    vm.wait_stub_ready();
+    let mut raw = Raw::connect(&vm.debug);
+    raw.attach();
+    let tick =
+        symbols(&a.image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1;
+    let want = image_bytes(&a.image, tick, 64);
+    // `m`: hex; `x`: binary (escaped), which lldb asks for with `x0,0`.
+    let m = raw.request(format!("m{tick:x},40").as_bytes());
+    assert_eq!(unhex(m.as_bytes()), Some(want.clone()), "{m}");
+    assert_eq!(raw.request(b"x0,0"), "OK");
+    raw.send_packet(format!("x{tick:x},40").as_bytes());
+    match raw.packet_within(DEADLINE) {
+        Some(ukdb_tests::raw::Reply::Packet(body)) => {
+            // `}` escapes the next byte (xor 0x20).
+            let mut data = Vec::new();
+            let mut bytes = body.iter();
+            while let Some(&b) = bytes.next() {
+                data.push(if b == b'}' { bytes.next().unwrap() ^ 0x20 } else { b });
+            }
+            assert!(body.contains(&b'}'), "the range has a byte to escape");
+            assert_eq!(data, want);
+        }
+        other => panic!("x reply: {:?}", other.map(|r| r.text())),
+    }
+    // Nothing mapped at all: EFAULT; a read that runs off the mapped
+    // memory answers the part before (the first GiB is all that is mapped).
+    assert_eq!(raw.request(b"m7fff00000000,10"), "E0e");
+    assert_eq!(raw.request(b"x7fff00000000,10"), "E0e");
+    let edge = raw.request(b"m3ffffff8,10");
+    assert_eq!(edge.len(), 16, "{edge}");
+    // A 32 KiB read in one packet (the network stub's buffers are 64 KiB).
+    let big = raw.request(format!("m{tick:x},8000").as_bytes());
+    assert_eq!(big.len(), 0x10000);
+    assert_eq!(unhex(&big.as_bytes()[..128]), Some(want));
+    raw.send_packet(b"D");
+}
+
+#[test]
+fn stop_replies_carry_pc_sp_fp_and_the_thread() {
+    use ukdb_tests::raw::Raw;
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "", &[]);
+    vm.wait_stub_ready();
+    let mut raw = Raw::connect(&vm.debug);
+    raw.attach();
+    let tick =
+        symbols(&a.image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1;
+    let le = |v: u64| v.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(raw.request(format!("Z0,{tick:x},1").as_bytes()), "OK");
+    let hit = raw.request(b"vCont;c:p1.-1");
+    let re = regex::Regex::new(
+        r"^T05thread:p01\.01;swbreak:;06:([0-9a-f]{16});07:([0-9a-f]{16});10:([0-9a-f]{16});$",
+    )
+    .unwrap();
+    let caps = re.captures(&hit).unwrap_or_else(|| panic!("stop reply {hit:?}"));
+    assert_eq!(&caps[3], le(tick), "{hit}");
+    assert_eq!(raw.request(format!("z0,{tick:x},1").as_bytes()), "OK");
+    // A step: `S05` from gdbstub becomes a T reply with the thread.
+    let step = raw.request(b"vCont;s:p1.1");
+    let re = regex::Regex::new(
+        r"^T05thread:p01\.01;06:[0-9a-f]{16};07:[0-9a-f]{16};10:([0-9a-f]{16});$",
+    )
+    .unwrap();
+    let caps = re.captures(&step).unwrap_or_else(|| panic!("step reply {step:?}"));
+    assert_ne!(&caps[1], le(tick), "{step}");
+    // The expedited values are the registers `g` reports.
+    let g = raw.request(b"g");
+    assert_eq!(&g[256..272], &caps[1][..], "{g}");
+    raw.send_packet(b"D");
+    more_lines(&vm, 2);
+}
+
+/// The stub still serves: a fresh gdb breaks in `tick` and detaches, and
+/// the app prints on.
+fn still_serves(vm: &NetVm, what: &str) {
+    let a = artifacts();
+    let out = Debugger::gdb(
+        &a.image,
+        &vm.debug,
+        &["break ukdemo::app::tick", "continue", "delete", "detach"],
+    )
+    .finish();
+    assert!(out.contains("Breakpoint 1, ukdemo::app::tick (n="), "{what}:\n{out}");
+    assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{what}:\n{out}");
+    more_lines(vm, 2);
+}
+
+/// Hostile clients on the stub's TCP port (rows of the hostile-input
+/// catalogue that apply to a network stub): after each, the unikernel runs
+/// on and a fresh gdb gets the stub.
+#[test]
+fn hostile_clients_on_the_tcp_port() {
+    use ukdb_tests::raw::{packet, random_bytes, Raw};
+    let a = artifacts();
+    let vm = NetVm::boot("q35", &a.image, "ukdemo.rate=50", &[]);
+    vm.wait_stub_ready();
+    more_lines(&vm, 2);
+
+    // Row 2: a random mebibyte, then the connection drops.
+    let mut c = Raw::connect(&vm.debug);
+    c.set_write_timeout(Some(DEADLINE));
+    let _ = c.try_send(&random_bytes(2, 1 << 20));
+    c.close();
+    more_lines(&vm, 2);
+    still_serves(&vm, "after a random MiB");
+
+    // Row 3: a packet longer than PacketSize (valid checksum): dropped whole,
+    // `E16`-style error or none, and the session goes on.
+    let mut c = Raw::connect(&vm.debug);
+    c.attach();
+    let body = vec![b'q'; 70_000];
+    c.send(&packet(&body));
+    let tick =
+        symbols(&a.image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1;
+    let mut reply = c.request(format!("m{tick:x},1").as_bytes());
+    if reply.starts_with('E') {
+        reply = c.reply();
+    }
+    assert_eq!(reply.len(), 2, "the session after an oversize packet: {reply}");
+    // Row 9: `m` of 0xffffffff bytes: a short read of what one reply holds.
+    let short = c.request(format!("m{tick:x},ffffffff").as_bytes());
+    assert_eq!(short.len(), 0x10000, "m 0xffffffff");
+    c.send_packet(b"D");
+    c.close();
+    more_lines(&vm, 2);
+
+    // Row 33: a 0x03 storm while the unikernel runs, from an attached client.
+    let mut c = Raw::connect(&vm.debug);
+    c.attach();
+    c.send_packet(b"vCont;c:p1.-1");
+    c.send(&[0x03; 4096]);
+    let stop = c.reply();
+    assert!(stop.starts_with('T') || stop.starts_with('S'), "after the storm: {stop}");
+    c.drain(Duration::from_millis(200));
+    c.send_packet(b"D");
+    c.close();
+    more_lines(&vm, 2);
+
+    // Row 45: connect/disconnect cycles. QEMU's user networking takes a
+    // few of these a second (its listening socket's backlog fills while it
+    // connects to the guest, and the host retries a SYN after 1 s), so
+    // fewer than through the bridge.
+    for _ in 0..30 {
+        drop(TcpStream::connect(&vm.debug).unwrap());
+    }
+    more_lines(&vm, 2);
+    still_serves(&vm, "after 30 connects");
+
+    // Row 8: an unterminated packet, then the client vanishes (reset).
+    let mut c = Raw::connect(&vm.debug);
+    c.send(b"$m100000,10");
+    drop(c);
+    more_lines(&vm, 2);
+
+    // Row 46: a client sending valid requests at full speed, never reading.
+    let mut c = TcpStream::connect(&vm.debug).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let request = packet(format!("m{tick:x},8000").as_bytes());
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && c.write_all(&request).is_ok() {}
+    drop(c);
+    more_lines(&vm, 2);
+    still_serves(&vm, "after a client that never read");
+}

@@ -332,7 +332,6 @@ fn qemu_dies_with_ukdb() {
 }
 
 #[test]
-#[ignore = "needs the network stub (ukdemo starts it on a NIC)"]
 fn net_gdb_batch_goes_straight_to_the_stub() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("gdb.log");

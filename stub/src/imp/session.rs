@@ -185,6 +185,14 @@ impl Conn {
         let limit = crate::memreply::max_len(self.buf.len());
         let n = usize::try_from(read.len).map_or(limit, |n| n.min(limit));
         let from = self.buf.len() - n;
+        if read.len == 0 {
+            // lldb's probe (`x0,0`): yes, binary reads are answered.
+            self.len = 0;
+            self.spilled = false;
+            let _ = self.write_all(if ack { b"+$OK#9a" } else { b"$OK#9a" });
+            self.send();
+            return;
+        }
         let got = match self.buf.get_mut(from..) {
             Some(tail) => mem.read(read.addr, tail),
             None => 0,

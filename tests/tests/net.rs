@@ -392,17 +392,27 @@ fn image_bytes(image: &std::path::Path, addr: u64, len: usize) -> Vec<u8> {
     bytes[at..at + len].to_vec()
 }
 
+/// The address of `ukdemo::app::tick`.
+fn tick_address() -> u64 {
+    let image = &artifacts().image;
+    symbols(image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1
+}
+
+/// A q35 VM with the network stub up and a raw client attached to it.
+fn raw_session(append: &str) -> (NetVm, ukdb_tests::raw::Raw) {
+    let vm = NetVm::boot("q35", &artifacts().image, append, &[]);
+    vm.wait_stub_ready();
+    let mut raw = ukdb_tests::raw::Raw::connect(&vm.debug);
+    raw.attach();
+    (vm, raw)
+}
+
 #[test]
 fn memory_reads_in_hex_and_binary_over_tcp() {
-    use ukdb_tests::raw::{unhex, Raw};
-    let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "ukdb.wait", &[]);
-    vm.wait_stub_ready();
-    let mut raw = Raw::connect(&vm.debug);
-    raw.attach();
-    let tick =
-        symbols(&a.image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1;
-    let want = image_bytes(&a.image, tick, 64);
+    use ukdb_tests::raw::unhex;
+    let (_vm, mut raw) = raw_session("ukdb.wait");
+    let tick = tick_address();
+    let want = image_bytes(&artifacts().image, tick, 64);
     // `m`: hex; `x`: binary (escaped), which lldb asks for with `x0,0`.
     let m = raw.request(format!("m{tick:x},40").as_bytes());
     assert_eq!(unhex(m.as_bytes()), Some(want.clone()), "{m}");
@@ -436,14 +446,8 @@ fn memory_reads_in_hex_and_binary_over_tcp() {
 
 #[test]
 fn stop_replies_carry_pc_sp_fp_and_the_thread() {
-    use ukdb_tests::raw::Raw;
-    let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "", &[]);
-    vm.wait_stub_ready();
-    let mut raw = Raw::connect(&vm.debug);
-    raw.attach();
-    let tick =
-        symbols(&a.image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1;
+    let (vm, mut raw) = raw_session("");
+    let tick = tick_address();
     let le = |v: u64| v.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>();
     assert_eq!(raw.request(format!("Z0,{tick:x},1").as_bytes()), "OK");
     let hit = raw.request(b"vCont;c:p1.-1");
@@ -509,8 +513,7 @@ fn hostile_clients_on_the_tcp_port() {
     c.attach();
     let body = vec![b'q'; 70_000];
     c.send(&packet(&body));
-    let tick =
-        symbols(&a.image).into_iter().find(|(n, _)| n.contains("6ukdemo3app4tick")).unwrap().1;
+    let tick = tick_address();
     let mut reply = c.request(format!("m{tick:x},1").as_bytes());
     if reply.starts_with('E') {
         reply = c.reply();

@@ -181,39 +181,33 @@ impl Conn {
     /// that cannot be read at all gets `E0e` (EFAULT), as from gdbstub; a
     /// read that runs into an unmapped page answers the part before it.
     fn mem_reply(&mut self, ack: bool, read: crate::memreply::Read, mem: &Memory) {
-        let at = usize::from(ack);
-        let limit = crate::memreply::max_len(self.buf.len());
-        let n = usize::try_from(read.len).map_or(limit, |n| n.min(limit));
-        let from = self.buf.len() - n;
+        // The reply is the whole send: nothing is gathered while gdbstub
+        // waits for a command.
+        self.len = 0;
+        self.spilled = false;
         if read.len == 0 {
-            // lldb's probe (`x0,0`): yes, binary reads are answered.
-            self.len = 0;
-            self.spilled = false;
+            // lldb's probe (`x0,0`): binary reads are answered.
             let _ = self.write_all(if ack { b"+$OK#9a" } else { b"$OK#9a" });
             self.send();
             return;
         }
-        let got = match self.buf.get_mut(from..) {
-            Some(tail) => mem.read(read.addr, tail),
-            None => 0,
-        };
-        // Nothing gathered before this reply: it is the whole send.
-        self.len = 0;
-        self.spilled = false;
-        if ack {
-            if let Some(first) = self.buf.first_mut() {
-                *first = b'+';
-            }
+        let limit = crate::memreply::max_len(self.buf.len());
+        let n = usize::try_from(read.len).map_or(limit, |n| n.min(limit));
+        // The bytes are read into the end of the buffer and encoded from
+        // there to its start, after the ack.
+        let from = self.buf.len() - n;
+        let got = self.buf.get_mut(from..).map_or(0, |tail| mem.read(read.addr, tail));
+        let at = usize::from(ack);
+        if let (true, Some(first)) = (ack, self.buf.first_mut()) {
+            *first = b'+';
         }
-        let tail_start = from;
         let end = if got == 0 {
             self.buf.get_mut(at..at + 7).map(|out| {
                 out.copy_from_slice(b"$E0e#da");
                 at + 7
             })
         } else {
-            // Bytes read sit at the start of the tail; encode those only.
-            crate::memreply::encode(self.buf, at, tail_start, got, read.binary)
+            crate::memreply::encode(self.buf, at, from, got, read.binary)
         };
         self.len = end.unwrap_or(0);
         self.send();

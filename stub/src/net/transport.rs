@@ -258,6 +258,12 @@ impl<'a> NetTransport<'a> {
         any
     }
 
+    /// Whether smoltcp wants polling now (something to send, or a timer).
+    fn due(&mut self) -> bool {
+        let (now, _) = self.now();
+        self.iface.poll_at(now, &self.sockets).is_some_and(|at| at <= now)
+    }
+
     /// smoltcp's time and the clock's, now (see [`MAX_GAP`]).
     fn now(&mut self) -> (Instant, Instant) {
         let real = (self.clock)();
@@ -369,11 +375,19 @@ impl Transport for NetTransport<'_> {
         }
         // Frames in first, nothing out: the ACK of a request then rides on
         // its reply (sent by `flush`) instead of going alone before it.
-        if self.ingress() {
+        let arrived = self.ingress();
+        if arrived {
             let n = self.recv(buf);
             if n > 0 {
                 return n;
             }
+        }
+        // The whole round (timers, ACKs, new connections) only when a frame
+        // came or smoltcp has something due: the session calls this in a
+        // tight loop while the world is stopped, and under TCG a full poll
+        // costs more than the wait for the next frame.
+        if !arrived && !self.due() {
+            return 0;
         }
         self.poll();
         if self.event.is_some() {

@@ -535,9 +535,20 @@ pub fn nic_device(machine: &str) -> &'static str {
 impl NetVm {
     /// Boots `image` with a NIC; `extra` goes on QEMU's command line too.
     pub fn boot(machine: &str, image: &Path, append: &str, extra: &[&str]) -> NetVm {
+        Self::boot_port(machine, image, append, extra, 1234)
+    }
+
+    /// [`NetVm::boot`] with the stub on guest port `stub_port`.
+    pub fn boot_port(
+        machine: &str,
+        image: &Path,
+        append: &str,
+        extra: &[&str],
+        stub_port: u16,
+    ) -> NetVm {
         let (debug, http) = (free_port(), free_port());
         let netdev = format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{debug}-:1234,hostfwd=tcp:127.0.0.1:{http}-:8080"
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{debug}-:{stub_port},hostfwd=tcp:127.0.0.1:{http}-:8080"
         );
         let device = format!("{},netdev=n0", nic_device(machine));
         let mut args = vec!["-netdev", &netdev, "-device", &device];

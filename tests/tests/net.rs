@@ -296,24 +296,33 @@ fn a_silent_client_does_not_block_the_next_one() {
     more_lines(&vm, 2);
 }
 
-#[test]
-fn static_configuration() {
+/// Boots with `append`, waits for exactly `ready`, and a gdb reads memory
+/// through the stub.
+fn configured(append: &str, stub_port: u16, ready: &str) {
     let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "ukdb.net=10.0.2.15/24,gw=10.0.2.2 ukdb.port=1234", &[]);
-    let ready = vm.wait_stub_ready();
-    assert!(ready.contains("10.0.2.15:1234"), "{ready}");
+    let vm = NetVm::boot_port("q35", &a.image, append, &[], stub_port);
+    assert_eq!(vm.wait_stub_ready(), ready);
     let out = Debugger::gdb(&a.image, &vm.debug, &["p ukdemo::app::TICKS > 0", "detach"]).finish();
-    assert!(out.contains("$1 = true"), "{out}");
+    assert!(out.contains("$1 = true\n[Inferior 1 (process 1) detached]\n"), "{out}");
     more_lines(&vm, 2);
 }
 
 #[test]
+fn static_configuration_on_another_port() {
+    configured(
+        "ukdb.net=10.0.2.15/24,gw=10.0.2.2 ukdb.port=4321",
+        4321,
+        "ukdb: stub ready on virtio-net 10.0.2.15:4321 (static), breakpoints use int3",
+    );
+}
+
+#[test]
 fn dhcp_configuration() {
-    let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "ukdb.net=dhcp", &[]);
-    let ready = vm.wait_stub_ready();
-    assert!(ready.contains("10.0.2.15:1234"), "{ready}");
-    assert!(ready.contains("dhcp"), "{ready}");
+    configured(
+        "ukdb.net=dhcp",
+        1234,
+        "ukdb: stub ready on virtio-net 10.0.2.15:1234 (dhcp), breakpoints use int3",
+    );
 }
 
 #[test]

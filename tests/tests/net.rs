@@ -582,3 +582,38 @@ fn hostile_clients_on_the_tcp_port() {
     more_lines(&vm, 2);
     still_serves(&vm, "after a client that never read");
 }
+
+/// A breakpoint inside the app's own driver for the NIC it lends the stub:
+/// the stub cannot stop there (the app holds the device), so the trap is
+/// passed over and counted, and the session and the app go on. The dev
+/// image keeps the driver's functions out of line.
+#[test]
+fn a_breakpoint_in_the_shared_nics_driver_is_passed_over() {
+    let image = dev_image();
+    let vm = NetVm::boot("q35", image, "", &[]);
+    vm.wait_stub_ready();
+    let out = Debugger::gdb(
+        image,
+        &vm.debug,
+        &[
+            "break ukdemo::net::virtio::NetDevice::receive",
+            "break ukdemo::net::poll",
+            "continue",
+            "continue",
+            "monitor stats",
+            "delete",
+            "detach",
+        ],
+    )
+    .finish();
+    let poll = line_of("src/net/mod.rs", "stack::poll();");
+    let hit = format!(
+        "\nBreakpoint 2, ukdemo::net::poll () at src/net/mod.rs:{poll}\n{poll}\t    stack::poll();\n"
+    );
+    assert_eq!(out.matches(&hit).count(), 2, "{out}");
+    assert!(!out.contains("Breakpoint 1, "), "stopped inside the shared driver:\n{out}");
+    let skipped: u64 = capture(&out, r"traps passed over while the stub was busy: (\d+)");
+    assert!(skipped >= 1, "{out}");
+    assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{out}");
+    more_lines(&vm, 2);
+}

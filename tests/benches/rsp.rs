@@ -16,11 +16,11 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use ukdb_tests::{artifacts, root, symbols, Bridge, Vm, DEADLINE};
+use ukdb_tests::{artifacts, free_port, root, symbols, Bridge, Vm, DEADLINE};
 
 /// How long any one reply (or ack) may take.
 const READ_DEADLINE: Duration = Duration::from_secs(30);
@@ -717,10 +717,6 @@ fn facts(paths: &[(&str, &Report)], qemu_version: &str, image: &Image) -> Vec<St
 
 // ---------------------------------------------------------------------------
 // The phases.
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn tcp(addr: &str) -> TcpStream {
     let end = Instant::now() + DEADLINE;

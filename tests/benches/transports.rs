@@ -174,11 +174,6 @@ fn lldb_read(image: &Path, remote: &str) -> Option<f64> {
     Some(READ_LEN as f64 / best / 1048576.0)
 }
 
-/// `ukdb bridge` in front of the stub's TCP port.
-fn net_bridge(stub: &str) -> NetBridge {
-    NetBridge::start(stub)
-}
-
 /// lldb's read, tried up to three times: lldb 14 fails its handshake with
 /// QEMU 7.2's gdbstub about every other time, and QEMU then leaves the VM
 /// stopped until a debugger attaches and detaches (gdb does that here).
@@ -227,7 +222,7 @@ fn main() {
     rows.push(("qemu-gdbstub", measure(&a.image, &format!("127.0.0.1:{qemu_port}"))));
     eprintln!("transports bench: net ({})", vm.debug);
     rows.push(("net", measure(&a.image, &vm.debug)));
-    let bridge = net_bridge(&vm.debug);
+    let bridge = Bridge::start_net(&vm.debug);
     eprintln!("transports bench: net+bridge ({})", bridge.addr);
     rows.push(("net+bridge", measure(&a.image, &bridge.addr)));
     drop(bridge);

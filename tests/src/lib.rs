@@ -261,15 +261,26 @@ impl Bridge {
     /// [`Bridge::start_unsynced`] with the serial line at `sock` (for
     /// example a relay in front of the VM's socket).
     pub fn start_unsynced_at(sock: &Path, extra: &[&str]) -> Bridge {
+        let target = format!("unix:{}", sock.display());
+        let mut args = vec!["--target", &target];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// `ukdb bridge --net` in front of a network stub at `stub`
+    /// (`HOST:PORT`), listening on a free port; waits until it listens.
+    pub fn start_net(stub: &str) -> Bridge {
+        Self::spawn(&["--net", "--target", &format!("tcp:{stub}"), "--listen", "127.0.0.1:0"])
+    }
+
+    /// `ukdb bridge ARGS`, once it says where it listens.
+    fn spawn(args: &[&str]) -> Bridge {
         let mut child = Command::new(&artifacts().ukdb)
-            .args(["bridge", "--target"])
-            .arg(format!("unix:{}", sock.display()))
-            .args(if extra.contains(&"--listen") {
-                &[][..]
-            } else {
-                &["--listen", "127.0.0.1:0"][..]
-            })
-            .args(extra)
+            .arg("bridge")
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -589,36 +600,4 @@ pub fn http_get(addr: &str, timeout: Duration) -> std::io::Result<String> {
     let mut reply = String::new();
     sock.read_to_string(&mut reply)?;
     Ok(reply)
-}
-
-/// `ukdb bridge` in front of a network stub's TCP port.
-pub struct NetBridge {
-    /// The bridge process.
-    pub proc: Proc,
-    /// Where debuggers connect.
-    pub addr: String,
-    /// The bridge's messages.
-    pub stderr: Arc<Output>,
-}
-
-impl NetBridge {
-    /// Starts the bridge for the stub at `stub` (`HOST:PORT`) and waits until
-    /// it listens.
-    pub fn start(stub: &str) -> NetBridge {
-        let mut child = Command::new(&artifacts().ukdb)
-            .args(["bridge", "--net", "--target", &format!("tcp:{stub}")])
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start ukdb");
-        let stderr = Arc::new(Output::default());
-        stderr.spawn_reader(child.stderr.take().unwrap());
-        let text = stderr.wait("the bridge to listen", |t| t.contains("ukdb: listening on "));
-        let addr =
-            text.lines().find_map(|l| l.strip_prefix("ukdb: listening on ")).unwrap().to_string();
-        NetBridge { proc: Proc(child), addr, stderr }
-    }
 }

@@ -37,6 +37,23 @@ fn more_lines(vm: &NetVm, n: usize) {
     vm.console.wait(&format!("{n} more app lines"), |t| app_lines(t).len() >= have + n);
 }
 
+/// A q35 VM booted with `append`, its network stub up.
+fn q35_stub(append: &str) -> NetVm {
+    let vm = NetVm::boot("q35", &artifacts().image, append, &[]);
+    vm.wait_stub_ready();
+    vm
+}
+
+/// gdb straight to the stub, stopped at a breakpoint in `tick`, then running
+/// `then`.
+fn gdb_held_in_tick(vm: &NetVm, then: &[&str]) -> Debugger {
+    let mut cmds = vec!["break ukdemo::app::tick", "continue"];
+    cmds.extend_from_slice(then);
+    let gdb = Debugger::gdb(&artifacts().image, &vm.debug, &cmds);
+    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    gdb
+}
+
 /// gdb straight to the stub: break, bt, print, stepi, Ctrl-C, detach.
 fn gdb_session(machine: &str) {
     let a = artifacts();
@@ -108,8 +125,7 @@ fn gdb_over_tcp_on_microvm_mmio() {
 #[test]
 fn lldb_over_tcp() {
     let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "", &[]);
-    vm.wait_stub_ready();
+    let vm = q35_stub("");
     let out = Debugger::lldb(
         &a.image,
         &vm.debug,
@@ -175,9 +191,7 @@ fn a_mebibyte_over_tcp_equals_qemus_gdbstub_byte_for_byte() {
 
 #[test]
 fn the_apps_http_server_answers_before_during_and_after_a_session() {
-    let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "", &[]);
-    vm.wait_stub_ready();
+    let vm = q35_stub("");
     vm.wait_http_ready();
     let before = http_get(&vm.http, DEADLINE).unwrap();
     assert!(before.starts_with("HTTP/1.0 200 OK\r\n"), "{before}");
@@ -187,12 +201,7 @@ fn the_apps_http_server_answers_before_during_and_after_a_session() {
     early.set_read_timeout(Some(DEADLINE)).unwrap();
 
     // A debugger stops the world in `tick` and holds it for 10 s.
-    let gdb = Debugger::gdb(
-        &a.image,
-        &vm.debug,
-        &["break ukdemo::app::tick", "continue", "shell sleep 10", "delete", "detach"],
-    );
-    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    let gdb = gdb_held_in_tick(&vm, &["shell sleep 10", "delete", "detach"]);
     // A request on the early connection, and one on a new connection, made
     // while the world is stopped: both are answered once it resumes (frames
     // the stub read meanwhile were handed to the app; TCP retransmits the
@@ -219,14 +228,8 @@ fn the_apps_http_server_answers_before_during_and_after_a_session() {
 #[test]
 fn a_killed_gdb_then_a_new_one_attaches() {
     let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "", &[]);
-    vm.wait_stub_ready();
-    let gdb = Debugger::gdb(
-        &a.image,
-        &vm.debug,
-        &["break ukdemo::app::tick", "continue", "shell sleep 600"],
-    );
-    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    let vm = q35_stub("");
+    let gdb = gdb_held_in_tick(&vm, &["shell sleep 600"]);
     gdb.proc.signal(Signal::SIGKILL);
     // The kernel resets the connection: the stub ends the session, removes
     // the breakpoint and lets the unikernel run.
@@ -254,15 +257,8 @@ fn closed_within(sock: &mut TcpStream, deadline: Duration) -> bool {
 
 #[test]
 fn a_second_client_is_refused_and_the_first_goes_on() {
-    let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "", &[]);
-    vm.wait_stub_ready();
-    let gdb = Debugger::gdb(
-        &a.image,
-        &vm.debug,
-        &["break ukdemo::app::tick", "continue", "shell sleep 3", "p n", "delete", "detach"],
-    );
-    gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
+    let vm = q35_stub("");
+    let gdb = gdb_held_in_tick(&vm, &["shell sleep 3", "p n", "delete", "detach"]);
     // While gdb holds the session, a second client is turned away.
     let mut second = TcpStream::connect(&vm.debug).unwrap();
     second.write_all(b"+$qSupported#37").unwrap();
@@ -277,8 +273,7 @@ fn a_second_client_is_refused_and_the_first_goes_on() {
 #[test]
 fn a_silent_client_does_not_block_the_next_one() {
     let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "", &[]);
-    vm.wait_stub_ready();
+    let vm = q35_stub("");
     let silent = TcpStream::connect(&vm.debug).unwrap();
     // It connected and says nothing; a debugger after it gets the stub.
     let started = Instant::now();
@@ -418,8 +413,7 @@ fn tick_address() -> u64 {
 
 /// A q35 VM with the network stub up and a raw client attached to it.
 fn raw_session(append: &str) -> (NetVm, ukdb_tests::raw::Raw) {
-    let vm = NetVm::boot("q35", &artifacts().image, append, &[]);
-    vm.wait_stub_ready();
+    let vm = q35_stub(append);
     let mut raw = ukdb_tests::raw::Raw::connect(&vm.debug);
     raw.attach();
     (vm, raw)
@@ -512,9 +506,7 @@ fn still_serves(vm: &NetVm, what: &str) {
 #[test]
 fn hostile_clients_on_the_tcp_port() {
     use ukdb_tests::raw::{packet, random_bytes, Raw};
-    let a = artifacts();
-    let vm = NetVm::boot("q35", &a.image, "ukdemo.rate=50", &[]);
-    vm.wait_stub_ready();
+    let vm = q35_stub("ukdemo.rate=50");
     more_lines(&vm, 2);
 
     // Row 2: a random mebibyte, then the connection drops.

@@ -63,6 +63,12 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
+/// The two hex digits of `b` (for every hex encoding in the stub).
+#[inline]
+pub fn hex_pair(b: u8) -> [u8; 2] {
+    HEX_PAIRS[usize::from(b)]
+}
+
 /// The hex digits of four bytes (little-endian in `v`), in order, as
 /// eight ASCII bytes of a little-endian word.
 fn hex4(v: u32) -> u64 {
@@ -121,7 +127,7 @@ pub fn encode(buf: &mut [u8], at: usize, from: usize, n: usize, binary: bool) ->
         }
         sum = sum.wrapping_add(lane_sum(lanes));
         for k in k..n {
-            let pair = HEX_PAIRS[usize::from(*buf.get(from + k)?)];
+            let pair = hex_pair(*buf.get(from + k)?);
             buf.get_mut(w + 2 * k..w + 2 * k + 2)?.copy_from_slice(&pair);
             sum = sum.wrapping_add(pair[0]).wrapping_add(pair[1]);
         }
@@ -147,8 +153,8 @@ pub fn encode(buf: &mut [u8], at: usize, from: usize, n: usize, binary: bool) ->
             }
         }
     }
-    let tail = [b'#', HEX[usize::from(sum >> 4)], HEX[usize::from(sum & 15)]];
-    buf.get_mut(w..w.checked_add(3)?)?.copy_from_slice(&tail);
+    let [hi, lo] = hex_pair(sum);
+    buf.get_mut(w..w.checked_add(3)?)?.copy_from_slice(&[b'#', hi, lo]);
     Some(w + 3)
 }
 

@@ -220,7 +220,7 @@ impl Conn {
     /// Register numbers are the target description's (rbp 6, rsp 7, rip 16).
     /// Anything but one whole `S`/`T` packet is left alone.
     fn expedite_into(&mut self, [rbp, rsp, rip]: [u64; 3]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+        use crate::memreply::hex_pair;
         let gathered = self.buf.get(..self.len).unwrap_or_default();
         let Some(start) = gathered.iter().position(|&b| b == b'$') else { return };
         let Some(hash) = gathered.iter().rposition(|&b| b == b'#') else { return };
@@ -248,7 +248,7 @@ impl Conn {
             put(num);
             put(b":");
             for byte in value.to_le_bytes() {
-                put(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+                put(&hex_pair(byte));
             }
             put(b";");
         }
@@ -257,11 +257,8 @@ impl Conn {
         out[hash - start..hash - start + n].copy_from_slice(&extra[..n]);
         let body_end = hash - start + n;
         let sum = out[1..body_end].iter().fold(0u8, |a, &b| a.wrapping_add(b));
-        out[body_end..body_end + 3].copy_from_slice(&[
-            b'#',
-            HEX[usize::from(sum >> 4)],
-            HEX[usize::from(sum & 15)],
-        ]);
+        let [hi, lo] = hex_pair(sum);
+        out[body_end..body_end + 3].copy_from_slice(&[b'#', hi, lo]);
         self.len = hash + n + 3;
     }
 
@@ -1009,14 +1006,15 @@ pub(super) fn rdtsc() -> u64 {
 /// Sends `text` to the debugger's console as an `O` packet (valid while it
 /// waits for a stop reply).
 fn send_console_packet(conn: &mut Conn, text: Option<&[u8]>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    use crate::memreply::hex_pair;
     let mut sum = b'O';
     let _ = conn.write_all(b"$O");
     for &b in text.unwrap_or_default().iter().chain(b"\n") {
-        let pair = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+        let pair = hex_pair(b);
         sum = sum.wrapping_add(pair[0]).wrapping_add(pair[1]);
         let _ = conn.write_all(&pair);
     }
-    let _ = conn.write_all(&[b'#', HEX[usize::from(sum >> 4)], HEX[usize::from(sum & 15)]]);
+    let [hi, lo] = hex_pair(sum);
+    let _ = conn.write_all(&[b'#', hi, lo]);
     conn.send();
 }

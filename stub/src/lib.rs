@@ -31,6 +31,8 @@ pub use nic::{Nic, MAX_FRAME};
 
 pub mod wire;
 
+pub mod dumpwire;
+
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
@@ -52,6 +54,8 @@ pub const ENABLED: bool = cfg!(feature = "enabled");
 // configuration, so `cargo test -p ukdb-stub` exercises them without hardware.
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod config;
+#[cfg(any(test, feature = "enabled", feature = "dump"))]
+pub(crate) mod coremap;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod debugregs;
 #[cfg(any(test, feature = "enabled"))]

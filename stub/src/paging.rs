@@ -144,6 +144,158 @@ pub fn for_each_chunk(
     done
 }
 
+/// A stretch of virtual memory mapped to contiguous physical memory with
+/// the same permissions: what the page walk of the whole address space
+/// ([`for_each_run`]) yields, merged from leaf entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// The first virtual address.
+    pub vaddr: u64,
+    /// The physical address of its first byte.
+    pub paddr: u64,
+    /// Its length in bytes (a multiple of 4 KiB).
+    pub len: u64,
+    /// Writable at every level.
+    pub writable: bool,
+    /// Executable at every level.
+    pub executable: bool,
+    /// Device memory (PCD or PWT on the leaf).
+    pub uncached: bool,
+}
+
+impl Run {
+    /// The address after its last byte, saturated at the top of the
+    /// address space (the top page's run ends at `u64::MAX`).
+    pub fn end(&self) -> u64 {
+        self.vaddr.saturating_add(self.len)
+    }
+
+    fn from_leaf(m: &Mapping) -> Run {
+        Run {
+            vaddr: m.page_start,
+            paddr: m.frame,
+            len: m.page_size,
+            writable: m.writable,
+            executable: m.executable,
+            uncached: m.uncached,
+        }
+    }
+
+    /// Extends `self` by `next` when it continues it virtually and
+    /// physically with the same permissions.
+    fn absorb(&mut self, next: &Run) -> bool {
+        let joins = self.vaddr.checked_add(self.len) == Some(next.vaddr)
+            && self.paddr.checked_add(self.len) == Some(next.paddr)
+            && (self.writable, self.executable, self.uncached)
+                == (next.writable, next.executable, next.uncached);
+        if joins {
+            self.len += next.len;
+        }
+        joins
+    }
+}
+
+/// At most this many leaf entries are visited by one [`for_each_run`]: a
+/// table that points back at itself or at a shared table many times could
+/// otherwise make the walk last for hours (2^36 leaves). 2^22 leaves is
+/// 16 GiB of 4 KiB pages.
+pub const MAX_LEAVES: u64 = 1 << 22;
+
+/// Walks every present leaf of the 4-level tables in ascending virtual
+/// order (the lower canonical half, then the upper) and calls `visit` with
+/// the merged [`Run`]s. `read_phys` reads a table quadword (a table that
+/// cannot be read reads as 0: not present). Returns `false` when the walk
+/// stopped at [`MAX_LEAVES`] (what was visited is still exact).
+pub fn for_each_run(
+    walk: &Walk,
+    read_phys: impl Fn(u64) -> u64,
+    mut visit: impl FnMut(Run),
+) -> bool {
+    let mut pending: Option<Run> = None;
+    let mut leaves = 0u64;
+    let mut emit = |leaf: Run| {
+        if let Some(run) = pending.as_mut() {
+            if run.absorb(&leaf) {
+                return;
+            }
+            visit(*run);
+        }
+        pending = Some(leaf);
+    };
+    let complete = walk_level(
+        walk,
+        &read_phys,
+        walk.cr3 & walk.frame_mask,
+        39,
+        0,
+        (true, true),
+        &mut leaves,
+        &mut emit,
+    );
+    if let Some(run) = pending {
+        visit(run);
+    }
+    complete
+}
+
+/// One table of the walk: `base` is the virtual address its first entry
+/// maps (before sign extension), `rights` the (writable, executable) of
+/// the levels above. `false`: the leaf budget ran out.
+#[allow(clippy::too_many_arguments)]
+fn walk_level(
+    walk: &Walk,
+    read_phys: &impl Fn(u64) -> u64,
+    table: u64,
+    shift: u32,
+    base: u64,
+    rights: (bool, bool),
+    leaves: &mut u64,
+    emit: &mut impl FnMut(Run),
+) -> bool {
+    for index in 0..512u64 {
+        let entry = read_phys(table | (index * 8));
+        if entry & PRESENT == 0 {
+            continue;
+        }
+        let mut vaddr = base | (index << shift);
+        if shift == 39 && index >= 256 {
+            // The upper half: bits 63..48 copy bit 47.
+            vaddr |= 0xffff_0000_0000_0000;
+        }
+        let writable = rights.0 && entry & WRITABLE != 0;
+        let executable = rights.1 && !(walk.nxe && entry & NO_EXECUTE != 0);
+        let leaf = shift == 12 || (matches!(shift, 30 | 21) && entry & HUGE != 0);
+        if leaf {
+            *leaves += 1;
+            if *leaves > MAX_LEAVES {
+                return false;
+            }
+            let page_size = 1u64 << shift;
+            let m = Mapping {
+                writable,
+                executable,
+                page_start: vaddr,
+                page_size,
+                frame: entry & walk.frame_mask & !(page_size - 1),
+                uncached: entry & (PCD | PWT) != 0,
+            };
+            emit(Run::from_leaf(&m));
+        } else if !walk_level(
+            walk,
+            read_phys,
+            entry & walk.frame_mask,
+            shift - 9,
+            vaddr,
+            (writable, executable),
+            leaves,
+            emit,
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +433,81 @@ mod tests {
             (0x100, vec![(0xffff_ffff_ffff_ff00, 0, 0x100)])
         );
         assert_eq!(chunks(u64::MAX, 8), (1, vec![(u64::MAX, 0, 1)]));
+    }
+
+    fn runs(cr3: u64, m: &HashMap<u64, u64>) -> (bool, Vec<Run>) {
+        let w = Walk { cr3, frame_mask: MASK, nxe: true };
+        let mut seen = Vec::new();
+        let done = for_each_run(&w, |pa| m.get(&pa).copied().unwrap_or(0), |r| seen.push(r));
+        (done, seen)
+    }
+
+    fn run(vaddr: u64, paddr: u64, len: u64, w: bool, x: bool) -> Run {
+        Run { vaddr, paddr, len, writable: w, executable: x, uncached: false }
+    }
+
+    #[test]
+    fn the_whole_space_in_order_with_both_halves() {
+        let (cr3, m) = space();
+        let (done, seen) = runs(cr3, &m);
+        assert!(done);
+        assert_eq!(
+            seen,
+            vec![
+                run(0x20_0000, 0x20_0000, 0x20_0000, true, true),
+                run(0x40_0000, 0x40_0000, 0x1000, false, true),
+                run(0x4000_0000, 0x4000_0000, 0x4000_0000, true, false),
+                run(0xffff_ffff_ffff_f000, 0x8000, 0x1000, true, true),
+            ]
+        );
+        assert_eq!(seen[3].end(), u64::MAX);
+    }
+
+    #[test]
+    fn contiguous_pages_merge_and_breaks_split() {
+        let mut m = HashMap::new();
+        let (pml4, pdpt, pd, pt) = (0x1000u64, 0x2000u64, 0x3000u64, 0x4000u64);
+        m.insert(pml4, pdpt | 3);
+        m.insert(pdpt, pd | 3);
+        m.insert(pd, pt | 3);
+        // 0..3 contiguous (physical 0x10_0000..), 4 jumps physically, 5
+        // follows 4 but read-only, 6 is uncached.
+        for i in 0..4u64 {
+            m.insert(pt + i * 8, (0x10_0000 + i * 0x1000) | 3);
+        }
+        m.insert(pt + 4 * 8, 0x50_0000 | 3);
+        m.insert(pt + 5 * 8, 0x50_1000 | 1);
+        m.insert(pt + 6 * 8, 0x50_2000 | 1 | PCD);
+        // The next 2 MiB page continues the last 4 KiB physically but is a
+        // new permission set: its own run.
+        m.insert(pd + 8, 0x60_0000 | 3 | HUGE);
+        let (done, seen) = runs(pml4, &m);
+        assert!(done);
+        let dev = Run { uncached: true, ..run(0x6000, 0x50_2000, 0x1000, false, true) };
+        assert_eq!(
+            seen,
+            vec![
+                run(0, 0x10_0000, 0x4000, true, true),
+                run(0x4000, 0x50_0000, 0x1000, true, true),
+                run(0x5000, 0x50_1000, 0x1000, false, true),
+                dev,
+                run(0x20_0000, 0x60_0000, 0x20_0000, true, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_that_points_at_itself_ends_at_the_leaf_budget() {
+        // Every PML4, PDPT and PD entry points at the one table, whose
+        // entries are also 4 KiB leaves at the last level: 2^36 leaves
+        // without the budget.
+        let mut m = HashMap::new();
+        for i in 0..512u64 {
+            m.insert(0x1000 + i * 8, 0x1000 | 3);
+        }
+        let (done, seen) = runs(0x1000, &m);
+        assert!(!done);
+        let total: u64 = seen.iter().map(|r| r.len / 0x1000).sum();
+        assert_eq!(total, MAX_LEAVES);
     }
 }

@@ -5,6 +5,9 @@
 //! but never read; a second mapping of pages already dumped is an alias.
 //! Pure logic, no heap: fixed tables, host-tested.
 
+// Used by the crash path and the core queries as they land (issue 7).
+#![allow(dead_code)]
+
 use crate::dumpwire::map::{ALIAS, DEVICE, EXEC, NOT_RAM, WRITE};
 use crate::paging::Run;
 

@@ -39,6 +39,8 @@ mod imp;
 pub use config::{BadOption, Config, NetMode, TrapInsn};
 #[cfg(feature = "enabled")]
 pub use imp::api::*;
+#[cfg(any(feature = "enabled", feature = "dump"))]
+pub use info::{set_build_id, set_ram};
 
 #[cfg(not(feature = "enabled"))]
 mod noop;
@@ -60,6 +62,10 @@ pub(crate) mod coremap;
 pub(crate) mod debugregs;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod framing;
+#[cfg(any(feature = "enabled", feature = "dump"))]
+pub(crate) mod global;
+#[cfg(any(test, feature = "enabled", feature = "dump"))]
+pub(crate) mod info;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod memreply;
 #[cfg(any(test, feature = "net"))]

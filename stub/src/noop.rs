@@ -228,3 +228,15 @@ pub fn net_claim(_frame: &[u8]) -> bool {
 /// Does nothing.
 #[inline(always)]
 pub fn set_console(_write: fn(&[u8])) {}
+
+/// Does nothing (no stub, no cores): `true`.
+#[inline(always)]
+pub fn set_ram(_ranges: &[core::ops::Range<u64>]) -> bool {
+    true
+}
+
+/// Does nothing (no stub, no cores): `true`.
+#[inline(always)]
+pub fn set_build_id(_note: &'static [u8]) -> bool {
+    true
+}

@@ -144,6 +144,8 @@ pub fn for_each_chunk(
     done
 }
 
+// Used by the crash path and the core queries as they land (issue 7).
+#[allow(dead_code)]
 /// A stretch of virtual memory mapped to contiguous physical memory with
 /// the same permissions: what the page walk of the whole address space
 /// ([`for_each_run`]) yields, merged from leaf entries.
@@ -163,6 +165,8 @@ pub struct Run {
     pub uncached: bool,
 }
 
+// Used by the crash path and the core queries as they land (issue 7).
+#[allow(dead_code)]
 impl Run {
     /// The address after its last byte, saturated at the top of the
     /// address space (the top page's run ends at `u64::MAX`).
@@ -195,12 +199,16 @@ impl Run {
     }
 }
 
+// Used by the crash path and the core queries as they land (issue 7).
+#[allow(dead_code)]
 /// At most this many leaf entries are visited by one [`for_each_run`]: a
 /// table that points back at itself or at a shared table many times could
 /// otherwise make the walk last for hours (2^36 leaves). 2^22 leaves is
 /// 16 GiB of 4 KiB pages.
 pub const MAX_LEAVES: u64 = 1 << 22;
 
+// Used by the crash path and the core queries as they land (issue 7).
+#[allow(dead_code)]
 /// Walks every present leaf of the 4-level tables in ascending virtual
 /// order (the lower canonical half, then the upper) and calls `visit` with
 /// the merged [`Run`]s. `read_phys` reads a table quadword (a table that
@@ -238,6 +246,8 @@ pub fn for_each_run(
     complete
 }
 
+// Used by the crash path and the core queries as they land (issue 7).
+#[allow(dead_code)]
 /// One table of the walk: `base` is the virtual address its first entry
 /// maps (before sign extension), `rights` the (writable, executable) of
 /// the levels above. `false`: the leaf budget ran out.

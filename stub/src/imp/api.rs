@@ -1,11 +1,11 @@
 //! The public entry points (feature `enabled`). The no-op build in
 //! `noop.rs` has the same signatures.
 
-use super::global::Global;
 use super::session::{self, Why};
 use super::target::mem::{check_layout, check_platform};
 use super::{line, stack, transport};
 use crate::config::Config;
+use crate::global::Global;
 use crate::link::Transport;
 use crate::TrapFrame;
 use core::arch::naked_asm;
@@ -34,6 +34,7 @@ pub(crate) fn say(parts: &[&str]) {
 /// ukdb_stub::init(unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) }, cmdline);
 /// ```
 pub fn init<T: Transport + 'static>(transport: T, cmdline: &str) {
+    crate::info::keep_cmdline(cmdline);
     let (config, bad) = Config::from_cmdline(cmdline);
     init_with_bad(transport, config, bad.map(|b| b.0));
 }
@@ -279,6 +280,7 @@ extern "C" fn soft_trap(frame: &mut TrapFrame, why: u64) {
 /// round trip). Pass the TSC rate with [`Config::tsc_hz`] through
 /// [`init_net_with`] when the kernel knows it (CPUID often does not).
 pub fn init_net(nic: &'static mut dyn crate::Nic, cmdline: &str) -> bool {
+    crate::info::keep_cmdline(cmdline);
     let (config, bad) = Config::from_cmdline(cmdline);
     super::net_api::init_net(nic, config, bad.map(|b| b.0))
 }
@@ -293,6 +295,7 @@ pub fn init_net_with(nic: &'static mut dyn crate::Nic, config: Config) -> bool {
 /// else the first it finds (PCI, then `virtio_mmio.device=` entries).
 /// `false`: not started; the reason is on the console.
 pub fn init_net_dedicated(cmdline: &str) -> bool {
+    crate::info::keep_cmdline(cmdline);
     super::net_api::init_net_dedicated(cmdline)
 }
 

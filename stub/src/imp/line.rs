@@ -13,8 +13,8 @@
 //!   framing escape is never split.
 //! - `poll` asks the transport's lock-free [`Pending`] check only.
 
-use super::global::{Global, SetOnce};
 use crate::framing::{Encoder, Stream};
+use crate::global::{Global, SetOnce};
 use crate::link::{LinkEvent, Pending, Transport};
 use crate::ring::ByteRing;
 use crate::wire;

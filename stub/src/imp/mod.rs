@@ -14,7 +14,6 @@
 
 pub(crate) mod api;
 mod arch;
-mod global;
 mod line;
 #[cfg(feature = "net")]
 mod net;

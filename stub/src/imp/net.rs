@@ -4,9 +4,9 @@
 //! makes while the unikernel runs.
 
 use super::arch;
-use super::global::{Global, SetOnce};
 use super::session::{rdtsc, Buffers};
 use crate::config::Config;
+use crate::global::{Global, SetOnce};
 use crate::link::Pending;
 use crate::net::claim::{classify, Claim, ClaimQueue};
 use crate::net::device::Share;

@@ -26,12 +26,12 @@
 //! line) is handled without locks by [`on_busy`] and never stops there.
 
 use super::arch;
-use super::global::{Global, SetOnce};
 use super::line;
 use super::target::mem::Memory;
 use super::target::stop::{self, Stop, StopReason};
 use super::target::{Reason, UkTarget, PANIC_MESSAGE_MAX};
 use crate::config::Config;
+use crate::global::{Global, SetOnce};
 use crate::link::LinkEvent;
 use crate::rx::{Control, Event, PacketClass, Reply, Rx};
 use crate::swbreak::MAX_SW_BREAKPOINTS;

@@ -172,8 +172,7 @@ fn start(cmdline: &str, phys_offset: u64) -> Result<&'static mut dyn Nic, Virtio
     if nic.rx.iter().all(Option::is_none) {
         return Err(VirtioError::NoRxBuffers);
     }
-    static NIC: crate::imp::global::Global<Option<VirtioNic>> =
-        crate::imp::global::Global::new(None);
+    static NIC: crate::global::Global<Option<VirtioNic>> = crate::global::Global::new(None);
     let slot = NIC.lock().ok_or(VirtioError::Twice)?.leak();
     let nic = slot.insert(nic);
     PENDING_AT.store(used_idx, Ordering::Release);

@@ -78,6 +78,11 @@ impl Ram {
         self.ranges.get(..self.len).unwrap_or_default()
     }
 
+    /// Whether the physical address `pa` is in a declared range.
+    pub fn contains(&self, pa: u64) -> bool {
+        self.ranges().iter().any(|&(s, e)| s <= pa && pa < e)
+    }
+
     /// Whether anything was declared.
     pub fn is_declared(&self) -> bool {
         self.len > 0

@@ -82,3 +82,5 @@ pub(crate) mod rx;
 pub(crate) mod swbreak;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod uart;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod ukquery;

@@ -18,6 +18,7 @@ mod line;
 #[cfg(feature = "net")]
 mod net;
 mod net_api;
+pub(crate) mod query;
 pub(crate) mod session;
 pub(crate) mod stack;
 pub(crate) mod target;

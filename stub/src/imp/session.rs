@@ -213,6 +213,29 @@ impl Conn {
         self.send();
     }
 
+    /// Sends a packet whose body `body` writes (hex and plain ASCII: no
+    /// character needs escaping), acknowledged first in ack mode. The body
+    /// gets the whole buffer but the packet's framing.
+    fn reply_with(&mut self, ack: bool, body: impl FnOnce(&mut crate::ukquery::Window<'_>)) {
+        self.len = 0;
+        self.spilled = false;
+        let at = usize::from(ack);
+        let Some(head) = self.buf.get_mut(..=at) else { return };
+        head[0] = b'+';
+        head[at] = b'$';
+        let end = self.buf.len().saturating_sub(3);
+        let Some(room) = self.buf.get_mut(at + 1..end) else { return };
+        let mut w = crate::ukquery::Window::new(room, 0);
+        body(&mut w);
+        let n = w.written();
+        let Some(sent) = self.buf.get_mut(at + 1..at + 1 + n) else { return };
+        let [hi, lo] = crate::memreply::hex_pair(sent.iter().fold(0u8, |a, &b| a.wrapping_add(b)));
+        let Some(tail) = self.buf.get_mut(at + 1 + n..at + 4 + n) else { return };
+        tail.copy_from_slice(&[b'#', hi, lo]);
+        self.len = at + 4 + n;
+        self.send();
+    }
+
     /// Adds rbp, rsp and rip to the stop reply gathered (gdbstub cannot for
     /// this architecture: gdbstub_arch's register ids have no raw numbers),
     /// and a thread to an `S` reply, which becomes a `T` reply: the debugger
@@ -858,7 +881,7 @@ impl Session {
                     }
                     self.last_handshake = Some(id);
                 }
-                if self.fast_read(bytes) {
+                if self.fast_read(bytes) || self.ukdb_query(bytes) {
                     return;
                 }
                 if bytes.starts_with(b"$qSupported") {
@@ -909,6 +932,22 @@ impl Session {
             return false;
         };
         idle.borrow_conn().mem_reply(ack, read, mem);
+        true
+    }
+
+    /// Answers one of ukdb's own queries (`qUkdb.*`: see
+    /// [`super::query`]) when gdbstub waits for a command; `false`: not
+    /// one, or not now, and gdbstub gets the packet.
+    fn ukdb_query(&mut self, bytes: &[u8]) -> bool {
+        let Some(query) = crate::ukquery::parse(bytes) else {
+            return false;
+        };
+        let ack = !self.no_ack;
+        let target = &mut self.target;
+        let Some(GdbStubStateMachine::Idle(idle)) = self.machine.as_mut() else {
+            return false;
+        };
+        idle.borrow_conn().reply_with(ack, |w| super::query::answer(query, target, w));
         true
     }
 

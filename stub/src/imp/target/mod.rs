@@ -12,6 +12,7 @@
 mod base;
 mod breakpoints;
 pub mod mem;
+mod memmap;
 mod monitor;
 pub mod regs;
 mod resume;
@@ -250,6 +251,12 @@ impl Target for UkTarget {
     }
 
     fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_memory_map(
+        &mut self,
+    ) -> Option<gdbstub::target::ext::memory_map::MemoryMapOps<'_, Self>> {
         Some(self)
     }
 }

@@ -12,39 +12,10 @@ impl MonitorCmd for UkTarget {
         mut out: ConsoleOutput<'_>,
     ) -> Result<(), Self::Error> {
         match cmd {
-            b"why" => match self.reason {
-                Reason::None => outputln!(out, "running"),
-                Reason::Wait => outputln!(out, "waiting for a debugger at boot (ukdb.wait)"),
-                Reason::Interrupt => outputln!(out, "interrupted by the debugger"),
-                Reason::Breakpoint => outputln!(out, "software breakpoint"),
-                Reason::Hardware => outputln!(out, "hardware breakpoint or watchpoint"),
-                Reason::Step => outputln!(out, "single step"),
-                Reason::Trap => outputln!(out, "compiled-in breakpoint"),
-                Reason::GeneralDetect => outputln!(
-                    out,
-                    "debug register access with DR7.GD set (general detect; GD is now clear)"
-                ),
-                Reason::Exception(vector, error, cr2) => {
-                    let name = crate::vectors::name(vector);
-                    if vector == 14 {
-                        outputln!(
-                            out,
-                            "{} (vector {}, error {:#x}) at address {:#x}",
-                            name,
-                            vector,
-                            error,
-                            cr2
-                        );
-                    } else {
-                        outputln!(out, "{} (vector {}, error {:#x})", name, vector, error);
-                    }
-                }
-                Reason::Panic => {
-                    out.write_raw(b"panic: ");
-                    out.write_raw(self.panic_text());
-                    out.write_raw(b"\n");
-                }
-            },
+            b"why" => {
+                let _ = self.write_why(&mut out);
+                out.write_raw(b"\n");
+            }
             b"breakpoints" => outputln!(out, "{} software breakpoint(s) set", self.bps.len()),
             b"stats" => {
                 let stats = crate::imp::session::stats();
@@ -69,5 +40,43 @@ impl MonitorCmd for UkTarget {
             _ => outputln!(out, "unknown command; try 'monitor help'"),
         }
         Ok(())
+    }
+}
+
+impl UkTarget {
+    /// Why the unikernel is stopped, in a line without its newline: the
+    /// answer to `monitor why`, and the reason a core records.
+    pub fn write_why(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        match self.reason {
+            Reason::None => out.write_str("running"),
+            Reason::Wait => out.write_str("waiting for a debugger at boot (ukdb.wait)"),
+            Reason::Interrupt => out.write_str("interrupted by the debugger"),
+            Reason::Breakpoint => out.write_str("software breakpoint"),
+            Reason::Hardware => out.write_str("hardware breakpoint or watchpoint"),
+            Reason::Step => out.write_str("single step"),
+            Reason::Trap => out.write_str("compiled-in breakpoint"),
+            Reason::GeneralDetect => out.write_str(
+                "debug register access with DR7.GD set (general detect; GD is now clear)",
+            ),
+            Reason::Exception(vector, error, cr2) => {
+                let name = crate::vectors::name(vector);
+                write!(out, "{} (vector {}, error {:#x})", name, vector, error)?;
+                if vector == 14 {
+                    write!(out, " at address {:#x}", cr2)?;
+                }
+                Ok(())
+            }
+            Reason::Panic => {
+                out.write_str("panic: ")?;
+                let text = self.panic_text();
+                match core::str::from_utf8(text) {
+                    Ok(text) => out.write_str(text),
+                    Err(e) => out.write_str(
+                        core::str::from_utf8(text.get(..e.valid_up_to()).unwrap_or_default())
+                            .unwrap_or_default(),
+                    ),
+                }
+            }
+        }
     }
 }

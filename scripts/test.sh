@@ -20,8 +20,10 @@ cargo clippy -p ukdb-stub --features enabled --all-targets --locked -- -D warnin
 step "lints and builds: x86_64-unknown-none (stub without and with its feature, the examples)"
 cargo clippy -p ukdb-stub --target x86_64-unknown-none --locked -- -D warnings
 cargo clippy -p ukdb-stub --features enabled --target x86_64-unknown-none --locked -- -D warnings
+cargo clippy -p ukdb-stub --features dump --target x86_64-unknown-none --locked -- -D warnings
 (cd examples/ukdemo && cargo clippy --release --locked -- -D warnings \
-    && cargo clippy --release --locked --no-default-features -- -D warnings)
+    && cargo clippy --release --locked --no-default-features -- -D warnings \
+    && cargo clippy --release --locked --no-default-features --features dump -- -D warnings)
 # The x86_64-crate integration example (docs/debugging.md quotes it): lints
 # and links, with and without the stub; it is not booted.
 (cd examples/x86_64-idt && cargo clippy --release --locked -- -D warnings \
@@ -31,11 +33,13 @@ cargo clippy -p ukdb-stub --features enabled --target x86_64-unknown-none --lock
 step "docs: the stub's API docs build without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p ukdb-stub --no-deps
 RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p ukdb-stub --features enabled --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --locked -q -p ukdb-stub --features dump --no-deps
 
-step "build: bridge and both example images (once for all tests)"
+step "build: bridge and the example images: full, production, dump-only (once for all tests)"
 cargo build --release --locked -p ukdb-bridge
 (cd examples/ukdemo && cargo build --release --locked \
-    && cargo build --release --locked --no-default-features --target-dir target/production)
+    && cargo build --release --locked --no-default-features --target-dir target/production \
+    && cargo build --release --locked --no-default-features --features dump --target-dir target/dumponly)
 
 step "tests: stub logic (without and with the feature), bridge, end to end"
 log=$(mktemp)

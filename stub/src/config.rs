@@ -13,6 +13,8 @@
 //! | `ukdb.net=IP/PREFIX[,gw=IP]` | network stub: a static address (`10.0.2.15/24,gw=10.0.2.2`); the gateway is needed only for debuggers outside the subnet |
 //! | `ukdb.net=off` | no network stub (the unikernel runs without one) |
 //! | `ukdb.port=N` | the TCP port the network stub listens on (decimal, 1-65535); the default 1234 |
+//! | `ukdb.crash=dump[,then=halt\|reboot\|wait]` | on a panic or a fatal exception with no debugger attached, stream a core over the stub's channel (`dumpwire`), then halt, reset the machine, or wait (the default: with the full stub a debugger can still attach; the dump-only build returns to the unikernel's own handling). Needs the `dump` or `enabled` feature |
+//! | `ukdb.crash=off` | no crash dump (the default): a crash stops for a debugger as before |
 //!
 //! A bad `ukdb.net=` value is reported before any other unknown option,
 //! and the network stub does not start.
@@ -74,6 +76,33 @@ pub struct Config {
     /// stub asks CPUID (leaves 0x15 and 0x16) and otherwise assumes
     /// [`Config::FALLBACK_TSC_HZ`]. The network stub's timers use it.
     pub tsc_hz: u64,
+    /// What a crash with no debugger attached does (`ukdb.crash=`).
+    pub crash: Crash,
+}
+
+/// What a panic or fatal exception does when no debugger is attached
+/// (`ukdb.crash=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// No crash dump (`ukdb.crash=off`, the default).
+    Off,
+    /// Stream a core over the stub's channel, then do `then`
+    /// (`ukdb.crash=dump[,then=...]`).
+    Dump(Then),
+}
+
+/// What the stub does once a crash dump is sent (`then=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// `cli; hlt` for good.
+    Halt,
+    /// Reset the machine (port 0xCF9, then the keyboard controller, then a
+    /// triple fault).
+    Reboot,
+    /// The default: the full stub stops as it does without a dump (a
+    /// debugger can attach); the dump-only build returns, and the
+    /// unikernel's own handling runs.
+    Wait,
 }
 
 /// How the network stub gets its IPv4 address.
@@ -122,7 +151,14 @@ impl Config {
             net: NetMode::Dhcp,
             port: DEFAULT_PORT,
             tsc_hz: 0,
+            crash: Crash::Off,
         }
+    }
+
+    /// What a crash with no debugger attached does (`ukdb.crash=`).
+    pub const fn crash(mut self, crash: Crash) -> Config {
+        self.crash = crash;
+        self
     }
 
     /// The TSC rate assumed when neither [`Config::tsc_hz`] nor CPUID
@@ -208,6 +244,16 @@ impl Config {
                             NetMode::Invalid
                         });
                 }
+                _ if option.starts_with("crash=") => {
+                    match option.strip_prefix("crash=").and_then(parse_crash) {
+                        Some(crash) => config.crash = crash,
+                        None => {
+                            if bad.is_none() {
+                                bad = Some(BadOption(word));
+                            }
+                        }
+                    }
+                }
                 _ if option.starts_with("port=") => {
                     match option.strip_prefix("port=").and_then(|p| p.parse::<u16>().ok()) {
                         Some(port) if port != 0 => config.port = port,
@@ -247,6 +293,25 @@ fn parse_net(value: &str) -> Option<NetMode> {
     Some(NetMode::Static { addr, prefix, gateway })
 }
 
+/// A `ukdb.crash=` value: `off`, `dump` or `dump,then=halt|reboot|wait`.
+fn parse_crash(value: &str) -> Option<Crash> {
+    let (mode, then) = match value.split_once(',') {
+        Some((mode, then)) => (mode, Some(then.strip_prefix("then=")?)),
+        None => (value, None),
+    };
+    let then = match then {
+        None | Some("wait") => Then::Wait,
+        Some("halt") => Then::Halt,
+        Some("reboot") => Then::Reboot,
+        Some(_) => return None,
+    };
+    match mode {
+        "off" if value == "off" => Some(Crash::Off),
+        "dump" => Some(Crash::Dump(then)),
+        _ => None,
+    }
+}
+
 /// A dotted-quad IPv4 address (decimal, no leading `+`, at most 3 digits).
 fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
     let mut out = [0u8; 4];
@@ -275,6 +340,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn crash_option() {
+        fn crash(line: &str) -> (Crash, Option<&str>) {
+            let (c, bad) = Config::from_cmdline(line);
+            (c.crash, bad.map(|b| b.0))
+        }
+        assert_eq!(crash(""), (Crash::Off, None));
+        assert_eq!(crash("ukdb.crash=dump"), (Crash::Dump(Then::Wait), None));
+        assert_eq!(crash("ukdb.crash=dump,then=halt"), (Crash::Dump(Then::Halt), None));
+        assert_eq!(crash("ukdb.crash=dump,then=reboot"), (Crash::Dump(Then::Reboot), None));
+        assert_eq!(crash("ukdb.crash=dump,then=wait"), (Crash::Dump(Then::Wait), None));
+        assert_eq!(crash("ukdb.crash=dump ukdb.crash=off"), (Crash::Off, None));
+        for bad in [
+            "ukdb.crash=",
+            "ukdb.crash=on",
+            "ukdb.crash=dump,",
+            "ukdb.crash=dump,then=",
+            "ukdb.crash=dump,then=sleep",
+            "ukdb.crash=dump,halt",
+            "ukdb.crash=dump,then=halt,then=wait",
+            "ukdb.crash=off,then=halt",
+            "ukdb.crash=DUMP",
+        ] {
+            // A bad value is reported and changes nothing.
+            let line = format!("ukdb.crash=dump,then=halt {bad}");
+            assert_eq!(crash(&line), (Crash::Dump(Then::Halt), Some(bad)), "{bad}");
+        }
+        assert_eq!(Config::new().crash(Crash::Dump(Then::Reboot)).crash, Crash::Dump(Then::Reboot));
+    }
+
+    #[test]
     fn defaults_without_options() {
         assert_eq!(Config::from_cmdline(""), (Config::default(), None));
         assert_eq!(Config::from_cmdline("console=ttyS0 ukdemo.rate=5"), (Config::default(), None));
@@ -293,6 +388,7 @@ mod tests {
                 net: NetMode::Dhcp,
                 port: 1234,
                 tsc_hz: 0,
+                crash: Crash::Off,
             }
         );
         // The command line wins; what it does not name stays.

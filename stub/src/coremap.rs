@@ -204,6 +204,43 @@ pub fn classify(run: &Run, ram: &Ram, seen: &mut Seen, mut entry: impl FnMut(Ent
     });
 }
 
+/// The non-zero pages of a dumped entry, as runs of consecutive non-zero
+/// pages of at most `buf.len() / 4096` pages: each page is read once into
+/// `buf` with `read_page(vaddr, page)`, and `group(paddr, pages)` gets each
+/// run. Pages only partly inside the entry (RAM that ends mid-page) are
+/// left out.
+pub fn nonzero_groups(
+    e: &Entry,
+    buf: &mut [u8],
+    mut read_page: impl FnMut(u64, &mut [u8]),
+    mut group: impl FnMut(u64, &[u8]),
+) {
+    const PAGE: u64 = crate::dumpwire::PAGE;
+    let page = PAGE as usize;
+    let most = buf.len() / page;
+    let skip = e.paddr.next_multiple_of(PAGE) - e.paddr;
+    let (vaddr, paddr) = (e.vaddr + skip, e.paddr + skip);
+    let count = e.len.saturating_sub(skip) / PAGE;
+    let mut at = 0u64;
+    while at < count {
+        let mut k = 0usize;
+        let mut zero = false;
+        while k < most && at + (k as u64) < count {
+            let Some(slot) = buf.get_mut(k * page..(k + 1) * page) else { break };
+            read_page(vaddr + (at + k as u64) * PAGE, slot);
+            if slot.chunks_exact(8).all(|w| w == [0; 8]) {
+                zero = true;
+                break;
+            }
+            k += 1;
+        }
+        if k > 0 {
+            group(paddr + at * PAGE, buf.get(..k * page).unwrap_or_default());
+        }
+        at += k as u64 + u64::from(zero);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +306,43 @@ mod tests {
                 (0xfee0_0000, 0xfee0_0000, 0x1000, WRITE | EXEC | DEVICE)
             ]
         );
+    }
+
+    #[test]
+    fn nonzero_pages_are_grouped_by_runs_of_at_most_the_buffer() {
+        // 40 pages from virtual 0x10000 (physical 0x200000): zero pages at
+        // 3, 4 and 39; pages 5..39 make 16 + 16 + 2.
+        let e = Entry { vaddr: 0x10000, paddr: 0x20_0000, len: 40 * 4096, flags: WRITE };
+        let mut buf = vec![0u8; 16 * 4096];
+        let mut reads = Vec::new();
+        let mut groups = Vec::new();
+        nonzero_groups(
+            &e,
+            &mut buf,
+            |vaddr, page| {
+                let i = (vaddr - 0x10000) / 4096;
+                reads.push(i);
+                page.fill(if matches!(i, 3 | 4 | 39) { 0 } else { i as u8 + 1 });
+                if i == 7 {
+                    page.fill(0);
+                    page[4095] = 1; // one non-zero byte at the end counts
+                }
+            },
+            |paddr, pages| {
+                let first = pages.first().copied();
+                groups.push(((paddr - 0x20_0000) / 4096, pages.len() / 4096, first));
+            },
+        );
+        assert_eq!(reads, (0..40).collect::<Vec<_>>(), "each page read once");
+        assert_eq!(
+            groups,
+            vec![(0, 3, Some(1)), (5, 16, Some(6)), (21, 16, Some(22)), (37, 2, Some(38))]
+        );
+        // An entry that starts and ends mid-page: only its whole pages.
+        let odd = Entry { vaddr: 0x10800, paddr: 0x800, len: 3 * 4096, flags: WRITE };
+        let mut got = Vec::new();
+        nonzero_groups(&odd, &mut buf, |_, p| p.fill(7), |pa, p| got.push((pa, p.len())));
+        assert_eq!(got, vec![(0x1000, 2 * 4096)]);
     }
 
     #[test]

@@ -100,52 +100,92 @@ pub mod map {
 /// The CRC of records: CRC-32/ISO-HDLC.
 pub const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
+/// The table behind [`Encoder`]'s checksums (a static, so a record can be
+/// written in pieces: see [`Encoder::begin`]).
+static CRC_TABLE: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
 /// Writes a crash stream to `sink`, escaping `DLE` and adding each record's
 /// length and CRC. Pure: the caller supplies the bytes and the sink.
 pub struct Encoder<S: FnMut(&[u8])> {
     sink: S,
     records: u32,
     pages: u64,
+    /// The record being written with [`Encoder::begin`]: its checksum so
+    /// far and the payload bytes still to come.
+    open: Option<(crc::Digest<'static, u32>, usize)>,
 }
 
 impl<S: FnMut(&[u8])> Encoder<S> {
     /// Writes [`START_SEQ`] and returns the encoder.
     pub fn start(mut sink: S) -> Self {
         sink(&START_SEQ);
-        Encoder { sink, records: 0, pages: 0 }
+        Encoder { sink, records: 0, pages: 0, open: None }
     }
 
     /// One record of `kind` whose payload is `parts` one after another.
     /// `false` (and nothing written) when the payload exceeds
-    /// [`MAX_PAYLOAD`].
+    /// [`MAX_PAYLOAD`] or a record begun with [`Encoder::begin`] is open.
     pub fn record(&mut self, kind: u8, parts: &[&[u8]]) -> bool {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let Ok(len32) = u32::try_from(len) else { return false };
-        if len > MAX_PAYLOAD {
+        if !self.begin(kind, len) {
             return false;
         }
-        let mut digest = CRC.digest();
+        for part in parts {
+            self.feed(part);
+        }
+        self.finish()
+    }
+
+    /// Starts a record of `kind` with a payload of `len` bytes, given in
+    /// pieces with [`Encoder::feed`] and closed with [`Encoder::finish`]
+    /// (the bytes are checksummed as they are written, so they are read
+    /// once: memory that changes meanwhile still makes a valid record).
+    /// `false` (nothing written) when `len` exceeds [`MAX_PAYLOAD`] or a
+    /// record is open.
+    pub fn begin(&mut self, kind: u8, len: usize) -> bool {
+        let Ok(len32) = u32::try_from(len) else { return false };
+        if len > MAX_PAYLOAD || self.open.is_some() {
+            return false;
+        }
+        let mut digest = CRC_TABLE.digest();
         let mut head = [0u8; 5];
         head[0] = kind;
         head[1..].copy_from_slice(&len32.to_le_bytes());
         digest.update(&head);
         self.escaped(&head);
-        for part in parts {
-            digest.update(part);
-            self.escaped(part);
-        }
-        self.escaped(&digest.finalize().to_le_bytes());
-        self.records += 1;
+        self.open = Some((digest, len));
         if kind == DATA {
             self.pages += (len.saturating_sub(8) as u64).div_ceil(PAGE);
         }
         true
     }
 
-    /// The [`END`] record; the stream is complete.
-    pub fn end(mut self) {
+    /// Payload bytes of the open record; what goes beyond its length, or
+    /// comes with no record open, is dropped.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let Some((mut digest, left)) = self.open.take() else { return };
+        let bytes = bytes.get(..left).unwrap_or(bytes);
+        digest.update(bytes);
+        self.escaped(bytes);
+        self.open = Some((digest, left - bytes.len()));
+    }
+
+    /// Closes the open record with its CRC. `false` when none is open, or
+    /// fewer bytes came than it announced (then the stream is broken: the
+    /// reader finds a bad CRC).
+    pub fn finish(&mut self) -> bool {
+        let Some((digest, left)) = self.open.take() else { return false };
+        self.escaped(&digest.finalize().to_le_bytes());
+        self.records += 1;
+        left == 0
+    }
+
+    /// The [`END`] record; the stream is complete. Returns how many pages
+    /// the `DATA` records carried.
+    pub fn end(mut self) -> u64 {
         let (records, pages) = (self.records, self.pages);
         self.record(END, &[&records.to_le_bytes(), &pages.to_le_bytes()]);
+        pages
     }
 
     /// Writes `bytes` with every `DLE` doubled, in as few sink calls as
@@ -234,6 +274,33 @@ mod tests {
         assert_eq!(end, [3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
         // The known CRC-32 check value: the crate is the one zlib agrees with.
         assert_eq!(CRC.checksum(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn a_record_in_pieces_is_the_same_record() {
+        let whole = encode(|e| {
+            assert!(e.record(DATA, &[&0x2000u64.to_le_bytes(), &[0x10; 8192]]));
+        });
+        let pieces = encode(|e| {
+            assert!(e.begin(DATA, 8 + 8192));
+            assert!(!e.begin(NOTE, 1), "one record at a time");
+            assert!(!e.record(NOTE, &[b"x"]), "one record at a time");
+            e.feed(&0x2000u64.to_le_bytes());
+            e.feed(&[0x10; 4096]);
+            e.feed(&[0x10; 4096]);
+            e.feed(&[0x99; 10]); // beyond the announced length: dropped
+            assert!(e.finish());
+            assert!(!e.finish());
+        });
+        assert_eq!(whole, pieces);
+        // A short record is written but reported.
+        let short = encode(|e| {
+            assert!(e.begin(NOTE, 4));
+            e.feed(b"ab");
+            assert!(!e.finish());
+        });
+        let body = unescape(&short[2..]).unwrap();
+        assert_eq!(&body[..7], &[NOTE, 4, 0, 0, 0, b'a', b'b']);
     }
 
     #[test]

@@ -63,6 +63,17 @@ impl Encoder {
         }
     }
 
+    /// Bytes went out behind the encoder (a crash stream, which the host
+    /// recognises in both modes): when framed, the console is selected
+    /// again explicitly (`DLE 'C'`), whatever the host's reader made of the
+    /// selection meanwhile.
+    pub fn after_raw(&mut self, mut out: impl FnMut(&[u8])) {
+        if self.framed {
+            self.selected = Stream::Console;
+            out(&[DLE, wire::CONSOLE]);
+        }
+    }
+
     /// Writes `bytes` of `stream`: as they are when raw; when framed, after
     /// a switch marker if the other stream was selected, with `DLE` doubled.
     /// `out` gets runs of bytes (an escape is always one run).
@@ -88,6 +99,19 @@ impl Encoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn after_raw_bytes_the_console_is_selected_again_when_framed() {
+        let mut out = Vec::new();
+        let mut e = Encoder::new();
+        e.after_raw(|b| out.extend_from_slice(b));
+        assert!(out.is_empty(), "raw: nothing to mark");
+        e.set_framed(true, |b| out.extend_from_slice(b));
+        e.write(Stream::Debug, b"$OK#9a", |b| out.extend_from_slice(b));
+        e.after_raw(|b| out.extend_from_slice(b));
+        e.write(Stream::Console, b"hi", |b| out.extend_from_slice(b));
+        assert_eq!(out, b"\x10F\x10D$OK#9a\x10Chi");
+    }
+
     use super::*;
 
     fn frame(f: &mut Encoder, stream: Stream, bytes: &[u8]) -> Vec<u8> {

@@ -25,7 +25,7 @@ pub fn parse_build_id(note: &[u8]) -> Option<&[u8]> {
     (kind == 3 && named_gnu && !desc.is_empty() && desc.len() <= BUILD_ID_MAX).then_some(desc)
 }
 
-#[cfg(any(feature = "enabled", feature = "dump"))]
+#[cfg(feature = "dump")]
 mod state {
     use super::*;
     use crate::coremap::Ram;
@@ -81,7 +81,7 @@ mod state {
         CMDLINE.get().and_then(|(b, n)| b.get(..*n)).unwrap_or_default()
     }
 }
-#[cfg(any(feature = "enabled", feature = "dump"))]
+#[cfg(feature = "dump")]
 pub use state::*;
 
 #[cfg(test)]

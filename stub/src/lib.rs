@@ -11,9 +11,15 @@
 //! | [`on_panic`] | the panic handler | stops with the panic message and the panic site on the stack |
 //! | [`console_write`] | the console | on a line shared with the debugger, writes console text so it never splits a packet |
 //!
-//! Without the `enabled` feature each of these is an inlined no-op
-//! ([`handle_trap`] returns `false`, [`console_write`] returns `false`), so the
-//! production image needs no `cfg` and contains no stub code.
+//! Three builds, one API:
+//! - `enabled`: the full stub (a debugger session over serial, or the
+//!   network with `net`), crash dumps included.
+//! - `dump` without `enabled`: crash dumps only, for production images
+//!   (`ukdb.crash=dump` streams a core on a panic or fatal exception; no
+//!   session, no breakpoints, no memory writes, no gdbstub).
+//! - neither: each of these is an inlined no-op ([`handle_trap`] returns
+//!   `false`, [`console_write`] returns `false`), so the production image
+//!   needs no `cfg` and contains no stub code.
 //!
 //! See `ARCHITECTURE.md` at the repository root for the design and
 //! `docs/debugging.md` for integrating the stub into a unikernel.
@@ -33,38 +39,56 @@ pub mod wire;
 
 pub mod dumpwire;
 
+#[cfg(feature = "dump")]
+mod arch;
+#[cfg(feature = "dump")]
+mod crash;
+#[cfg(feature = "dump")]
+mod entry;
+#[cfg(feature = "dump")]
+mod transport;
+
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
-pub use config::{BadOption, Config, NetMode, TrapInsn};
+pub use config::{BadOption, Config, Crash, NetMode, Then, TrapInsn};
 #[cfg(feature = "enabled")]
 pub use imp::api::*;
-#[cfg(any(feature = "enabled", feature = "dump"))]
+#[cfg(feature = "dump")]
 pub use info::{set_build_id, set_ram};
 
-#[cfg(not(feature = "enabled"))]
+#[cfg(all(feature = "dump", not(feature = "enabled")))]
+mod dumponly;
+#[cfg(all(feature = "dump", not(feature = "enabled")))]
+pub use dumponly::*;
+
+#[cfg(not(feature = "dump"))]
 mod noop;
-#[cfg(not(feature = "enabled"))]
+#[cfg(not(feature = "dump"))]
 pub use noop::*;
 
 pub mod vectors;
 
 /// `true` when the stub is compiled in.
 pub const ENABLED: bool = cfg!(feature = "enabled");
+/// `true` when crash dumps are compiled in (`dump`, or the full stub).
+pub const DUMP: bool = cfg!(feature = "dump");
 
 // The parts that are pure logic are compiled for host unit tests in every
 // configuration, so `cargo test -p ukdb-stub` exercises them without hardware.
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "dump"))]
 pub(crate) mod config;
-#[cfg(any(test, feature = "enabled", feature = "dump"))]
+#[cfg(any(test, feature = "dump"))]
 pub(crate) mod coremap;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod debugregs;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod framing;
-#[cfg(any(feature = "enabled", feature = "dump"))]
+#[cfg(feature = "dump")]
+// The dump-only build uses part of it.
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 pub(crate) mod global;
-#[cfg(any(test, feature = "enabled", feature = "dump"))]
+#[cfg(any(test, feature = "dump"))]
 pub(crate) mod info;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod memreply;
@@ -72,7 +96,9 @@ pub(crate) mod memreply;
 pub(crate) mod net;
 #[cfg(any(test, feature = "net"))]
 pub(crate) mod nicaddr;
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "dump"))]
+// The dump-only build uses part of it.
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod ring;
@@ -80,7 +106,7 @@ pub(crate) mod ring;
 pub(crate) mod rx;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod swbreak;
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "dump"))]
 pub(crate) mod uart;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod ukquery;

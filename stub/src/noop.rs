@@ -1,4 +1,4 @@
-//! The API with the `enabled` feature off: every function is an inlined
+//! The API with neither `enabled` nor `dump`: every function is an inlined
 //! no-op, so a unikernel calls the same functions in every build and the
 //! production image holds no stub code at all.
 
@@ -133,6 +133,26 @@ pub enum NetMode {
     Invalid,
 }
 
+/// What a crash with no debugger attached does (no-op build: unused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// No crash dump.
+    Off,
+    /// A crash dump, then `Then`.
+    Dump(Then),
+}
+
+/// What the stub does once a crash dump is sent (no-op build: unused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Halt.
+    Halt,
+    /// Reset the machine.
+    Reboot,
+    /// Go on.
+    Wait,
+}
+
 /// A `ukdb.*` option the parser did not take (no-op build: never produced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadOption<'a>(pub &'a str);
@@ -173,6 +193,12 @@ impl Config {
     /// Does nothing.
     #[inline(always)]
     pub const fn net(self, _mode: NetMode) -> Config {
+        self
+    }
+
+    /// Does nothing.
+    #[inline(always)]
+    pub const fn crash(self, _crash: Crash) -> Config {
         self
     }
 

@@ -18,6 +18,8 @@ pub static mut TICKS: u64 = 0;
 static mut PANIC_AT: u64 = u64::MAX;
 /// Iteration at which `tick` writes through a null pointer (`ukdemo.fault=N`).
 static mut FAULT_AT: u64 = u64::MAX;
+/// Iteration at which `tick` divides by zero (`ukdemo.div0=N`).
+static mut DIV0_AT: u64 = u64::MAX;
 /// Whether [`busy_until`] polls the network (a NIC is up). A plain static,
 /// read without a call, so that a stop in the busy loop shows only
 /// `busy_until` and what it inlines from `time`.
@@ -48,6 +50,15 @@ pub fn tick(n: u64) {
         // SAFETY: none: this write faults on purpose (page 0 is not mapped),
         // to show a page fault stopping in the debugger.
         unsafe { core::ptr::null_mut::<u64>().write_volatile(n) };
+    }
+    // SAFETY: written once before the loop starts.
+    if n == unsafe { DIV0_AT } {
+        // A `div` by zero: a #DE (Rust's `/` would panic first).
+        // SAFETY: the divide error is the point (like `ukdemo.fault`);
+        // `div` touches only the registers named.
+        unsafe {
+            core::arch::asm!("div {d}", d = in(reg) 0u64, inout("rax") n => _, inout("rdx") 0u64 => _, options(nomem, nostack))
+        };
     }
     // SAFETY: written once before the loop starts.
     if n == unsafe { BREAK_AT } {
@@ -84,6 +95,7 @@ pub fn run() -> ! {
         PANIC_AT = option_u64("ukdemo.panic").unwrap_or(u64::MAX);
         FAULT_AT = option_u64("ukdemo.fault").unwrap_or(u64::MAX);
         BREAK_AT = option_u64("ukdemo.break").unwrap_or(u64::MAX);
+        DIV0_AT = option_u64("ukdemo.div0").unwrap_or(u64::MAX);
         BUSY_NET = crate::net::up();
     }
     let period = time::tsc_hz() / rate;

@@ -19,6 +19,7 @@
 //! - `ukdemo.rate=HZ`: console lines per second (default 10);
 //! - `ukdemo.panic=N`: panic in the N-th call of `tick`;
 //! - `ukdemo.fault=N`: write through a null pointer in the N-th call of `tick`;
+//! - `ukdemo.div0=N`: divide by zero (`div`, a #DE) in the N-th call of `tick`;
 //! - `ukdemo.break=N`: stop in the debugger (`ukdb_stub::breakpoint()`) in the
 //!   N-th call of `tick`;
 //! - `ukdemo.busy`: spin between lines instead of polling and halting, so
@@ -74,10 +75,17 @@ extern "C" fn kmain(start_info: u64) -> ! {
     pic::remap_and_mask();
     let tsc = time::init();
     let nic = net::probe(pvh::cmdline());
+    tell_stub();
     start_stub(nic);
     println!(
         "ukdemo: booted, stub {}, tsc {} MHz, cmdline '{}'",
-        if ukdb_stub::ENABLED { "enabled" } else { "absent" },
+        if ukdb_stub::ENABLED {
+            "enabled"
+        } else if ukdb_stub::DUMP {
+            "dump-only"
+        } else {
+            "absent"
+        },
         time::tsc_hz() / 1_000_000,
         pvh::cmdline()
     );
@@ -92,10 +100,42 @@ extern "C" fn kmain(start_info: u64) -> ! {
     app::run()
 }
 
+/// Tells the stub what goes into a core: the RAM (the PVH memory map) and
+/// the image's build-id (`.note.gnu.build-id`, see link.ld). Every build
+/// calls it; without the stub it does nothing.
+fn tell_stub() {
+    extern "C" {
+        static __build_id_start: u8;
+        static __build_id_end: u8;
+    }
+    let (start, end) = (
+        core::ptr::addr_of!(__build_id_start) as usize,
+        core::ptr::addr_of!(__build_id_end) as usize,
+    );
+    // SAFETY: the linker script puts both symbols around the build-id
+    // note, in the loaded, never written rodata of the image.
+    let note = unsafe { core::slice::from_raw_parts(start as *const u8, end - start) };
+    if !ukdb_stub::set_build_id(note) {
+        println!("ukdemo: no GNU build-id note in the image");
+    }
+    if !ukdb_stub::set_ram(pvh::ram()) {
+        println!("ukdemo: too many RAM ranges for the stub");
+    }
+}
+
 /// Starts the debug stub on its channel (see the module docs): a
-/// dedicated NIC (`ukdb.nic=`), the app's NIC shared, or COM1.
+/// dedicated NIC (`ukdb.nic=`), the app's NIC shared, or COM1. The
+/// dump-only stub (feature `dump`) always takes COM1: a crash stream needs
+/// the serial line.
 fn start_stub(nic: Option<&'static mut net::SharedNic>) {
     let cmdline = pvh::cmdline();
+    if !ukdb_stub::ENABLED {
+        // SAFETY: COM1 is this unikernel's console; the dump-only stub
+        // writes on it only when the unikernel has crashed.
+        let com1 = unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) };
+        ukdb_stub::init(com1, cmdline);
+        return;
+    }
     let net_off = pvh::option("ukdb.net") == Some("off");
     if pvh::option("ukdb.nic").is_some() && !net_off {
         // The NIC was meant for the stub: no serial stub when it fails

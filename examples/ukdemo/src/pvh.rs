@@ -19,6 +19,23 @@ struct HvmStartInfo {
     reserved: u32,
 }
 
+/// `hvm_memmap_table_entry`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MemmapEntry {
+    addr: u64,
+    size: u64,
+    kind: u32,
+    reserved: u32,
+}
+
+/// `XEN_HVM_MEMMAP_TYPE_RAM`.
+const MEMMAP_RAM: u32 = 1;
+/// Most RAM ranges kept (the stub takes 32).
+const RAM_MAX: usize = 32;
+static mut RAM: [core::ops::Range<u64>; RAM_MAX] = [const { 0..0 }; RAM_MAX];
+static mut RAM_LEN: usize = 0;
+
 /// Longest command line kept.
 const CMDLINE_MAX: usize = 1024;
 static mut CMDLINE: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
@@ -37,7 +54,16 @@ pub unsafe fn init(paddr: u64) {
     // SAFETY: the loader put a valid hvm_start_info at paddr and the boot page
     // tables identity-map it.
     let info = unsafe { &*(paddr as *const HvmStartInfo) };
-    if info.magic != XEN_HVM_START_MAGIC_VALUE || info.cmdline_paddr == 0 {
+    if info.magic != XEN_HVM_START_MAGIC_VALUE {
+        return;
+    }
+    if info.version >= 1 && info.memmap_paddr != 0 {
+        // SAFETY: version 1 start info has a memory map of that many
+        // entries at memmap_paddr, in loader memory the boot page tables
+        // identity-map; single-threaded boot, RAM is not borrowed yet.
+        unsafe { keep_ram(info.memmap_paddr as *const MemmapEntry, info.memmap_entries) };
+    }
+    if info.cmdline_paddr == 0 {
         return;
     }
     let src = info.cmdline_paddr as *const u8;
@@ -56,6 +82,34 @@ pub unsafe fn init(paddr: u64) {
         }
         CMDLINE_LEN = len;
     }
+}
+
+/// Keeps the RAM entries (type 1) of the PVH memory map.
+///
+/// # Safety
+/// `map` points at `n` entries in mapped memory; nothing else touches
+/// `RAM` meanwhile.
+unsafe fn keep_ram(map: *const MemmapEntry, n: u32) {
+    let mut kept = 0;
+    for i in 0..n as usize {
+        // SAFETY: per the function contract; entry i is inside the map.
+        let e = unsafe { map.add(i).read_unaligned() };
+        if e.kind == MEMMAP_RAM && e.size > 0 && kept < RAM_MAX {
+            // SAFETY: per the function contract.
+            unsafe {
+                (*core::ptr::addr_of_mut!(RAM))[kept] = e.addr..e.addr.saturating_add(e.size)
+            };
+            kept += 1;
+        }
+    }
+    // SAFETY: per the function contract.
+    unsafe { RAM_LEN = kept };
+}
+
+/// The RAM of the PVH memory map (type 1 entries), for the stub's cores.
+pub fn ram() -> &'static [core::ops::Range<u64>] {
+    // SAFETY: written once in `init` before any reader; never written again.
+    unsafe { &(&*core::ptr::addr_of!(RAM))[..RAM_LEN] }
 }
 
 /// The kernel command line (`-append` under QEMU).

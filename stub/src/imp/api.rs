@@ -5,10 +5,10 @@ use super::session::{self, Why};
 use super::target::mem::{check_layout, check_platform};
 use super::{line, stack, transport};
 use crate::config::Config;
+use crate::entry::soft_entry;
 use crate::global::Global;
 use crate::link::Transport;
 use crate::TrapFrame;
-use core::arch::naked_asm;
 
 pub use super::session::Buffers;
 pub use super::transport::{Uart16550, COM1_BASE, INLINE_TRANSPORT_BYTES};
@@ -104,6 +104,7 @@ fn start_with<const N: usize>(
         say(&["ukdb: init called twice; the stub keeps its first transport\n"]);
         return;
     }
+    crate::crash::configure(&config);
     let trap = match config.trap {
         crate::config::TrapInsn::Int3 => "int3",
         crate::config::TrapInsn::Ud => "ud",
@@ -173,97 +174,6 @@ pub fn breakpoint() {
     if session::is_running() {
         soft_entry(Why::Break as u64);
     }
-}
-
-/// Where [`soft_entry`] begins: a single step that lands there is a step
-/// into the stub's own entry (see `session::on_trap`).
-pub(crate) fn soft_entry_address() -> u64 {
-    soft_entry as *const () as u64
-}
-
-/// Enters the stub from ordinary code with a full [`TrapFrame`], as if an
-/// exception had been taken right after the `call`: `rip` is the return
-/// address and `rsp` the caller's stack pointer after the return, so the
-/// debugger sees the caller. Restores everything (with the debugger's
-/// changes, and the trap flag for a single step) with `iretq`.
-#[unsafe(naked)]
-extern "C" fn soft_entry(why: u64) {
-    naked_asm!(
-        // On entry [rsp] is the return address. Build the hardware-style
-        // part of the frame below it: vector, error code, rip, cs, rflags,
-        // rsp, ss, at [rsp+0] .. [rsp+48] after the `sub`.
-        "pushfq",
-        "cli",
-        // Clear TF (and keep IF clear) for the stub's own code: a single
-        // step that led here stops at most on the instructions up to this
-        // popfq (no lock is held yet); the caller's flags, TF and IF
-        // included, are in the frame.
-        "push qword ptr [rsp]",
-        "and qword ptr [rsp], -769",
-        "popfq",
-        "sub rsp, 56",
-        "mov [rsp + 8], rax",
-        "mov rax, [rsp + 64]",
-        "mov [rsp + 16], rax",
-        "xor eax, eax",
-        "mov ax, cs",
-        "mov [rsp + 24], rax",
-        "mov rax, [rsp + 56]",
-        "mov [rsp + 32], rax",
-        "lea rax, [rsp + 72]",
-        "mov [rsp + 40], rax",
-        "xor eax, eax",
-        "mov ax, ss",
-        "mov [rsp + 48], rax",
-        "mov qword ptr [rsp], {vector}",
-        "mov rax, [rsp + 8]",
-        "mov qword ptr [rsp + 8], 0",
-        // The general-purpose registers, in TrapFrame order.
-        "push rax",
-        "push rbx",
-        "push rcx",
-        "push rdx",
-        "push rsi",
-        "push rdi",
-        "push rbp",
-        "push r8",
-        "push r9",
-        "push r10",
-        "push r11",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "mov rsi, rdi",
-        "mov rdi, rsp",
-        "mov rbx, rsp",
-        "and rsp, -16",
-        "call {handler}",
-        "mov rsp, rbx",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop r11",
-        "pop r10",
-        "pop r9",
-        "pop r8",
-        "pop rbp",
-        "pop rdi",
-        "pop rsi",
-        "pop rdx",
-        "pop rcx",
-        "pop rbx",
-        "pop rax",
-        "add rsp, 16",
-        "iretq",
-        vector = const crate::SOFT_ENTRY_VECTOR,
-        handler = sym soft_trap,
-    );
-}
-
-extern "C" fn soft_trap(frame: &mut TrapFrame, why: u64) {
-    session::on_soft_entry(frame, why);
 }
 
 /// Starts the stub on a NIC the unikernel lends (shared) or gives it

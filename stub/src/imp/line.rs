@@ -233,6 +233,31 @@ pub fn session_ended() {
     });
 }
 
+/// The line as the crash path sees it (`crate::crash`, session only): a
+/// line that carries the console (serial) carries the stream too; the
+/// network does not.
+pub struct CrashLine;
+
+impl crate::crash::Channel for CrashLine {
+    fn streams(&mut self) -> bool {
+        CONSOLE_SHARED.load(Ordering::Acquire)
+    }
+
+    fn say(&mut self, parts: &[&str]) {
+        super::api::say(parts);
+    }
+
+    fn stream(&mut self, body: &mut dyn FnMut(crate::crash::Sink<'_>)) {
+        with_line(|l| {
+            l.drain_console();
+            let Line { transport, encoder } = l;
+            body(&mut |b| transport.write(b));
+            encoder.after_raw(|b| transport.write(b));
+            transport.flush();
+        });
+    }
+}
+
 /// Sends console text that waits, at the end of a stop (session only).
 pub fn drain_console() {
     with_line(|l| l.drain_console());

@@ -8,12 +8,13 @@
 //!   memory, breakpoints, resume, monitor commands (one file per extension).
 //! - [`line`]: the installed transport and the console sharing it, without
 //!   locks a trap could need.
-//! - [`transport`]: the transports the stub brings (16550) and where an
-//!   installed transport lives; [`stack`]: the stub's own stack;
-//!   [`arch`]: every privileged instruction.
+//! - [`stack`]: the stub's own stack. The transports the stub brings
+//!   (`crate::transport`), every privileged instruction (`crate::arch`)
+//!   and the soft entry (`crate::entry`) are shared with the dump-only
+//!   build.
 
 pub(crate) mod api;
-mod arch;
+pub(crate) use crate::arch;
 mod line;
 #[cfg(feature = "net")]
 mod net;
@@ -22,6 +23,6 @@ pub(crate) mod query;
 pub(crate) mod session;
 pub(crate) mod stack;
 pub(crate) mod target;
-mod transport;
+use crate::transport;
 #[cfg(feature = "net")]
 pub(crate) mod virtio;

@@ -44,14 +44,7 @@ use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::GdbStubBuilder;
 
-/// Why the stub entered itself through `soft_entry`.
-#[repr(u64)]
-pub enum Why {
-    Poll = 0,
-    Wait = 1,
-    Panic = 2,
-    Break = 3,
-}
+pub use crate::entry::Why;
 
 /// The default packet size (see [`Buffers`]).
 pub const PACKET_SIZE: usize = 16 * 1024;
@@ -497,7 +490,7 @@ pub fn on_trap(frame: &mut TrapFrame) -> bool {
     if frame.vector == 2 || frame.vector == 18 || frame.vector >= 32 || !is_running() {
         return false;
     }
-    if frame.vector == 1 && frame.rip == super::api::soft_entry_address() {
+    if frame.vector == 1 && frame.rip == crate::entry::soft_entry_address() {
         let dr6 = arch::dr::dr6();
         if dr6 & DR6_BS != 0 && dr6 & 0xf == 0 {
             // A single step into the stub's own entry (`breakpoint()`, or a
@@ -641,6 +634,9 @@ fn enter_stub(
     unsafe { arch::set_cr8(15) };
     let stop = decide(s, frame);
     s.target.enter(frame);
+    if let Some(stop) = stop.filter(|stop| stop.hold && !s.active) {
+        crash(frame, stop.note);
+    }
     for p in &PLANTED {
         p.live.store(false, Ordering::Release);
     }
@@ -1020,6 +1016,25 @@ impl Session {
                 self.abandon_session();
             }
         }
+    }
+}
+
+/// A fault or panic that holds, with no debugger attached: the crash dump
+/// (`ukdb.crash=dump`; see `crate::crash`), with the debugger's breakpoints
+/// out of memory. Returns for `then=wait` (the stop goes on as without it).
+fn crash(frame: &TrapFrame, note: Reason) {
+    use crate::crash::{on_crash, Cause};
+    match note {
+        Reason::Exception(_, _, cr2) => {
+            on_crash(frame, Cause::Exception { cr2 }, &mut line::CrashLine);
+        }
+        Reason::Panic => {
+            if let Some(p) = PANIC.lock() {
+                let text = p.text.get(..p.len).unwrap_or_default();
+                on_crash(frame, Cause::Panic(text), &mut line::CrashLine);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -54,7 +54,7 @@ pub struct Access {
 impl Memory {
     /// Reads the CPU's physical address width (and memory-encryption bit).
     pub fn new(phys_offset: u64) -> Memory {
-        Memory { phys_offset, frame_mask: cpu_frame_mask() }
+        Memory { phys_offset, frame_mask: arch::cpu_frame_mask() }
     }
 
     fn walk(&self) -> Walk {
@@ -179,22 +179,6 @@ fn breakpoint_policy(addr: u64, access: Access, cr0: u64, cr4: u64) -> Result<()
         return Err(MemError::NotExecutable(addr));
     }
     write_policy(addr, access, cr0, cr4).map(|_| ())
-}
-
-/// The frame bits of a page-table entry on this CPU: MAXPHYADDR from CPUID
-/// 0x8000_0008, less the SME/SEV encryption bit when CPUID 0x8000_001F
-/// reports one.
-fn cpu_frame_mask() -> u64 {
-    let max_ext = arch::cpuid(0x8000_0000)[0];
-    let maxphyaddr = if max_ext >= 0x8000_0008 { arch::cpuid(0x8000_0008)[0] as u8 } else { 36 };
-    let c_bit = if max_ext >= 0x8000_001F {
-        let [eax, ebx, _, _] = arch::cpuid(0x8000_001F);
-        // SME or SEV: EBX[5:0] is the C-bit's position.
-        (eax & 0b11 != 0).then_some((ebx & 0x3f) as u8)
-    } else {
-        None
-    };
-    paging::frame_mask(maxphyaddr, c_bit)
 }
 
 /// Why the stub cannot run on this platform.

@@ -1,7 +1,7 @@
 //! The transports the stub brings, and where an installed transport lives.
 //! A unikernel's own transports implement [`Transport`] the same way.
 
-use super::arch;
+use crate::arch;
 use crate::link::{Pending, Transport};
 use crate::uart::{Uart, UartRegs};
 use core::cell::UnsafeCell;

@@ -1,9 +1,15 @@
 //! The x86_64 boundary: every privileged instruction the stub executes is a
-//! function here, so the rest of the stub is plain logic.
+//! function here, so the rest of the stub is plain logic. Shared by the
+//! full stub and the dump-only build (which uses the control registers,
+//! `fxsave`, the segment bases, port I/O and the guarded read); the debug
+//! registers ([`dr`]) are the full stub's.
 //!
 //! # Safety
 //! The stub runs in ring 0 with interrupts off and the rest of the world
 //! stopped. Each function documents what it needs beyond that.
+
+// The dump-only build uses part of it (the rest is the full stub's).
+#![cfg_attr(not(feature = "enabled"), allow(dead_code))]
 
 use core::arch::{asm, global_asm};
 
@@ -56,6 +62,22 @@ pub fn cr4() -> u64 {
 /// Reads EFER.
 pub fn efer() -> u64 {
     rdmsr(MSR_EFER)
+}
+
+/// The frame bits of a page-table entry on this CPU: MAXPHYADDR from CPUID
+/// 0x8000_0008, less the SME/SEV encryption bit when CPUID 0x8000_001F
+/// reports one (see [`crate::paging::frame_mask`]).
+pub fn cpu_frame_mask() -> u64 {
+    let max_ext = cpuid(0x8000_0000)[0];
+    let maxphyaddr = if max_ext >= 0x8000_0008 { cpuid(0x8000_0008)[0] as u8 } else { 36 };
+    let c_bit = if max_ext >= 0x8000_001F {
+        let [eax, ebx, _, _] = cpuid(0x8000_001F);
+        // SME or SEV: EBX[5:0] is the C-bit's position.
+        (eax & 0b11 != 0).then_some((ebx & 0x3f) as u8)
+    } else {
+        None
+    };
+    crate::paging::frame_mask(maxphyaddr, c_bit)
 }
 
 /// `cpuid` with `leaf` (subleaf 0): eax, ebx, ecx, edx.
@@ -239,6 +261,7 @@ pub fn probe_fixup(vector: u64, rip: u64) -> Option<u64> {
 }
 
 /// The debug registers.
+#[cfg(feature = "enabled")]
 pub mod dr {
     use crate::debugregs::SavedDebugRegs;
     use core::arch::{asm, global_asm};

@@ -681,16 +681,18 @@ mod tests {
             seen.push((n.name().to_vec(), n.n_type(e), n.desc().len()));
             if n.n_type(e) == elf::NT_PRSTATUS && n.name() == b"CORE" {
                 let d = n.desc();
-                let reg = |i: usize| {
-                    u64::from_le_bytes(d[112 + 8 * i..120 + 8 * i].try_into().unwrap())
-                };
+                let reg =
+                    |i: usize| u64::from_le_bytes(d[112 + 8 * i..120 + 8 * i].try_into().unwrap());
                 // rbp, rbx, rax, orig_rax, rip, cs, eflags, rsp, ss.
                 assert_eq!(reg(4), 0x3333);
                 assert_eq!(reg(5), 0x2222);
                 assert_eq!(reg(10), 0x1111);
                 assert_eq!(reg(15), u64::MAX);
                 assert_eq!(reg(16), 0xffff_8000_0010_0123);
-                assert_eq!((reg(17), reg(18), reg(19), reg(20)), (8, 0x46, 0xffff_8000_0020_0ff0, 0x10));
+                assert_eq!(
+                    (reg(17), reg(18), reg(19), reg(20)),
+                    (8, 0x46, 0xffff_8000_0020_0ff0, 0x10)
+                );
                 assert_eq!(d[32..36], 1u32.to_le_bytes());
             }
             if n.n_type(e) == elf::NT_PRPSINFO && n.name() == b"CORE" {

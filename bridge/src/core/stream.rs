@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 
 use ukdb_stub::dumpwire::{
-    cause, map, note, CRC, DATA, END, HEADER, MAGIC, MAP, MAP_LEN, MAX_PAYLOAD, NOTE, PAGE,
-    REGS, REGS_LEN, VERSION,
+    cause, map, note, CRC, DATA, END, HEADER, MAGIC, MAP, MAP_LEN, MAX_PAYLOAD, NOTE, PAGE, REGS,
+    REGS_LEN, VERSION,
 };
 use ukdb_stub::wire::DLE;
 
@@ -140,7 +140,10 @@ impl Decoder {
         match self.state {
             State::Done => return Fed::Done { used: 0 },
             State::Failed => {
-                return Fed::Failed { used: 0, error: StreamError::Malformed("already failed".into()) }
+                return Fed::Failed {
+                    used: 0,
+                    error: StreamError::Malformed("already failed".into()),
+                }
             }
             State::Going => {}
         }
@@ -174,9 +177,8 @@ impl Decoder {
     /// The stream ended (the line closed, or the caller gives up): the
     /// error to report when it was not complete.
     pub fn finish(&self) -> Option<StreamError> {
-        (self.state == State::Going).then_some(StreamError::Truncated {
-            records: self.progress.records,
-        })
+        (self.state == State::Going)
+            .then_some(StreamError::Truncated { records: self.progress.records })
     }
 
     /// The decoded snapshot, once [`Fed::Done`] was returned.
@@ -332,7 +334,12 @@ impl Decoder {
                 self.snapshot.cpu = cpu;
             }
             MAP => {
-                let e = MapEntry { vaddr: u64_at(0), paddr: u64_at(8), len: u64_at(16), flags: u32_at(24) };
+                let e = MapEntry {
+                    vaddr: u64_at(0),
+                    paddr: u64_at(8),
+                    len: u64_at(16),
+                    flags: u32_at(24),
+                };
                 let aligned = e.vaddr % PAGE == 0 && e.paddr % PAGE == 0 && e.len % PAGE == 0;
                 if !aligned || e.len == 0 {
                     return Err(self.malformed("a MAP entry that is not whole pages"));
@@ -654,7 +661,10 @@ pub(crate) mod tests {
         line.truncate(at);
         line.extend_from_slice(&[DATA, 0, 0, 2, 0]);
         let (err, used) = decode(&[&line, &[0; 100]]).unwrap_err();
-        assert_eq!(err, StreamError::Malformed("record 1: length 131072 over the limit 65544".into()));
+        assert_eq!(
+            err,
+            StreamError::Malformed("record 1: length 131072 over the limit 65544".into())
+        );
         assert_eq!(used, at + 5);
         // END's counts must match.
         let mut out = Vec::new();

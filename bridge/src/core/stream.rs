@@ -423,6 +423,16 @@ pub(crate) mod tests {
     /// A stream as the stub writes it (after `DLE 'K'`), with DLEs in the
     /// data, an alias and a device entry.
     pub(crate) fn sample_stream() -> (Vec<u8>, Snapshot) {
+        sample(true)
+    }
+
+    /// The sample with one DATA record of one page (every 64th byte a DLE),
+    /// for the tests that decode it once per byte.
+    fn small_stream() -> (Vec<u8>, Snapshot) {
+        sample(false)
+    }
+
+    fn sample(big: bool) -> (Vec<u8>, Snapshot) {
         let mut line = Vec::new();
         let mut e = Encoder::start(|b: &[u8]| line.extend_from_slice(b));
         assert!(e.record(HEADER, &[&dumpwire::header(cause::PANIC)]));
@@ -446,8 +456,16 @@ pub(crate) mod tests {
         let mut two = vec![0x10u8; 2 * PAGE as usize];
         two[PAGE as usize..].fill(0);
         two[PAGE as usize + 5] = 1;
-        assert!(e.record(DATA, &[&0x1000u64.to_le_bytes(), &two]));
-        assert!(e.record(DATA, &[&0x3000u64.to_le_bytes(), &[0u8; PAGE as usize]]));
+        let mut one = vec![0u8; PAGE as usize];
+        for (i, b) in one.iter_mut().enumerate() {
+            *b = if i % 64 == 0 { 0x10 } else { i as u8 };
+        }
+        if big {
+            assert!(e.record(DATA, &[&0x1000u64.to_le_bytes(), &two]));
+            assert!(e.record(DATA, &[&0x3000u64.to_le_bytes(), &[0u8; PAGE as usize]]));
+        } else {
+            assert!(e.record(DATA, &[&0x2000u64.to_le_bytes(), &one]));
+        }
         e.end();
         assert_eq!(line[..2], dumpwire::START_SEQ);
         line.drain(..2);
@@ -460,10 +478,14 @@ pub(crate) mod tests {
         (cpu.cr3, cpu.cr4, cpu.efer) = (0x101a, 0x101b, 0x101c);
         cpu.fxsave[0] = 0x10;
         let mut pages = BTreeMap::new();
-        pages.insert(0x1000, vec![0x10; PAGE as usize]);
-        let mut p2 = vec![0; PAGE as usize];
-        p2[5] = 1;
-        pages.insert(0x2000, p2);
+        if big {
+            pages.insert(0x1000, vec![0x10; PAGE as usize]);
+            let mut p2 = vec![0; PAGE as usize];
+            p2[5] = 1;
+            pages.insert(0x2000, p2);
+        } else {
+            pages.insert(0x2000, one);
+        }
         let snapshot = Snapshot {
             cause: cause::PANIC,
             reason: "panicked at src/main.rs:10:5:\nboom".into(),
@@ -506,7 +528,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_split_gives_the_same_result() {
-        let (line, expect) = sample_stream();
+        let (line, expect) = small_stream();
         for at in 0..=line.len() {
             let (a, b) = line.split_at(at);
             assert_eq!(decode(&[a, b]).unwrap().0, expect, "split at {at}");
@@ -526,7 +548,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_corrupted_byte_is_detected() {
-        let (line, _) = sample_stream();
+        let (line, _) = small_stream();
         for at in 0..line.len() {
             // A bit flip, and a byte turned into a DLE.
             for flip in [0x01u8, 0x80, 0x10 ^ line[at]] {
@@ -543,7 +565,7 @@ pub(crate) mod tests {
 
     #[test]
     fn truncation_at_every_length_is_reported() {
-        let (line, _) = sample_stream();
+        let (line, _) = small_stream();
         for len in 0..line.len() {
             let (err, used) = decode(&[&line[..len]]).unwrap_err();
             assert!(matches!(err, StreamError::Truncated { .. }), "length {len}: {err:?}");

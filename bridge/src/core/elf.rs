@@ -3,9 +3,10 @@
 //! The file is what gdb 13 and lldb 14 expect of an x86_64 Linux core, so
 //! they open it with the unikernel's (bare-metal) image and no setting:
 //!
-//! - ELF64 little-endian, `ET_CORE`, `EM_X86_64`, `EI_OSABI` 0 (System V,
-//!   as Linux writes its cores; both debuggers take the notes' `CORE` name
-//!   for Linux);
+//! - ELF64 little-endian, `ET_CORE`, `EM_X86_64`, `EI_OSABI` 3 (Linux):
+//!   lldb 14 refuses a core whose OS it cannot tell ("Don't know how to
+//!   parse core file. Unsupported OS." with `EI_OSABI` 0, the image being
+//!   bare metal), and gdb 13 reads Linux cores either way;
 //! - one `PT_NOTE`: `CORE`/`NT_PRSTATUS` (Linux's 336-byte `elf_prstatus`:
 //!   the signal, pid 1, the registers in `user_regs_struct` order),
 //!   `CORE`/`NT_PRPSINFO` (the name and the command line), `CORE`/
@@ -367,7 +368,7 @@ pub fn write_core(snapshot: &Snapshot, out: &mut impl Write) -> io::Result<u64> 
     let data_start = (w.reserved_len() as u64).next_multiple_of(DATA_ALIGN);
 
     w.write_file_header(&FileHeader {
-        os_abi: elf::ELFOSABI_SYSV,
+        os_abi: elf::ELFOSABI_LINUX,
         abi_version: 0,
         e_type: elf::ET_CORE,
         e_machine: elf::EM_X86_64,
@@ -672,7 +673,7 @@ mod tests {
 
         let file = ElfFile64::<Endianness>::parse(&core[..]).unwrap();
         let e = file.endian();
-        assert_eq!(file.elf_header().e_ident().os_abi, elf::ELFOSABI_SYSV);
+        assert_eq!(file.elf_header().e_ident().os_abi, elf::ELFOSABI_LINUX);
         let ph = file.elf_program_headers();
         assert_eq!(ph[0].p_type(e), elf::PT_NOTE);
         let mut notes = ph[0].notes(e, &core[..]).unwrap().unwrap();

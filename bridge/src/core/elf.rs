@@ -537,7 +537,7 @@ fn parse_num(s: &str) -> Option<u64> {
 
 /// Bytes of a hex string; `None` when it is not one.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -738,10 +738,12 @@ mod tests {
 
     #[test]
     fn more_than_65534_segments_use_pn_xnum() {
-        let mut s = Snapshot::default();
-        s.map = (0..70_000u64)
-            .map(|i| MapEntry { vaddr: i * 2 * PAGE, paddr: i * PAGE, len: PAGE, flags: 0 })
-            .collect();
+        let mut s = Snapshot {
+            map: (0..70_000u64)
+                .map(|i| MapEntry { vaddr: i * 2 * PAGE, paddr: i * PAGE, len: PAGE, flags: 0 })
+                .collect(),
+            ..Snapshot::default()
+        };
         s.pages.insert(5 * PAGE, page(7));
         let core = written(&s);
         assert_eq!(core[56..58], [0xff, 0xff]);

@@ -15,6 +15,14 @@
 //!   goes back to raw mode;
 //! * `DLE 'E'` is the stub's "session ended", the answer to the host's
 //!   `DLE 'X'`, recognised in every state; it does not change the channel;
+//! * `DLE 'K'` starts a crash stream (`docs/wire-protocol.md`, "Crash
+//!   stream"), recognised in every state: the bytes that follow are the
+//!   stream's ([`crate::core::stream::Decoder`]) until its `END` record or
+//!   an error, reported as [`Event::CrashBytes`] (raw, as on the line),
+//!   [`Event::CrashProgress`] and finally [`Event::CrashDone`] or
+//!   [`Event::CrashFailed`]; then the parser goes on in the state it was in
+//!   (a `DLE` and another byte that broke the stream are parsed again, so a
+//!   hello that cut a stream short is still a hello);
 //! * `DLE 'F'` is the stub's sync: framing is on and the channel is the console;
 //! * `DLE 'C'` / `DLE 'D'` switch to the console / debugger channel;
 //! * `DLE DLE` is one literal `0x10` in the current channel;
@@ -26,9 +34,12 @@
 //! the returned [`Event::Console`] (or [`Event::Debugger`]) events gives exactly
 //! the console (or debugger) byte stream. The only byte ever held back is a
 //! `DLE` waiting for its second byte; [`Demux::finish`] releases it at the end
-//! of the stream.
+//! of the stream. Crash streams never reach the console or the debugger.
 
+use crate::core::stream::{Decoder, Fed, Progress, StreamError};
+use crate::core::Snapshot;
 use crate::wire::{CONSOLE, DEBUGGER, DLE, ENDED, HELLO, SYNC};
+use ukdb_stub::dumpwire::START as CRASH;
 
 /// The two logical channels of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +71,29 @@ pub enum Event {
     /// `DLE` followed by this byte, which has no meaning in framed mode. Both
     /// bytes are kept as console text, in a [`Event::Console`] right after.
     FramingError(u8),
+    /// The stub's `DLE 'K'`: a crash stream starts.
+    CrashStart,
+    /// Bytes of the crash stream as they came on the line (escaped; the
+    /// first ones are `DLE 'K'`), for keeping a broken stream.
+    /// Consecutive ones are coalesced.
+    CrashBytes(Vec<u8>),
+    /// How far the crash stream has come: at most one per
+    /// [`Demux::feed`], after its bytes.
+    CrashProgress(Progress),
+    /// The crash stream is complete.
+    CrashDone(Box<Snapshot>),
+    /// The crash stream broke (or the line closed in it,
+    /// [`StreamError::Truncated`] from [`Demux::finish`]).
+    CrashFailed(StreamError),
 }
 
 /// The stub -> host framed-stream parser. See the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Demux {
     framed: bool,
     channel: Channel,
     pending_dle: bool,
+    crash: Option<Decoder>,
 }
 
 impl Default for Demux {
@@ -79,7 +105,7 @@ impl Default for Demux {
 impl Demux {
     /// A parser for a fresh connection: raw mode, nothing pending.
     pub fn new() -> Self {
-        Self { framed: false, channel: Channel::Console, pending_dle: false }
+        Self { framed: false, channel: Channel::Console, pending_dle: false, crash: None }
     }
 
     /// `true` once the stub's sync (`DLE 'F'`) has been seen.
@@ -109,17 +135,60 @@ impl Demux {
         out
     }
 
+    /// `true` while a crash stream is being received.
+    pub fn in_crash_stream(&self) -> bool {
+        self.crash.is_some()
+    }
+
     /// Like [`Demux::feed`], appending the events to `out`.
-    pub fn feed_into(&mut self, input: &[u8], out: &mut Vec<Event>) {
-        for &byte in input {
-            self.byte(byte, out);
+    pub fn feed_into(&mut self, mut input: &[u8], out: &mut Vec<Event>) {
+        let mut progressed = false;
+        while let Some((&byte, rest)) = input.split_first() {
+            let Some(decoder) = &mut self.crash else {
+                self.byte(byte, out);
+                input = rest;
+                continue;
+            };
+            progressed = true;
+            match decoder.feed(input) {
+                Fed::More => {
+                    crash_bytes(out, input);
+                    input = &[];
+                }
+                Fed::Done { used } => {
+                    let (stream, rest) = input.split_at(used);
+                    crash_bytes(out, stream);
+                    let snapshot = decoder.take_snapshot().unwrap_or_default();
+                    self.crash = None;
+                    out.push(Event::CrashDone(Box::new(snapshot)));
+                    input = rest;
+                }
+                Fed::Failed { used, error } => {
+                    let (stream, rest) = input.split_at(used);
+                    crash_bytes(out, stream);
+                    self.crash = None;
+                    // The DLE the decoder took is parsed again with the
+                    // byte after it.
+                    self.pending_dle = matches!(error, StreamError::Broken(_));
+                    out.push(Event::CrashFailed(error));
+                    input = rest;
+                }
+            }
+        }
+        if let (true, Some(decoder)) = (progressed, &self.crash) {
+            out.push(Event::CrashProgress(decoder.progress()));
         }
     }
 
-    /// Ends the stream: a `DLE` still waiting for its second byte is released
-    /// as console text (nothing is lost).
+    /// Ends the stream: a crash stream in progress is truncated, and a `DLE`
+    /// still waiting for its second byte is released as console text
+    /// (nothing is lost).
     pub fn finish(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
+        if let Some(decoder) = self.crash.take() {
+            let error = decoder.finish().unwrap_or(StreamError::Truncated { records: 0 });
+            out.push(Event::CrashFailed(error));
+        }
         if std::mem::take(&mut self.pending_dle) {
             payload(&mut out, Channel::Console, DLE);
         }
@@ -153,6 +222,12 @@ impl Demux {
                 out.push(Event::Ended);
                 return;
             }
+            CRASH => {
+                self.crash = Some(Decoder::new());
+                out.push(Event::CrashStart);
+                crash_bytes(out, &[DLE, CRASH]);
+                return;
+            }
             _ => {}
         }
         if !self.framed {
@@ -178,6 +253,18 @@ impl Demux {
                 payload(out, Channel::Console, other);
             }
         }
+    }
+}
+
+/// Appends raw crash stream bytes, coalescing with a directly preceding
+/// [`Event::CrashBytes`].
+fn crash_bytes(out: &mut Vec<Event>, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    match out.last_mut() {
+        Some(Event::CrashBytes(raw)) => raw.extend_from_slice(bytes),
+        _ => out.push(Event::CrashBytes(bytes.to_vec())),
     }
 }
 
@@ -219,13 +306,33 @@ mod tests {
         (c, d)
     }
 
-    /// The non-payload events, in order.
+    /// The non-payload events, in order (crash stream bytes and progress,
+    /// which depend on how the input is cut, left out).
     fn controls(events: &[Event]) -> Vec<Event> {
         events
             .iter()
-            .filter(|e| !matches!(e, Event::Console(_) | Event::Debugger(_)))
+            .filter(|e| {
+                !matches!(
+                    e,
+                    Event::Console(_)
+                        | Event::Debugger(_)
+                        | Event::CrashBytes(_)
+                        | Event::CrashProgress(_)
+                )
+            })
             .cloned()
             .collect()
+    }
+
+    /// The crash stream bytes `events` carry.
+    fn crash_raw(events: &[Event]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for event in events {
+            if let Event::CrashBytes(bytes) = event {
+                raw.extend_from_slice(bytes);
+            }
+        }
+        raw
     }
 
     /// Feeds `input` in the given chunks, then finishes.
@@ -257,6 +364,7 @@ mod tests {
         let singles: Vec<&[u8]> = input.chunks(1).collect();
         let got = run_chunks(&singles);
         assert_eq!((streams(&got), controls(&got)), expect, "byte by byte");
+        assert_eq!(crash_raw(&got), crash_raw(&whole));
     }
 
     #[test]
@@ -274,7 +382,7 @@ mod tests {
     fn before_sync_dle_pairs_are_console() {
         // Every DLE pair other than DLE 'F' is two console bytes in raw mode,
         // including the framed-mode escapes C, D, R, X and DLE DLE.
-        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, D].contains(&b)) {
+        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, CRASH, D].contains(&b)) {
             assert_eq!(run(&[D, b]), vec![console(&[D, b])], "DLE {b:#04x}");
         }
         // DLE DLE: the second DLE waits for its successor, then is released
@@ -370,6 +478,11 @@ mod tests {
                 ENDED => expect.push(Event::Ended),
                 CONSOLE => expect.push(Event::Switch(Channel::Console)),
                 DEBUGGER => expect.push(Event::Switch(Channel::Debugger)),
+                CRASH => {
+                    expect.push(Event::CrashStart);
+                    expect.push(Event::CrashBytes(vec![D, CRASH]));
+                    expect.push(Event::CrashFailed(StreamError::Truncated { records: 0 }));
+                }
                 D => expect.push(debugger(&[D])),
                 other => {
                     expect.push(Event::FramingError(other));
@@ -516,6 +629,135 @@ mod tests {
             all.extend_from_slice(&[b, D, b, D, DEBUGGER, b, D, b]);
         }
         assert_chunking_invariant(&all);
+    }
+
+    /// A complete crash stream, `DLE 'K'` included: with memory, or (for
+    /// the tests that split it everywhere) small.
+    fn crash_stream_with(memory: bool) -> (Vec<u8>, Snapshot) {
+        use ukdb_stub::dumpwire::{self, cause, note, Encoder, HEADER, NOTE};
+        if memory {
+            let (body, snapshot) = crate::core::stream::tests::sample_stream();
+            let mut line = vec![D, CRASH];
+            line.extend(body);
+            return (line, snapshot);
+        }
+        let mut line = Vec::new();
+        let mut e = Encoder::start(|b: &[u8]| line.extend_from_slice(b));
+        e.record(HEADER, &[&dumpwire::header(cause::PANIC)]);
+        e.record(NOTE, &[&[note::REASON], b"boom \x10"]);
+        for _ in 0..8 {
+            e.record(NOTE, &[&[note::CMDLINE], b"a=b"]);
+        }
+        e.end();
+        let snapshot = Snapshot {
+            cause: cause::PANIC,
+            reason: "boom \x10".into(),
+            cmdline: "a=b".into(),
+            ..Snapshot::default()
+        };
+        (line, snapshot)
+    }
+
+    fn crash_stream() -> (Vec<u8>, Snapshot) {
+        crash_stream_with(false)
+    }
+
+    fn done(snapshot: &Snapshot) -> Event {
+        Event::CrashDone(Box::new(snapshot.clone()))
+    }
+
+    #[test]
+    fn a_crash_stream_in_raw_mode_is_taken_whole_and_the_console_goes_on() {
+        let (big, snapshot) = crash_stream_with(true);
+        let got = run(&[b"x".as_slice(), &big, b"y"].concat());
+        assert_eq!(controls(&got), vec![Event::CrashStart, done(&snapshot)]);
+        assert_eq!(streams(&got).0, b"xy");
+        let (stream, snapshot) = crash_stream();
+        let mut input = b"boot\n".to_vec();
+        input.extend_from_slice(&stream);
+        input.extend_from_slice(b"after\x10Fframed");
+        let got = run(&input);
+        assert_eq!(controls(&got), vec![Event::CrashStart, done(&snapshot), Event::Sync]);
+        assert_eq!(streams(&got), (b"boot\nafterframed".to_vec(), vec![]));
+        assert_eq!(crash_raw(&got), stream);
+        assert_chunking_invariant(&input);
+    }
+
+    #[test]
+    fn a_crash_stream_in_framed_mode_keeps_the_channel() {
+        let (stream, snapshot) = crash_stream();
+        let mut input = b"\x10F\x10Dab".to_vec();
+        input.extend_from_slice(&stream);
+        input.extend_from_slice(b"cd\x10Ce");
+        let mut demux = Demux::new();
+        let got = demux.feed(&input);
+        assert_eq!(
+            controls(&got),
+            vec![
+                Event::Sync,
+                Event::Switch(Channel::Debugger),
+                Event::CrashStart,
+                done(&snapshot),
+                Event::Switch(Channel::Console)
+            ]
+        );
+        assert_eq!(streams(&got), (b"e".to_vec(), b"abcd".to_vec()));
+        assert!(!demux.in_crash_stream());
+        assert_chunking_invariant(&input);
+    }
+
+    #[test]
+    fn progress_comes_once_per_feed_while_a_stream_goes_on() {
+        let (stream, _) = crash_stream_with(true);
+        let mut demux = Demux::new();
+        let got = demux.feed(&stream[..100]);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(matches!(got[2], Event::CrashProgress(p) if p.bytes == 98));
+        assert!(demux.in_crash_stream());
+        let got = demux.feed(&stream[100..]);
+        assert!(matches!(got.last(), Some(Event::CrashDone(_))));
+    }
+
+    #[test]
+    fn a_hello_breaks_a_crash_stream_and_is_still_a_hello() {
+        let (stream, _) = crash_stream();
+        let mut input = stream[..60].to_vec();
+        input.extend_from_slice(b"\x10Hrebooted");
+        let got = run(&input);
+        assert_eq!(
+            controls(&got),
+            vec![Event::CrashStart, Event::CrashFailed(StreamError::Broken(HELLO)), Event::Hello]
+        );
+        assert_eq!(streams(&got).0, b"rebooted");
+        // The raw bytes kept end with the DLE that broke the stream.
+        assert_eq!(crash_raw(&got), input[..61]);
+        assert_chunking_invariant(&input);
+    }
+
+    #[test]
+    fn a_corrupt_stream_fails_and_the_rest_is_console() {
+        let (mut stream, _) = crash_stream_with(true);
+        let last = stream.len() - 1;
+        stream[last] ^= 1; // END's CRC
+        stream.extend_from_slice(b"more");
+        let got = run(&stream);
+        assert_eq!(
+            controls(&got),
+            vec![Event::CrashStart, Event::CrashFailed(StreamError::BadCrc { record: 10 })]
+        );
+        assert_eq!(streams(&got).0, b"more");
+    }
+
+    #[test]
+    fn a_line_that_closes_in_a_stream_truncates_it() {
+        let (stream, _) = crash_stream_with(true);
+        let mut demux = Demux::new();
+        demux.feed(&stream[..stream.len() - 1]);
+        assert_eq!(
+            demux.finish(),
+            vec![Event::CrashFailed(StreamError::Truncated { records: 10 })]
+        );
+        assert!(!demux.in_crash_stream());
     }
 
     #[test]

@@ -15,12 +15,15 @@
 //! * [`pace`] holds a debugger's requests while one is outstanding at the
 //!   stub, as gdb itself speaks;
 //! * [`escape`] renders bytes for `--trace` logs;
+//! * [`core`] holds core files: the snapshot model, the ELF writer and the
+//!   crash stream decoder;
 //! * [`addr`] parses the `--target` and `--listen` addresses;
 //! * [`ready`] finds the network stub's announcement in console text.
 //!
 //! The I/O (sockets, pty, signals) lives in the `ukdb` binary.
 
 pub mod addr;
+pub mod core;
 pub mod demux;
 pub mod escape;
 pub mod pace;

@@ -54,11 +54,33 @@ struct Cli {
 enum Command {
     Run(cmd::run::Cmd),
     Bridge(cmd::bridge::Cmd),
+    Inspect(cmd::inspect::Cmd),
+    Open(cmd::open::Cmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    // The commands that only read files need no runtime.
+    let result = match cli.command {
+        Command::Inspect(cmd) => cmd::inspect::run(cmd),
+        Command::Open(cmd) => cmd::open::run(cmd),
+        command => return run_async(command),
+    };
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<Exit>) -> ExitCode {
+    match result {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            eprintln!("ukdb: error: {err:#}");
+            Exit::Error.into()
+        }
+    }
+}
+
+fn run_async(command: Command) -> ExitCode {
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(runtime) => runtime,
@@ -68,18 +90,13 @@ fn main() -> ExitCode {
             }
         };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Run(cmd) => cmd::run::run(cmd).await,
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
+            Command::Inspect(_) | Command::Open(_) => Ok(Exit::Error),
         }
     });
     // Blocking stdout writes may still be in flight; don't wait for them forever.
     runtime.shutdown_timeout(Duration::from_millis(500));
-    match result {
-        Ok(exit) => exit.into(),
-        Err(err) => {
-            eprintln!("ukdb: error: {err:#}");
-            Exit::Error.into()
-        }
-    }
+    exit_code(result)
 }

@@ -1,4 +1,6 @@
 //! One module per `ukdb` subcommand, each with its clap arguments and `run()`.
 
 pub mod bridge;
+pub mod inspect;
+pub mod open;
 pub mod run;

@@ -2,6 +2,7 @@
 //! debugger.
 
 mod channel;
+pub mod cores;
 mod listener;
 pub mod net;
 mod session;
@@ -28,6 +29,7 @@ use ukdb_bridge::wire;
 
 use crate::Exit;
 use channel::Stream;
+use cores::{CoreOptions, Cores};
 pub use listener::Listener;
 use session::{Attached, Shared};
 
@@ -82,6 +84,15 @@ restarts, the attached debugger is disconnected and framing is requested
 again. Messages go to stderr,
 one line each, starting with \"ukdb: \" (RUST_LOG selects them; default
 info).
+
+A unikernel that crashes with ukdb.crash=dump on its command line streams
+its own core over the line; with --core-dir DIR the bridge writes it as
+DIR/<name>-<build-id>-<UTC time>.core and prints the gdb command to open
+it (a broken stream is kept as DIR/<name>-<time>.core.partial, never as a
+.core). Without --core-dir a stream is reported and dropped. The console
+goes on before and after a stream.
+
+    ukdb bridge --target unix:/tmp/uk.sock --core-dir cores --image kernel.elf
 
 With --net the target is the network stub (the stub listening on TCP in the
 guest, e.g. a port QEMU forwards): no framing, no hello, no probes. Every
@@ -147,6 +158,22 @@ pub struct Cmd {
     /// line) on stdout and in --console-log; the bridge never writes to it.
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT|pty:PATH", requires = "net")]
     console: Option<Target>,
+
+    /// Write the cores that crashing unikernels stream (ukdb.crash=dump)
+    /// into DIR (created if missing).
+    #[arg(long, value_name = "DIR", conflicts_with = "net")]
+    core_dir: Option<PathBuf>,
+
+    /// The unikernel's image: its build-id is checked against each core's
+    /// (a loud warning when they differ), and it is named in the gdb
+    /// command printed.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<PathBuf>,
+
+    /// The first part of the core file names (default: the image's file
+    /// name, or "unikernel").
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -229,8 +256,9 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         connect_timeout: cmd.connect_timeout,
         no_probe: cmd.no_probe,
     };
+    let cores = Cores::new(CoreOptions::new(cmd.core_dir, cmd.image, cmd.name))?;
     let (synced, _) = watch::channel(false);
-    serve(opts, listener, stop, synced).await
+    serve_with_cores(opts, cores, listener, stop, synced).await
 }
 
 /// What [`serve`] needs besides its listener.
@@ -253,6 +281,18 @@ pub struct Options {
 /// can attach from then on).
 pub async fn serve(
     opts: Options,
+    listener: Listener,
+    stop: StopFuture<'_>,
+    synced_tx: watch::Sender<bool>,
+) -> anyhow::Result<Exit> {
+    let cores = Cores::new(CoreOptions::default())?;
+    serve_with_cores(opts, cores, listener, stop, synced_tx).await
+}
+
+/// [`serve`], with crash streams going to `cores`.
+pub async fn serve_with_cores(
+    opts: Options,
+    cores: Cores,
     listener: Listener,
     mut stop: StopFuture<'_>,
     synced_tx: watch::Sender<bool>,
@@ -277,6 +317,7 @@ pub async fn serve(
         console_tx,
         synced_tx,
         reader_stop,
+        cores,
     ));
 
     // The bridge writes nothing until a stub says hello (answered by the
@@ -538,7 +579,7 @@ pub(super) async fn write_console(mut queue: ConsoleRx, mut console: Console) ->
 
 /// Reads the channel until it closes: console text to the console writer,
 /// debugger bytes to the attached debugger, the stub's hello and
-/// acknowledgements to [`Shared`].
+/// acknowledgements to [`Shared`], crash streams to `cores`.
 ///
 /// When [`CONSOLE_QUEUE_BYTES`] of console output wait for stdout, this
 /// stops reading the channel until stdout takes some (console bytes are
@@ -549,6 +590,7 @@ async fn pump_from_stub(
     console: ConsoleTx,
     synced: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
+    mut cores: Cores,
 ) -> ReaderEnd {
     let trace = shared.trace();
     let mut demux = Demux::new();
@@ -560,7 +602,15 @@ async fn pump_from_stub(
     loop {
         let read = tokio::select! {
             read = channel.read(&mut buf) => read,
-            _ = stop.wait_for(|&stop| stop) => return ReaderEnd::Stopped,
+            _ = stop.wait_for(|&stop| stop) => {
+                // A crash stream cut short by the bridge stopping is kept.
+                for event in demux.finish() {
+                    if let demux::Event::CrashFailed(error) = event {
+                        cores.failed(&error);
+                    }
+                }
+                return ReaderEnd::Stopped;
+            }
         };
         let (n, closed) = match read {
             Ok(0) => (0, Some(None)),
@@ -630,6 +680,11 @@ async fn pump_from_stub(
                         info!("stub -> bridge: {} ({name})", control_sequence(byte));
                     }
                 }
+                demux::Event::CrashStart => cores.start(),
+                demux::Event::CrashBytes(bytes) => cores.bytes(&bytes),
+                demux::Event::CrashProgress(progress) => cores.progress(progress),
+                demux::Event::CrashDone(snapshot) => cores.done(snapshot).await,
+                demux::Event::CrashFailed(error) => cores.failed(&error),
                 demux::Event::FramingError(byte) => {
                     framing_errors += 1;
                     let msg = format!(

@@ -21,6 +21,7 @@
 //! The I/O (sockets, pty, signals) lives in the `ukdb` binary.
 
 pub mod addr;
+pub mod core;
 pub mod demux;
 pub mod escape;
 pub mod pace;

@@ -54,6 +54,7 @@ struct Cli {
 enum Command {
     Run(cmd::run::Cmd),
     Bridge(cmd::bridge::Cmd),
+    Core(cmd::core::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(cmd) => cmd::run::run(cmd).await,
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
+            Command::Core(cmd) => cmd::core::run(cmd).await,
         }
     });
     // Blocking stdout writes may still be in flight; don't wait for them forever.

@@ -526,9 +526,13 @@ async fn take(mut c: Client, cmd: &Cmd) -> Result<Taken, Fail> {
     });
     let cpu = live::cpu(&g, &info);
 
+    let phase = std::time::Instant::now();
     let (map, spans) = if has_queries {
         let map = ukdb_map(&mut c).await?;
+        debug!("map: {} entries in {:?}", map.len(), phase.elapsed());
+        let phase = std::time::Instant::now();
         let spans = ukdb_spans(&mut c, &map, features.packet_size).await?;
+        debug!("bitmaps: {} spans in {:?}", spans.len(), phase.elapsed());
         (map, spans)
     } else {
         if !features.memory_map {
@@ -553,9 +557,11 @@ async fn take(mut c: Client, cmd: &Cmd) -> Result<Taken, Fail> {
     let ram: u64 = map.iter().filter(|e| live::read_entry(e)).map(|e| e.len).sum();
     let total: u64 = spans.iter().map(|s| s.len).sum();
     let bar = progress(total, cmd.quiet);
+    let phase = std::time::Instant::now();
     let pages = read_spans(&mut c, &spans, features.packet_size, &bar).await;
     bar.finish_and_clear();
     let pages = pages?;
+    debug!("read {total} bytes in {:?}", phase.elapsed());
 
     // Leave: `D` resumes even a held unikernel; closing the connection ends
     // the session and lets it run unless a wait, fault or panic holds it.

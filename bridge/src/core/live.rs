@@ -46,7 +46,7 @@ fn hex_digit(d: u8) -> Option<u8> {
 
 /// Hex pairs to bytes.
 pub fn unhex(what: &'static str, hex: &[u8]) -> Result<Vec<u8>, ParseError> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(ParseError::Length(what, hex.len()));
     }
     hex.chunks_exact(2)

@@ -54,6 +54,7 @@ struct Cli {
 enum Command {
     Run(cmd::run::Cmd),
     Bridge(cmd::bridge::Cmd),
+    Core(cmd::core::Cmd),
     Inspect(cmd::inspect::Cmd),
     Open(cmd::open::Cmd),
 }
@@ -93,6 +94,7 @@ fn run_async(command: Command) -> ExitCode {
         match command {
             Command::Run(cmd) => cmd::run::run(cmd).await,
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
+            Command::Core(cmd) => cmd::core::run(cmd).await,
             Command::Inspect(_) | Command::Open(_) => Ok(Exit::Error),
         }
     });

@@ -1,6 +1,7 @@
 //! One module per `ukdb` subcommand, each with its clap arguments and `run()`.
 
 pub mod bridge;
+pub mod core;
 pub mod inspect;
 pub mod open;
 pub mod run;

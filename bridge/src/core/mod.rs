@@ -12,6 +12,7 @@
 //! ([`Snapshot::pages`]). Pages that are listed but absent are zero.
 
 pub mod elf;
+pub mod live;
 pub mod stream;
 
 use std::collections::BTreeMap;

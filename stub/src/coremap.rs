@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use crate::dumpwire::map::{ALIAS, DEVICE, EXEC, NOT_RAM, WRITE};
+use crate::dumpwire::PAGE;
 use crate::paging::Run;
 
 /// How many RAM ranges the unikernel can declare.
@@ -64,8 +65,13 @@ impl Ram {
     /// after merging: the declaration is refused and nothing changes.
     pub fn set(&mut self, ranges: &[core::ops::Range<u64>]) -> bool {
         let mut new = Ram::none();
-        for r in ranges.iter().filter(|r| r.start < r.end) {
-            if !new.add(r.start, r.end) {
+        // Only whole pages are RAM to a core: a range's partial pages at
+        // either end (the PVH memory map's 0..0x9fc00) are left out.
+        let pages = ranges
+            .iter()
+            .filter_map(|r| Some((r.start.checked_next_multiple_of(PAGE)?, r.end & !(PAGE - 1))));
+        for (start, end) in pages.filter(|(s, e)| s < e) {
+            if !new.add(start, end) {
                 return false;
             }
         }
@@ -270,6 +276,10 @@ mod tests {
         assert_eq!(ram.ranges(), &[(0, 2 * M), (10 * M, 30 * M)]);
         assert!(ram.set(&many[..MAX_RAM]));
         assert_eq!(ram.ranges().len(), MAX_RAM);
+        // Partial pages are not RAM to a core; a range within one page is
+        // nothing at all.
+        assert!(ram.set(&[0..0x9fc00, 0x10_0001..0x10_2000, 0x20_0100..0x20_0200]));
+        assert_eq!(ram.ranges(), &[(0, 0x9f000), (0x10_1000, 0x10_2000)]);
     }
 
     #[test]

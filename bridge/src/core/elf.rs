@@ -9,10 +9,20 @@
 //!   bare metal), and gdb 13 reads Linux cores either way;
 //! - one `PT_NOTE`: `CORE`/`NT_PRSTATUS` (Linux's 336-byte `elf_prstatus`:
 //!   the signal, pid 1, the registers in `user_regs_struct` order),
-//!   `CORE`/`NT_PRPSINFO` (the name and the command line), `CORE`/
-//!   `NT_FPREGSET` (the FXSAVE area), `GNU`/`NT_GNU_BUILD_ID` (the image's
-//!   build-id) and `UKDB`/1 ([`UKDB_NOTE`]: the reason, the command line,
-//!   the build-id, the cause and the exception, one `key=value` a line);
+//!   `CORE`/`NT_PRPSINFO` (`pr_fname` the image's file name, `pr_psargs`
+//!   the name and the command line: gdb compares `pr_fname` with its
+//!   executable's file name and warns "core file may not match specified
+//!   executable file" when they differ), with the image known `CORE`/
+//!   `NT_AUXV` (`AT_ENTRY`: lldb 14 loads the executable of a Linux core at
+//!   `AT_ENTRY - e_entry`, and not at all without it) and `CORE`/`NT_FILE`
+//!   (the image's read-only segments: gdb 13 then reads what the core
+//!   does not store through them, each read stopping at the end of a
+//!   `p_filesz == 0` run, instead of from its executable's sections, whose
+//!   `.bss` reads as zeros for as far as it goes, over stored pages),
+//!   `CORE`/`NT_FPREGSET` (the FXSAVE area), `GNU`/
+//!   `NT_GNU_BUILD_ID` (the image's build-id) and `UKDB`/1 ([`UKDB_NOTE`]:
+//!   the reason, the command line, the build-id, the cause and the
+//!   exception, one `key=value` a line);
 //! - `PT_LOAD`s at the **virtual** addresses of every map entry that is RAM
 //!   (not `DEVICE`, not `NOT_RAM`; aliases included), with the physical
 //!   address in `p_paddr` and `PF_R` plus `PF_W`/`PF_X` from the map flags.

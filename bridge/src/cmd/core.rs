@@ -363,12 +363,11 @@ async fn connect_tcp(addr: &str, timeout: Duration) -> anyhow::Result<TcpStream>
 
 /// Takes the core and writes it.
 pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
-    let image_id = match &cmd.image {
-        Some(image) => {
-            let data = std::fs::read(image)
-                .with_context(|| format!("cannot read the image {}", image.display()))?;
-            Some(image_build_id(&data))
-        }
+    let image = match &cmd.image {
+        Some(image) => Some(
+            std::fs::read(image)
+                .with_context(|| format!("cannot read the image {}", image.display()))?,
+        ),
         None => None,
     };
     let dir = match cmd.output.parent() {
@@ -398,7 +397,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     if let Some(bridge) = bridge {
         bridge.finish().await;
     }
-    let taken = match taken {
+    let mut taken = match taken {
         Ok(taken) => taken,
         Err(fail) => {
             eprintln!("ukdb core: {fail:#}; no core written");
@@ -408,8 +407,10 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             });
         }
     };
-    if let Some(image_id) = image_id {
-        check_build_id(&cmd, image_id.as_deref(), &taken.snapshot.build_id);
+    if let (Some(path), Some(data)) = (&cmd.image, &image) {
+        check_build_id(&cmd, image_build_id(data).as_deref(), &taken.snapshot.build_id);
+        // The image's name and entry point, for gdb's and lldb's sake.
+        taken.snapshot.set_image(path, data);
     }
     let size = match write_atomically(&cmd.output, &dir, &taken.snapshot) {
         Ok(size) => size,
@@ -584,6 +585,7 @@ async fn take(mut c: Client, cmd: &Cmd) -> Result<Taken, Fail> {
             cpu,
             map,
             pages,
+            ..Snapshot::default()
         },
         ram,
         read: total,

@@ -16,6 +16,7 @@ pub mod live;
 pub mod stream;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// The page size of [`Snapshot::pages`].
 pub const PAGE: u64 = 4096;
@@ -32,6 +33,13 @@ pub struct Snapshot {
     pub cmdline: String,
     /// The image's GNU build-id (empty: unknown).
     pub build_id: Vec<u8>,
+    /// The image's file name (empty: unknown): the process name of the
+    /// core (`NT_PRPSINFO`), which gdb compares with its executable's
+    /// file name. An empty name is written as [`elf::FNAME`].
+    pub name: String,
+    /// The image file, when known: the core's `NT_AUXV` and `NT_FILE`
+    /// notes refer to it ([`elf`]).
+    pub image: Option<Image>,
     /// The CPU.
     pub cpu: Cpu,
     /// The page walk's runs, in ascending virtual order.
@@ -39,6 +47,73 @@ pub struct Snapshot {
     /// The non-zero pages of the dumped (RAM) ranges, by physical page
     /// address; each exactly [`PAGE`] bytes.
     pub pages: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Snapshot {
+    /// Takes the image at `path` (its bytes `data`): [`Snapshot::name`]
+    /// becomes its file name, and [`Snapshot::image`] what
+    /// [`Image::of`] finds in it (`None` when it is not an ELF file).
+    pub fn set_image(&mut self, path: &Path, data: &[u8]) {
+        if let Some(name) = path.file_name() {
+            self.name = name.to_string_lossy().into_owned();
+        }
+        self.image = Image::of(path, data);
+    }
+}
+
+/// What a core says of the image file it is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The image's path (absolute when it could be made so): `NT_FILE`'s
+    /// file name.
+    pub path: PathBuf,
+    /// The ELF header's `e_entry`: `AT_ENTRY` of `NT_AUXV`.
+    pub entry: u64,
+    /// The image's read-only loadable segments, as `NT_FILE` maps them.
+    pub mappings: Vec<FileMapping>,
+}
+
+/// One range of memory that holds the bytes of the image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMapping {
+    /// The first virtual address (page aligned).
+    pub start: u64,
+    /// The end (exclusive).
+    pub end: u64,
+    /// The file offset of `start` (page aligned).
+    pub offset: u64,
+}
+
+impl Image {
+    /// The image at `path` whose bytes are `data`: its entry point and its
+    /// loadable segments that are neither writable nor empty in the file
+    /// (`PT_LOAD`, no `PF_W`, `p_filesz > 0`, offset and address equal
+    /// modulo [`PAGE`]), each from its page start to its last file byte:
+    /// what memory holds of the file as long as nothing writes it. `None`
+    /// when `data` is not an ELF file.
+    pub fn of(path: &Path, data: &[u8]) -> Option<Image> {
+        use object::read::elf::ProgramHeader as _;
+        let entry = elf::image_entry(data)?;
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut mappings = Vec::new();
+        if let Ok(file) = object::read::elf::ElfFile64::<object::Endianness>::parse(data) {
+            let e = file.endian();
+            for ph in file.elf_program_headers() {
+                let (vaddr, offset, filesz) = (ph.p_vaddr(e), ph.p_offset(e), ph.p_filesz(e));
+                if ph.p_type(e) != object::elf::PT_LOAD
+                    || ph.p_flags(e) & object::elf::PF_W != 0
+                    || filesz == 0
+                    || vaddr % PAGE != offset % PAGE
+                {
+                    continue;
+                }
+                let Some(end) = vaddr.checked_add(filesz) else { continue };
+                let skip = vaddr % PAGE;
+                mappings.push(FileMapping { start: vaddr - skip, end, offset: offset - skip });
+            }
+        }
+        Some(Image { path, entry, mappings })
+    }
 }
 
 /// One run of the page walk (`ukdb_stub::dumpwire::MAP`).

@@ -499,6 +499,7 @@ pub(crate) mod tests {
                 .map(|&(vaddr, paddr, len, flags)| MapEntry { vaddr, paddr, len, flags })
                 .collect(),
             pages,
+            ..Snapshot::default()
         };
         (line, snapshot)
     }

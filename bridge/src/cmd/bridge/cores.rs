@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::warn;
 use ukdb_bridge::core::elf::{self, hex};
 use ukdb_bridge::core::stream::{Progress, StreamError};
-use ukdb_bridge::core::Snapshot;
+use ukdb_bridge::core::{Image, Snapshot};
 
 /// How often a progress line is printed while a stream arrives.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -49,6 +49,8 @@ pub struct Cores {
     opts: CoreOptions,
     /// The image's build-id, read once.
     image_build_id: Option<Vec<u8>>,
+    /// What the cores say of the image, read once.
+    image_ref: Option<Image>,
     /// The stream arriving: its raw bytes so far, when kept.
     raw: Option<(BufWriter<File>, tempfile::TempPath)>,
     started: Instant,
@@ -64,7 +66,7 @@ impl Cores {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the core directory {}", dir.display()))?;
         }
-        let image_build_id = match &opts.image {
+        let (image_build_id, image_ref) = match &opts.image {
             Some(image) => {
                 let data = std::fs::read(image)
                     .with_context(|| format!("cannot read the image {}", image.display()))?;
@@ -72,12 +74,12 @@ impl Cores {
                 if id.is_none() {
                     warn!("{} has no GNU build-id: cores cannot be matched to it", image.display());
                 }
-                id
+                (id, Image::of(image, &data))
             }
-            None => None,
+            None => (None, None),
         };
         let now = Instant::now();
-        Ok(Cores { opts, image_build_id, raw: None, started: now, last_progress: now })
+        Ok(Cores { opts, image_build_id, image_ref, raw: None, started: now, last_progress: now })
     }
 
     /// A stream starts.
@@ -124,9 +126,16 @@ impl Cores {
 
     /// The stream is complete: the core is written (or, without a
     /// directory, reported).
-    pub async fn done(&mut self, snapshot: Box<Snapshot>) {
+    pub async fn done(&mut self, mut snapshot: Box<Snapshot>) {
         // The raw stream is not needed any more.
         self.raw = None;
+        // The process name gdb compares with its executable's file name:
+        // the image's, else --name; and where lldb finds the image.
+        snapshot.name = match self.opts.image.as_ref().and_then(|i| i.file_name()) {
+            Some(file) => file.to_string_lossy().into_owned(),
+            None => self.opts.name.clone(),
+        };
+        snapshot.image = self.image_ref.clone();
         let reason = snapshot.reason.lines().next().unwrap_or("").to_string();
         self.check_build_id(&snapshot.build_id);
         let Some(dir) = self.opts.dir.clone() else {

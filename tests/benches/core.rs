@@ -5,16 +5,24 @@
 //!   connection kind, the raw bulk-read rate: back-to-back `x` reads of the
 //!   largest size the stub's PacketSize allows, 8 MiB in all);
 //! - `ukdb core --target` on the serial line (a VM booted with `ukdb.net=off`);
-//! - QEMU's own `dump-guest-memory` (QMP, ELF, no paging) on the net VM.
+//! - QEMU's own `dump-guest-memory` (QMP, ELF, no paging) on the net VM;
+//! - the crash stream: `ukdemo.panic=3 ukdb.crash=dump` on the serial line
+//!   into `ukdb bridge --core-dir`, with the full stub and with the
+//!   dump-only stub (`--no-default-features --features dump`), timed from
+//!   the console's `ukdb: crash: streaming a core` line to the bridge's
+//!   `ukdb: core written` line.
+//!
+//! `cargo bench -p ukdb-tests --bench core -- WORD` runs only the rows
+//! whose path contains WORD (`net`, `QEMU`, `serial`, `crash`).
 //!
 //! Reported: seconds, core size, the memory captured per second (the RAM
 //! the map lists over the wall time), and for the network the read phase's
 //! rate (pages read over the time spent reading them, from `ukdb core`'s
 //! debug log) against the raw bulk-read rate. It asserts only that every
-//! dump succeeds. The crash-stream row is added separately.
+//! dump succeeds.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use ukdb_tests::raw::{Raw, Reply};
@@ -146,11 +154,68 @@ fn qmp_dump(qmp: &Path, file: &Path) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn measure(mem: &str, rows: &mut Vec<Row>) {
+/// The dump-only image, built into `target/dumponly` as scripts/test.sh
+/// builds it.
+fn dumponly_image() -> PathBuf {
+    let example = root().join("examples/ukdemo");
+    let args = [
+        "build",
+        "--release",
+        "--no-default-features",
+        "--features",
+        "dump",
+        "--target-dir",
+        "target/dumponly",
+    ];
+    let status =
+        Command::new("cargo").args(args).current_dir(&example).status().expect("cannot run cargo");
+    assert!(status.success(), "cargo {} failed", args.join(" "));
+    example.join("target/dumponly/x86_64-unknown-none/release/ukdemo")
+}
+
+/// A panic's crash stream on the serial line into `ukdb bridge
+/// --core-dir`: the row.
+fn crash_stream(image: &Path, stub: &str, mem: &str, dir: &Path) -> Row {
+    let append = "ukdemo.panic=3 ukdb.crash=dump,then=halt";
+    let vm = Vm::boot_with("q35", image, append, &["-m", mem]);
+    let cores = dir.join(format!("cores-{}-{mem}", stub.replace(' ', "-")));
+    let args = ["--core-dir", cores.to_str().unwrap(), "--image", image.to_str().unwrap()];
+    let bridge = Bridge::start_unsynced(&vm, &args);
+    let console =
+        bridge.console.wait("the crash stream", |t| t.contains("ukdb: crash: streaming a core ("));
+    let start = Instant::now();
+    let err = bridge.stderr.wait("the core", |t| {
+        t.contains("ukdb: core written: ") || t.contains("ukdb: crash stream broken")
+    });
+    let secs = start.elapsed().as_secs_f64();
+    assert!(err.contains("ukdb: core written: "), "{err}");
+    let core: String = capture(&err, r"ukdb: core written: (\S+) \(");
+    let size = std::fs::metadata(&core).unwrap().len();
+    let mapped: f64 = capture(&console, r"ukdb: crash: streaming a core \((\d+) MiB mapped\)");
+    let sent =
+        bridge.console.wait("the stub's last line", |t| t.contains("ukdb: crash: core sent ("));
+    let pages: u64 = capture(&sent, r"ukdb: crash: core sent \((\d+) pages, ");
+    let line: u64 = capture(&sent, r"ukdb: crash: core sent \(\d+ pages, (\d+) bytes\)");
+    Row {
+        path: format!("crash stream, serial, {stub}"),
+        ram: mem.into(),
+        secs,
+        core_mib: mib(size),
+        captured_mib_s: mapped / secs,
+        note: format!(
+            "map {mapped:.0} MiB; {pages} pages ({:.1} MiB) in {:.1} MiB on the line, {:.2} MiB/s",
+            mib(pages * 4096),
+            mib(line),
+            mib(line) / secs
+        ),
+    }
+}
+
+fn measure(mem: &str, rows: &mut Vec<Row>, only: &dyn Fn(&str) -> bool) {
     let a = artifacts();
     let dir = tempfile::tempdir().unwrap();
     // The network stub, QEMU's dump on the same VM.
-    {
+    if only("ukdb core, net") || only("QEMU dump-guest-memory") {
         let qmp = dir.path().join("qmp.sock");
         let [q1, q2] = ukdb_tests::qmp::args(&qmp);
         let vm = NetVm::boot("q35", &a.image, "", &["-m", mem, &q1, &q2]);
@@ -186,7 +251,7 @@ fn measure(mem: &str, rows: &mut Vec<Row>) {
         });
     }
     // The serial line.
-    {
+    if only("ukdb core, serial") {
         let vm = Vm::boot_with("q35", &a.image, "ukdb.net=off", &["-m", mem]);
         let target = format!("unix:{}", vm.sock.display());
         let core = dir.path().join("serial.core");
@@ -205,13 +270,22 @@ fn measure(mem: &str, rows: &mut Vec<Row>) {
             ),
         });
     }
+    // The crash stream, both stubs.
+    if only("crash stream, serial, full stub") {
+        rows.push(crash_stream(&a.image, "full stub", mem, dir.path()));
+    }
+    if only("crash stream, serial, dump-only stub") {
+        rows.push(crash_stream(&dumponly_image(), "dump-only stub", mem, dir.path()));
+    }
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else is taken.
+    // `cargo bench` passes --bench; a word after it picks rows.
+    let word = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let only = |path: &str| word.as_deref().is_none_or(|w| path.contains(w));
     let mut rows = Vec::new();
     for mem in ["128M", "1G"] {
-        measure(mem, &mut rows);
+        measure(mem, &mut rows, &only);
     }
     println!(
         "\n| path | -m | seconds | core MiB | memory captured MiB/s | notes |\n|---|---|---|---|---|---|"

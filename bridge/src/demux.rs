@@ -23,6 +23,9 @@
 //!   [`Event::CrashFailed`]; then the parser goes on in the state it was in
 //!   (a `DLE` and another byte that broke the stream are parsed again, so a
 //!   hello that cut a stream short is still a hello);
+//!   After a record fails its check the rest of the stream is skipped up to
+//!   its `DLE 'Z'`, which ends every stream and is never escaped; a `DLE 'Z'`
+//!   anywhere else means nothing;
 //! * `DLE 'F'` is the stub's sync: framing is on and the channel is the console;
 //! * `DLE 'C'` / `DLE 'D'` switch to the console / debugger channel;
 //! * `DLE DLE` is one literal `0x10` in the current channel;
@@ -39,7 +42,7 @@
 use crate::core::stream::{Decoder, Fed, Progress, StreamError};
 use crate::core::Snapshot;
 use crate::wire::{CONSOLE, DEBUGGER, DLE, ENDED, HELLO, SYNC};
-use ukdb_stub::dumpwire::START as CRASH;
+use ukdb_stub::dumpwire::{START as CRASH, STOP as CRASH_STOP};
 
 /// The two logical channels of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,9 @@ pub struct Demux {
     channel: Channel,
     pending_dle: bool,
     crash: Option<Decoder>,
+    /// The rest of a crash stream whose check failed, skipped record by
+    /// record.
+    skim: Option<Skim>,
 }
 
 impl Default for Demux {
@@ -105,7 +111,13 @@ impl Default for Demux {
 impl Demux {
     /// A parser for a fresh connection: raw mode, nothing pending.
     pub fn new() -> Self {
-        Self { framed: false, channel: Channel::Console, pending_dle: false, crash: None }
+        Self {
+            framed: false,
+            channel: Channel::Console,
+            pending_dle: false,
+            crash: None,
+            skim: None,
+        }
     }
 
     /// `true` once the stub's sync (`DLE 'F'`) has been seen.
@@ -137,13 +149,26 @@ impl Demux {
 
     /// `true` while a crash stream is being received.
     pub fn in_crash_stream(&self) -> bool {
-        self.crash.is_some()
+        self.crash.is_some() || self.skim.is_some()
     }
 
     /// Like [`Demux::feed`], appending the events to `out`.
     pub fn feed_into(&mut self, mut input: &[u8], out: &mut Vec<Event>) {
         let mut progressed = false;
         while let Some((&byte, rest)) = input.split_first() {
+            if let Some(skim) = &mut self.skim {
+                let (used, end) = skim.feed(input);
+                let (stream, rest) = input.split_at(used);
+                crash_bytes(out, stream);
+                input = rest;
+                if let Some(broken) = end {
+                    let skim = self.skim.take().expect("skimming");
+                    out.push(Event::CrashFailed(skim.error));
+                    // The DLE it took is parsed again with the byte after.
+                    self.pending_dle = broken;
+                }
+                continue;
+            }
             let Some(decoder) = &mut self.crash else {
                 self.byte(byte, out);
                 input = rest;
@@ -167,11 +192,22 @@ impl Demux {
                     let (stream, rest) = input.split_at(used);
                     crash_bytes(out, stream);
                     self.crash = None;
-                    // The DLE the decoder took is parsed again with the
-                    // byte after it.
-                    self.pending_dle = matches!(error, StreamError::Broken(_));
-                    out.push(Event::CrashFailed(error));
                     input = rest;
+                    match error {
+                        // The line broke (the DLE it took is parsed again
+                        // with the byte after it) or ended: nothing follows.
+                        StreamError::Broken(_) | StreamError::Truncated { .. } => {
+                            self.pending_dle = matches!(error, StreamError::Broken(_));
+                            out.push(Event::CrashFailed(error));
+                        }
+                        // A record failed its check, but the stub goes on
+                        // sending the rest: skip it up to its `DLE 'Z'`, so
+                        // that it never reaches the console; the failure
+                        // is reported at its end.
+                        StreamError::BadCrc { .. } | StreamError::Malformed(_) => {
+                            self.skim = Some(Skim::new(error));
+                        }
+                    }
                 }
             }
         }
@@ -188,6 +224,9 @@ impl Demux {
         if let Some(decoder) = self.crash.take() {
             let error = decoder.finish().unwrap_or(StreamError::Truncated { records: 0 });
             out.push(Event::CrashFailed(error));
+        }
+        if let Some(skim) = self.skim.take() {
+            out.push(Event::CrashFailed(skim.error));
         }
         if std::mem::take(&mut self.pending_dle) {
             payload(&mut out, Channel::Console, DLE);
@@ -222,6 +261,9 @@ impl Demux {
                 out.push(Event::Ended);
                 return;
             }
+            // The end of a crash stream, after its END record: nothing
+            // more to do.
+            CRASH_STOP => return,
             CRASH => {
                 self.crash = Some(Decoder::new());
                 out.push(Event::CrashStart);
@@ -253,6 +295,40 @@ impl Demux {
                 payload(out, Channel::Console, other);
             }
         }
+    }
+}
+
+/// The rest of a crash stream after a record failed its check: skipped
+/// up to the stream's unescaped `DLE 'Z'` (or any other control sequence,
+/// which is parsed again), so that it never reaches the console.
+#[derive(Debug)]
+struct Skim {
+    error: StreamError,
+    /// A `DLE` waiting for its second byte.
+    dle: bool,
+}
+
+impl Skim {
+    fn new(error: StreamError) -> Self {
+        Skim { error, dle: false }
+    }
+
+    /// Takes bytes of `input`; returns how many belong to the stream, and
+    /// `Some(broken)` once it ended: `false` at its `DLE 'Z'` (taken),
+    /// `true` at a `DLE` and another byte (the `DLE` taken, not the byte).
+    fn feed(&mut self, input: &[u8]) -> (usize, Option<bool>) {
+        for (i, &b) in input.iter().enumerate() {
+            if std::mem::take(&mut self.dle) {
+                match b {
+                    DLE => {}
+                    CRASH_STOP => return (i + 1, Some(false)),
+                    _ => return (i, Some(true)),
+                }
+            } else if b == DLE {
+                self.dle = true;
+            }
+        }
+        (input.len(), None)
     }
 }
 
@@ -350,6 +426,11 @@ mod tests {
         run_chunks(&[input])
     }
 
+    fn run_bytewise(input: &[u8]) -> Vec<Event> {
+        let chunks: Vec<&[u8]> = input.chunks(1).collect();
+        run_chunks(&chunks)
+    }
+
     /// Asserts that every way of splitting `input` into two chunks, and
     /// feeding it one byte at a time, gives the same streams and control
     /// events as feeding it whole.
@@ -382,7 +463,7 @@ mod tests {
     fn before_sync_dle_pairs_are_console() {
         // Every DLE pair other than DLE 'F' is two console bytes in raw mode,
         // including the framed-mode escapes C, D, R, X and DLE DLE.
-        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, CRASH, D].contains(&b)) {
+        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, CRASH, CRASH_STOP, D].contains(&b)) {
             assert_eq!(run(&[D, b]), vec![console(&[D, b])], "DLE {b:#04x}");
         }
         // DLE DLE: the second DLE waits for its successor, then is released
@@ -483,6 +564,7 @@ mod tests {
                     expect.push(Event::CrashBytes(vec![D, CRASH]));
                     expect.push(Event::CrashFailed(StreamError::Truncated { records: 0 }));
                 }
+                CRASH_STOP => {}
                 D => expect.push(debugger(&[D])),
                 other => {
                     expect.push(Event::FramingError(other));
@@ -527,13 +609,13 @@ mod tests {
         // In the debugger channel, the two bytes go to the console and the
         // channel stays the debugger's.
         assert_eq!(
-            run(b"\x10F\x10D$O\x10Zk#00"),
+            run(b"\x10F\x10D$O\x10Yk#00"),
             vec![
                 Event::Sync,
                 Event::Switch(Channel::Debugger),
                 debugger(b"$O"),
-                Event::FramingError(b'Z'),
-                console(&[D, b'Z']),
+                Event::FramingError(b'Y'),
+                console(&[D, b'Y']),
                 debugger(b"k#00"),
             ]
         );
@@ -649,6 +731,8 @@ mod tests {
             e.record(NOTE, &[&[note::CMDLINE], b"a=b"]);
         }
         e.end();
+        // The records alone: the tests of the stream's `DLE 'Z'` add it.
+        assert_eq!(line.split_off(line.len() - 2), ukdb_stub::dumpwire::STOP_SEQ);
         let snapshot = Snapshot {
             cause: cause::PANIC,
             reason: "boom \x10".into(),
@@ -739,6 +823,7 @@ mod tests {
         let (mut stream, _) = crash_stream_with(true);
         let last = stream.len() - 1;
         stream[last] ^= 1; // END's CRC
+        stream.extend_from_slice(&ukdb_stub::dumpwire::STOP_SEQ);
         stream.extend_from_slice(b"more");
         let got = run(&stream);
         assert_eq!(
@@ -746,6 +831,36 @@ mod tests {
             vec![Event::CrashStart, Event::CrashFailed(StreamError::BadCrc { record: 10 })]
         );
         assert_eq!(streams(&got).0, b"more");
+    }
+
+    #[test]
+    fn the_records_after_a_bad_one_never_reach_the_console() {
+        // Once went to the console as binary: everything after the first
+        // record that failed its check. Every byte of the stream's records
+        // (not its start) corrupted in turn: the console gets exactly what
+        // came before and after the stream, fed whole and byte by byte.
+        let (mut stream, _) = crash_stream_with(true);
+        stream.extend_from_slice(&ukdb_stub::dumpwire::STOP_SEQ);
+        for at in 2..stream.len() - 2 {
+            if stream[at] == DLE || stream[at - 1] == DLE || stream.get(at + 1) == Some(&DLE) {
+                continue;
+            }
+            let mut line = b"before\n".to_vec();
+            let mut bad = stream.clone();
+            bad[at] ^= 0x41;
+            if bad[at] == DLE {
+                continue;
+            }
+            line.extend_from_slice(&bad);
+            line.extend_from_slice(b"after\n");
+            let runs =
+                if at % 97 == 0 { vec![run(&line), run_bytewise(&line)] } else { vec![run(&line)] };
+            for got in runs {
+                assert_eq!(streams(&got).0, b"before\nafter\n", "byte {at}");
+                let failed = got.iter().filter(|e| matches!(e, Event::CrashFailed(_))).count();
+                assert_eq!(failed, 1, "byte {at}");
+            }
+        }
     }
 
     #[test]

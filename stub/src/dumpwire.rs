@@ -12,9 +12,9 @@
 //! ```
 //!
 //! `crc` is CRC-32 (ISO-HDLC, as zlib's `crc32`) of `kind`, `len` and the
-//! payload. The first record is [`HEADER`], the last [`END`]; a `DLE`
-//! followed by anything but `DLE` before the end breaks the stream (the
-//! unikernel restarted, or the line lost bytes).
+//! payload. The first record is [`HEADER`], the last [`END`], and
+//! `DLE 'Z'` follows it; a `DLE` followed by anything but `DLE` before the
+//! end breaks the stream (the unikernel restarted, or the line lost bytes).
 
 use crate::wire::DLE;
 
@@ -22,6 +22,12 @@ use crate::wire::DLE;
 pub const START: u8 = b'K';
 /// The whole start sequence as written on the line.
 pub const START_SEQ: [u8; 2] = [DLE, START];
+/// `DLE 'Z'` (stub -> host): the stream is over, written after its
+/// [`END`] record. Never escaped, so a reader that lost the records'
+/// framing (a corrupted length) still finds where the stream stops.
+pub const STOP: u8 = b'Z';
+/// The whole stop sequence as written on the line.
+pub const STOP_SEQ: [u8; 2] = [DLE, STOP];
 
 /// The header's magic.
 pub const MAGIC: [u8; 8] = *b"UKDBCORE";
@@ -180,11 +186,12 @@ impl<S: FnMut(&[u8])> Encoder<S> {
         left == 0
     }
 
-    /// The [`END`] record; the stream is complete. Returns how many pages
-    /// the `DATA` records carried.
+    /// The [`END`] record, then [`STOP_SEQ`]; the stream is complete.
+    /// Returns how many pages the `DATA` records carried.
     pub fn end(mut self) -> u64 {
         let (records, pages) = (self.records, self.pages);
         self.record(END, &[&records.to_le_bytes(), &pages.to_le_bytes()]);
+        (self.sink)(&STOP_SEQ);
         pages
     }
 
@@ -236,6 +243,14 @@ mod tests {
         out
     }
 
+    /// The records of a whole stream, unescaped: between `DLE 'K'` and
+    /// `DLE 'Z'`.
+    fn body(line: &[u8]) -> Vec<u8> {
+        assert_eq!(line[..2], START_SEQ);
+        assert_eq!(line[line.len() - 2..], STOP_SEQ);
+        unescape(&line[2..line.len() - 2]).unwrap()
+    }
+
     /// Undoes the escaping; `None` at a lone DLE.
     fn unescape(line: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::new();
@@ -256,8 +271,7 @@ mod tests {
             assert!(e.record(NOTE, &[&[note::REASON], b"boom \x10 here"]));
             assert!(e.record(DATA, &[&0x1000u64.to_le_bytes(), &[0x10; 4096]]));
         });
-        assert_eq!(line[..2], START_SEQ);
-        let body = unescape(&line[2..]).unwrap();
+        let body = body(&line);
         let mut at = 0;
         let mut kinds = Vec::new();
         while at < body.len() {
@@ -299,7 +313,7 @@ mod tests {
             e.feed(b"ab");
             assert!(!e.finish());
         });
-        let body = unescape(&short[2..]).unwrap();
+        let body = body(&short);
         assert_eq!(&body[..7], &[NOTE, 4, 0, 0, 0, b'a', b'b']);
     }
 
@@ -307,7 +321,7 @@ mod tests {
     fn an_oversized_record_is_refused_and_not_written() {
         let big = vec![0u8; MAX_PAYLOAD + 1];
         let line = encode(|e| assert!(!e.record(DATA, &[&big])));
-        let body = unescape(&line[2..]).unwrap();
+        let body = body(&line);
         assert_eq!(body[0], END);
     }
 

@@ -471,6 +471,8 @@ pub(crate) mod tests {
         e.end();
         assert_eq!(line[..2], dumpwire::START_SEQ);
         line.drain(..2);
+        // The records alone: `DLE 'Z'` after them is the demultiplexer's.
+        assert_eq!(line.split_off(line.len() - 2), dumpwire::STOP_SEQ);
 
         let mut cpu = Cpu::default();
         for (i, r) in cpu.frame.iter_mut().enumerate() {

@@ -68,6 +68,8 @@ impl Stream {
         let mut end = self.records.to_le_bytes().to_vec();
         end.extend_from_slice(&self.pages.to_le_bytes());
         self.record(b'E', &end);
+        // The stream's end on the line, never escaped.
+        self.line.extend_from_slice(&[DLE, b'Z']);
         self.line
     }
 }

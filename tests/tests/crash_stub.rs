@@ -202,16 +202,18 @@ fn a_panic_streams_a_valid_core_on_the_raw_line() {
     assert_eq!(u64_at(end, 4), pages);
 
     // The console line after the stream: the same pages, every byte of it.
-    let after = String::from_utf8_lossy(&bytes[k + 2 + body_len..]);
+    // The stream ends with an unescaped `DLE 'Z'`.
+    assert_eq!(bytes[k + 2 + body_len..k + 4 + body_len], [0x10, b'Z']);
+    let after = String::from_utf8_lossy(&bytes[k + 4 + body_len..]);
     let caps = sent.captures(&after).expect(&after);
     assert!(after.starts_with("ukdb: crash: core sent ("), "{after}");
     assert_eq!(caps[1].parse::<u64>().unwrap(), pages);
-    assert_eq!(caps[2].parse::<usize>().unwrap(), 2 + body_len);
+    assert_eq!(caps[2].parse::<usize>().unwrap(), 4 + body_len);
     println!(
         "crash stream: {} records, {pages} pages, {} bytes on the line, {mib} MiB mapped; \
          boot to 'core sent' {took:.1?}",
         records.len(),
-        2 + body_len
+        4 + body_len
     );
 }
 

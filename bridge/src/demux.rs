@@ -25,7 +25,8 @@
 //!   hello that cut a stream short is still a hello);
 //!   After a record fails its check the rest of the stream is skipped up to
 //!   its `DLE 'Z'`, which ends every stream and is never escaped; a `DLE 'Z'`
-//!   anywhere else means nothing;
+//!   right after a stream's END record is taken, anywhere else it is an
+//!   unknown escape like any other;
 //! * `DLE 'F'` is the stub's sync: framing is on and the channel is the console;
 //! * `DLE 'C'` / `DLE 'D'` switch to the console / debugger channel;
 //! * `DLE DLE` is one literal `0x10` in the current channel;
@@ -97,9 +98,12 @@ pub struct Demux {
     channel: Channel,
     pending_dle: bool,
     crash: Option<Decoder>,
-    /// The rest of a crash stream whose check failed, skipped record by
-    /// record.
+    /// The rest of a crash stream whose check failed, skipped up to its
+    /// `DLE 'Z'`.
     skim: Option<Skim>,
+    /// A crash stream's END record came last: the stream's `DLE 'Z'` is
+    /// due (anywhere else a `DLE 'Z'` is an unknown escape).
+    stop_due: bool,
 }
 
 impl Default for Demux {
@@ -117,6 +121,7 @@ impl Demux {
             pending_dle: false,
             crash: None,
             skim: None,
+            stop_due: false,
         }
     }
 
@@ -185,6 +190,7 @@ impl Demux {
                     crash_bytes(out, stream);
                     let snapshot = decoder.take_snapshot().unwrap_or_default();
                     self.crash = None;
+                    self.stop_due = true;
                     out.push(Event::CrashDone(Box::new(snapshot)));
                     input = rest;
                 }
@@ -198,6 +204,8 @@ impl Demux {
                         // with the byte after it) or ended: nothing follows.
                         StreamError::Broken(_) | StreamError::Truncated { .. } => {
                             self.pending_dle = matches!(error, StreamError::Broken(_));
+                            // A stream that stopped early: its own end.
+                            self.stop_due = error == StreamError::Broken(CRASH_STOP);
                             out.push(Event::CrashFailed(error));
                         }
                         // A record failed its check, but the stub goes on
@@ -235,9 +243,11 @@ impl Demux {
     }
 
     fn byte(&mut self, byte: u8, out: &mut Vec<Event>) {
+        let stop_due = std::mem::take(&mut self.stop_due);
         if !std::mem::take(&mut self.pending_dle) {
             if byte == DLE {
                 self.pending_dle = true;
+                self.stop_due = stop_due;
             } else {
                 payload(out, self.channel(), byte);
             }
@@ -261,9 +271,8 @@ impl Demux {
                 out.push(Event::Ended);
                 return;
             }
-            // The end of a crash stream, after its END record: nothing
-            // more to do.
-            CRASH_STOP => return,
+            // The end of a crash stream, right after its END record.
+            CRASH_STOP if stop_due => return,
             CRASH => {
                 self.crash = Some(Decoder::new());
                 out.push(Event::CrashStart);
@@ -463,7 +472,7 @@ mod tests {
     fn before_sync_dle_pairs_are_console() {
         // Every DLE pair other than DLE 'F' is two console bytes in raw mode,
         // including the framed-mode escapes C, D, R, X and DLE DLE.
-        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, CRASH, CRASH_STOP, D].contains(&b)) {
+        for b in (0..=255u8).filter(|&b| ![SYNC, HELLO, ENDED, CRASH, D].contains(&b)) {
             assert_eq!(run(&[D, b]), vec![console(&[D, b])], "DLE {b:#04x}");
         }
         // DLE DLE: the second DLE waits for its successor, then is released
@@ -564,7 +573,6 @@ mod tests {
                     expect.push(Event::CrashBytes(vec![D, CRASH]));
                     expect.push(Event::CrashFailed(StreamError::Truncated { records: 0 }));
                 }
-                CRASH_STOP => {}
                 D => expect.push(debugger(&[D])),
                 other => {
                     expect.push(Event::FramingError(other));
@@ -609,13 +617,13 @@ mod tests {
         // In the debugger channel, the two bytes go to the console and the
         // channel stays the debugger's.
         assert_eq!(
-            run(b"\x10F\x10D$O\x10Yk#00"),
+            run(b"\x10F\x10D$O\x10Zk#00"),
             vec![
                 Event::Sync,
                 Event::Switch(Channel::Debugger),
                 debugger(b"$O"),
-                Event::FramingError(b'Y'),
-                console(&[D, b'Y']),
+                Event::FramingError(b'Z'),
+                console(&[D, b'Z']),
                 debugger(b"k#00"),
             ]
         );
@@ -748,6 +756,27 @@ mod tests {
 
     fn done(snapshot: &Snapshot) -> Event {
         Event::CrashDone(Box::new(snapshot.clone()))
+    }
+
+    #[test]
+    fn the_streams_dle_z_is_taken_only_right_after_it() {
+        use ukdb_stub::dumpwire::STOP_SEQ;
+        let (stream, snapshot) = crash_stream();
+        // Right after the END record (raw and framed mode): taken.
+        for prefix in [&b"x"[..], b"\x10Fx"] {
+            let input = [prefix, &stream, &STOP_SEQ, b"y\x10Zz"].concat();
+            let got = run(&input);
+            let mut want = vec![Event::CrashStart, done(&snapshot)];
+            if prefix.len() > 1 {
+                want.insert(0, Event::Sync);
+                want.push(Event::FramingError(CRASH_STOP));
+            }
+            assert_eq!(controls(&got), want);
+            // Anywhere else a DLE 'Z' is kept, as any unknown escape.
+            assert_eq!(streams(&got).0, b"xy\x10Zz");
+            assert_eq!(crash_raw(&got), stream);
+            assert_chunking_invariant(&input);
+        }
     }
 
     #[test]

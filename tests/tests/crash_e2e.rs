@@ -545,3 +545,23 @@ fn the_dump_only_image_streams_a_core_through_the_bridge() {
     // 6. Against the full example image.
     assert_refused(&core, image, &artifacts().image);
 }
+
+/// `then=reboot`: after the core, the stub resets the machine; QEMU, run
+/// with `-no-reboot`, exits on the reset, so the bridge sees the line close
+/// right after writing the core (with `then=wait` the unikernel would stay
+/// stopped and the line open).
+#[test]
+fn then_reboot_resets_the_machine_after_the_core() {
+    let image = &artifacts().image;
+    let c = Crash::start(image, "ukdemo.div0=3 ukdb.crash=dump,then=reboot", &[], None);
+    let (core, reason) = c.core();
+    assert!(reason.starts_with("divide error at rip 0x"), "{reason}");
+    let err = c.bridge.stderr.wait("the reset", |t| t.contains("ukdb: unikernel channel closed"));
+    let written = err.find("ukdb: core written").unwrap();
+    assert!(written < err.find("ukdb: unikernel channel closed").unwrap(), "{err}");
+    let out = gdb_core(image, &core, &["x/i $pc"]);
+    assert!(
+        Regex::new(r"=> 0x[0-9a-f]+ <[^>]*tick[^>]*>:\s+div ").unwrap().is_match(&out),
+        "{out}"
+    );
+}

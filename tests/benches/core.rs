@@ -22,7 +22,7 @@
 //! dump succeeds.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use ukdb_tests::raw::{Raw, Reply};
@@ -154,25 +154,6 @@ fn qmp_dump(qmp: &Path, file: &Path) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-/// The dump-only image, built into `target/dumponly` as scripts/test.sh
-/// builds it.
-fn dumponly_image() -> PathBuf {
-    let example = root().join("examples/ukdemo");
-    let args = [
-        "build",
-        "--release",
-        "--no-default-features",
-        "--features",
-        "dump",
-        "--target-dir",
-        "target/dumponly",
-    ];
-    let status =
-        Command::new("cargo").args(args).current_dir(&example).status().expect("cannot run cargo");
-    assert!(status.success(), "cargo {} failed", args.join(" "));
-    example.join("target/dumponly/x86_64-unknown-none/release/ukdemo")
-}
-
 /// A panic's crash stream on the serial line into `ukdb bridge
 /// --core-dir`: the row.
 fn crash_stream(image: &Path, stub: &str, mem: &str, dir: &Path) -> Row {
@@ -275,7 +256,7 @@ fn measure(mem: &str, rows: &mut Vec<Row>, only: &dyn Fn(&str) -> bool) {
         rows.push(crash_stream(&a.image, "full stub", mem, dir.path()));
     }
     if only("crash stream, serial, dump-only stub") {
-        rows.push(crash_stream(&dumponly_image(), "dump-only stub", mem, dir.path()));
+        rows.push(crash_stream(dumponly_image(), "dump-only stub", mem, dir.path()));
     }
 }
 

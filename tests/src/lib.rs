@@ -76,6 +76,29 @@ pub fn dev_image() -> &'static Path {
     })
 }
 
+/// The example image with crash dumps and no debugger code
+/// (`--no-default-features --features dump`), built once per test binary
+/// into `target/dumponly`, where scripts/test.sh builds it too.
+pub fn dumponly_image() -> &'static Path {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let example = root().join("examples/ukdemo");
+        cargo(
+            &example,
+            &[
+                "build",
+                "--release",
+                "--no-default-features",
+                "--features",
+                "dump",
+                "--target-dir",
+                "target/dumponly",
+            ],
+        );
+        example.join("target/dumponly/x86_64-unknown-none/release/ukdemo")
+    })
+}
+
 /// A process's text output as a reader thread appends it, line by line,
 /// with a way to wait for it: [`capture::Capture`] seen as whole lines of
 /// text.

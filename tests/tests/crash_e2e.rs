@@ -10,36 +10,10 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use ukdb_tests::*;
 
 const DLE: u8 = 0x10;
-
-/// The dump-only image (`--no-default-features --features dump`), built
-/// once per test binary into `target/dumponly` (where scripts/test.sh puts
-/// it too).
-fn dumponly_image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let example = root().join("examples/ukdemo");
-        let args = [
-            "build",
-            "--release",
-            "--no-default-features",
-            "--features",
-            "dump",
-            "--target-dir",
-            "target/dumponly",
-        ];
-        let status = Command::new("cargo")
-            .args(args)
-            .current_dir(&example)
-            .status()
-            .expect("cannot run cargo");
-        assert!(status.success(), "cargo {} failed", args.join(" "));
-        example.join("target/dumponly/x86_64-unknown-none/release/ukdemo")
-    })
-}
 
 /// A VM that is going to crash, the bridge in front of its serial line
 /// with `--core-dir`, and that directory. The bridge goes first on drop.

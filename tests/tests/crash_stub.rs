@@ -5,35 +5,10 @@
 
 use regex::Regex;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use ukdb_tests::capture::{self, Capture};
 use ukdb_tests::*;
-
-/// The dump-only image, built once per test binary (`target/dumponly`).
-fn dumponly_image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let example = root().join("examples/ukdemo");
-        let args = [
-            "build",
-            "--release",
-            "--no-default-features",
-            "--features",
-            "dump",
-            "--target-dir",
-            "target/dumponly",
-        ];
-        let status = std::process::Command::new("cargo")
-            .args(args)
-            .current_dir(&example)
-            .status()
-            .expect("cannot run cargo");
-        assert!(status.success(), "cargo {} failed", args.join(" "));
-        example.join("target/dumponly/x86_64-unknown-none/release/ukdemo")
-    })
-}
 
 /// CRC-32/ISO-HDLC, bit by bit (the test's own, not the stub's crate).
 fn crc32(bytes: &[u8]) -> u32 {

@@ -129,6 +129,14 @@ fn the_page_bitmap_marks_exactly_the_pages_with_data() {
     // Page 0 is not mapped: never data. A reply never holds more pages than
     // asked.
     assert_eq!(raw.request(b"qUkdb.pages:0,1000"), "00");
+    // Hostile ranges: past the top of the address space, not canonical,
+    // and more pages than a reply holds (it says how many it covers).
+    assert_eq!(raw.request(b"qUkdb.pages:fffffffffffff000,10000"), "0000");
+    assert_eq!(raw.request(b"qUkdb.pages:800000000000,2000"), "00");
+    let all = raw.request(b"qUkdb.pages:0,fffffffffffff000");
+    // The network stub's packets are 64 KiB: about 256 Ki pages per reply.
+    assert!(all.len() >= 2 && all.len() % 2 == 0 && all.len() <= 65544, "{} digits", all.len());
+    assert_eq!(raw.request(b"qUkdb.map:ffffffffffffffff"), "l");
 }
 
 #[test]

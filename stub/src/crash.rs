@@ -19,10 +19,10 @@
 
 use crate::arch;
 use crate::config::{Config, Crash, Then};
-use crate::coremap::{classify, Entry, Ram, Seen};
+use crate::coremap::Entry;
 use crate::dumpwire::{self, Encoder};
 use crate::global::{Global, SetOnce};
-use crate::paging::{self, Walk};
+use crate::livemem::{self, each_entry};
 use crate::TrapFrame;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -131,11 +131,7 @@ fn read_cpu() -> Cpu {
 
 fn dump(frame: &TrapFrame, cause: Cause<'_>, phys_offset: u64, out: &mut dyn Channel) {
     let cpu = read_cpu();
-    let walk = Walk {
-        cr3: arch::cr3(),
-        frame_mask: arch::cpu_frame_mask(),
-        nxe: arch::efer() & arch::EFER_NXE != 0,
-    };
+    let walk = livemem::walk(arch::cpu_frame_mask());
     let ram = crate::info::ram();
     let mut dumped = 0u64;
     each_entry(&walk, phys_offset, &ram, |e| {
@@ -244,18 +240,6 @@ fn regs(e: &mut Encoder<impl FnMut(&[u8])>, frame: &TrapFrame, cpu: &Cpu) {
     }
     e.feed(&cpu.fx.0);
     e.finish();
-}
-
-/// The map entries, in order, from a fresh walk (each pass sees the same).
-fn each_entry(walk: &Walk, phys_offset: u64, ram: &Ram, mut visit: impl FnMut(Entry)) {
-    let mut seen = Seen::new();
-    let read = |pa: u64| {
-        pa.checked_add(phys_offset)
-            .filter(|&va| paging::is_canonical(va))
-            .and_then(arch::probe_read_u64)
-            .unwrap_or(0)
-    };
-    paging::for_each_run(walk, read, |run| classify(&run, ram, &mut seen, &mut visit));
 }
 
 /// The non-zero pages of `m` as `DATA` records (see

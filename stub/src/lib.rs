@@ -45,6 +45,8 @@ mod arch;
 mod crash;
 #[cfg(feature = "dump")]
 mod entry;
+#[cfg(any(feature = "enabled", feature = "dump"))]
+mod livemem;
 #[cfg(feature = "dump")]
 mod transport;
 

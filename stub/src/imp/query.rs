@@ -6,35 +6,20 @@
 use super::arch;
 use super::target::mem::Memory;
 use super::target::{Reason, UkTarget};
-use crate::coremap::{self, Seen};
+use crate::coremap;
 use crate::dumpwire::{cause, map_entry, MAP_LEN};
-use crate::paging::{self, Run, Walk};
+use crate::livemem;
+use crate::paging::Run;
 use crate::ukquery::{Query, Window, PAGE};
 
 /// Every run of the live page tables, in virtual order.
 pub fn for_each_run(mem: &Memory, visit: impl FnMut(Run)) -> bool {
-    let walk = Walk {
-        cr3: arch::cr3(),
-        frame_mask: mem.frame_mask,
-        nxe: arch::efer() & arch::EFER_NXE != 0,
-    };
-    paging::for_each_run(
-        &walk,
-        |pa| {
-            pa.checked_add(mem.phys_offset)
-                .filter(|&va| paging::is_canonical(va))
-                .and_then(arch::probe_read_u64)
-                .unwrap_or(0)
-        },
-        visit,
-    )
+    livemem::for_each_run(&mem.walk(), mem.phys_offset, visit)
 }
 
 /// Every entry of the core's map (runs cut at RAM's edges, flagged).
-fn for_each_entry(mem: &Memory, mut visit: impl FnMut(coremap::Entry)) {
-    let ram = crate::info::ram();
-    let mut seen = Seen::new();
-    for_each_run(mem, |run| coremap::classify(&run, &ram, &mut seen, &mut visit));
+fn for_each_entry(mem: &Memory, visit: impl FnMut(coremap::Entry)) {
+    livemem::each_entry(&mem.walk(), mem.phys_offset, &crate::info::ram(), visit);
 }
 
 /// Writes the reply body to `query` into `w`.
@@ -87,25 +72,22 @@ impl core::fmt::Write for HexText<'_, '_> {
 }
 
 fn map(mem: &Memory, first: u64, w: &mut Window<'_>) {
-    let mut total = 0u64;
-    for_each_entry(mem, |_| total += 1);
-    if first >= total {
-        w.put(b"l");
-        return;
-    }
-    w.put(b"m");
     let mut index = 0u64;
-    let mut full = false;
+    let mut started = false;
     for_each_entry(mem, |e| {
-        if index >= first && !full {
-            if w.room() < 2 * MAP_LEN {
-                full = true;
-            } else {
-                w.put_hex_bytes(&map_entry(e.vaddr, e.paddr, e.len, e.flags));
+        // An entry goes in whole, after the `m` it may need first.
+        if index >= first && w.room() >= 2 * MAP_LEN + usize::from(!started) {
+            if !started {
+                w.put(b"m");
+                started = true;
             }
+            w.put_hex_bytes(&map_entry(e.vaddr, e.paddr, e.len, e.flags));
         }
         index += 1;
     });
+    if !started {
+        w.put(b"l");
+    }
 }
 
 /// The bitmap of non-zero pages from `addr` on: as many pages as the reply

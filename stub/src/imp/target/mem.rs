@@ -57,25 +57,15 @@ impl Memory {
         Memory { phys_offset, frame_mask: arch::cpu_frame_mask() }
     }
 
-    fn walk(&self) -> Walk {
-        Walk {
-            cr3: arch::cr3(),
-            frame_mask: self.frame_mask,
-            nxe: arch::efer() & arch::EFER_NXE != 0,
-        }
+    /// The live tables, for [`crate::livemem`]'s walks.
+    pub fn walk(&self) -> Walk {
+        crate::livemem::walk(self.frame_mask)
     }
 
     /// The mapping that holds `addr` in the live page tables.
     pub fn lookup(&self, addr: u64) -> Option<Mapping> {
         let walk = self.walk();
-        // A table that cannot be read (a wrong `phys_offset`, a corrupt
-        // entry) reads as "not present": an error reply, never a fault.
-        paging::translate(&walk, addr, |pa| {
-            pa.checked_add(self.phys_offset)
-                .filter(|&va| paging::is_canonical(va))
-                .and_then(arch::probe_read_u64)
-                .unwrap_or(0)
-        })
+        paging::translate(&walk, addr, |pa| crate::livemem::read_table(self.phys_offset, pa))
     }
 
     /// Reads as much of `data` as is mapped from `start` on. Returns the

@@ -1,7 +1,7 @@
 //! `ukdb core`: a core file of a live unikernel, taken over RSP.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -408,11 +408,13 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         }
     };
     if let (Some(path), Some(data)) = (&cmd.image, &image) {
-        check_build_id(&cmd, image_build_id(data).as_deref(), &taken.snapshot.build_id);
+        check_build_id(&cmd, elf::image_build_id(data).as_deref(), &taken.snapshot.build_id);
         // The image's name and entry point, for gdb's and lldb's sake.
         taken.snapshot.set_image(path, data);
     }
-    let size = match write_atomically(&cmd.output, &dir, &taken.snapshot) {
+    let written = elf::write_core_file(&taken.snapshot, &cmd.output)
+        .with_context(|| format!("cannot write the core {}", cmd.output.display()));
+    let size = match written {
         Ok(size) => size,
         Err(err) => {
             eprintln!("ukdb core: {err:#}; no core written");
@@ -437,17 +439,6 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     Ok(Exit::Stopped)
 }
 
-/// The GNU build-id of an ELF image (`None`: it has none or is not ELF).
-fn image_build_id(data: &[u8]) -> Option<Vec<u8>> {
-    use object::Object as _;
-    let file = object::File::parse(data).ok()?;
-    file.build_id().ok().flatten().map(<[u8]>::to_vec)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn check_build_id(cmd: &Cmd, image: Option<&[u8]>, running: &[u8]) {
     let name = cmd.image.as_deref().map(Path::display);
     let name = name.map(|n| n.to_string()).unwrap_or_default();
@@ -458,34 +449,12 @@ fn check_build_id(cmd: &Cmd, image: Option<&[u8]>, running: &[u8]) {
         }
         Some(id) if id != running => {
             eprintln!("ukdb core: WARNING: BUILD-ID MISMATCH: the core is NOT of {name}");
-            eprintln!("ukdb core: WARNING:   the unikernel runs build-id {}", hex(running));
-            eprintln!("ukdb core: WARNING:   {name} has build-id {}", hex(id));
+            eprintln!("ukdb core: WARNING:   the unikernel runs build-id {}", elf::hex(running));
+            eprintln!("ukdb core: WARNING:   {name} has build-id {}", elf::hex(id));
             eprintln!("ukdb core: WARNING: gdb and lldb will show wrong symbols with this image");
         }
-        Some(_) => debug!("build-id {} matches {name}", hex(running)),
+        Some(_) => debug!("build-id {} matches {name}", elf::hex(running)),
     }
-}
-
-/// Writes the core to a temporary file beside `output`, syncs it and
-/// renames it; the temporary file is removed on any failure.
-fn write_atomically(output: &Path, dir: &Path, snapshot: &Snapshot) -> anyhow::Result<u64> {
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!("{name}.partial-"))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    let size = elf::write_core(snapshot, &mut out)
-        .and_then(|size| out.flush().map(|()| size))
-        .with_context(|| format!("cannot write the core beside {}", output.display()))?;
-    let tmp = out.into_inner().map_err(|e| e.into_error())?;
-    tmp.as_file().sync_all().context("cannot sync the core")?;
-    tmp.persist(output)
-        .with_context(|| format!("cannot rename the core to {}", output.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(size)
 }
 
 /// The whole conversation: stop, registers, info, map, pages, memory,

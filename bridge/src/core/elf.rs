@@ -46,6 +46,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::path::Path;
 
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _};
@@ -663,6 +664,27 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 /// file).
 pub fn image_entry(data: &[u8]) -> Option<u64> {
     object::File::parse(data).ok().map(|f| f.entry())
+}
+
+/// Writes the core of `snapshot` as `path`, atomically: to a temporary
+/// file beside it (`NAME.partial-XXXXXX`), flushed and synced, then
+/// renamed, so `path` is never a partial core; the temporary file is
+/// removed on any failure. Returns the core's size.
+pub fn write_core_file(snapshot: &Snapshot, path: &Path) -> io::Result<u64> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = tempfile::Builder::new().prefix(&format!("{name}.partial-")).tempfile_in(dir)?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, temp);
+    let size = write_core(snapshot, &mut out)?;
+    out.flush()?;
+    let temp = out.into_inner().map_err(|e| e.into_error())?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // The rename itself reaches the disk.
+        let _ = d.sync_all();
+    }
+    Ok(size)
 }
 
 /// The GNU build-id of an ELF image (`None`: it has none, or it is not an

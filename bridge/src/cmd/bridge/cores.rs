@@ -8,8 +8,8 @@
 //! stream is only reported.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
@@ -148,7 +148,7 @@ impl Cores {
         let path = dir.join(core_name(&self.opts.name, &snapshot.build_id, SystemTime::now()));
         let target = path.clone();
         let written =
-            tokio::task::spawn_blocking(move || write_atomically(&snapshot, &target)).await;
+            tokio::task::spawn_blocking(move || elf::write_core_file(&snapshot, &target)).await;
         match written {
             Ok(Ok(len)) => {
                 let image = match &self.opts.image {
@@ -203,19 +203,6 @@ impl Cores {
             );
         }
     }
-}
-
-/// Writes the core of `snapshot` to a temporary file beside `path`, then
-/// renames it: `path` is never a partial core. Returns its size.
-pub fn write_atomically(snapshot: &Snapshot, path: &Path) -> io::Result<u64> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new().prefix(".ukdb-core-").tempfile_in(dir)?;
-    let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
-    let len = elf::write_core(snapshot, &mut out)?;
-    drop(out);
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(len)
 }
 
 /// `<name>-<build-id first 12 hex>-<UTC time>.core` (no build-id part
@@ -293,13 +280,13 @@ mod tests {
     fn a_core_is_written_under_its_name_only_when_complete() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.core");
-        let len = write_atomically(&Snapshot::default(), &path).unwrap();
+        let len = elf::write_core_file(&Snapshot::default(), &path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
         // A snapshot the writer refuses leaves nothing behind.
         let mut bad = Snapshot::default();
         bad.pages.insert(1, vec![]);
         let bad_path = dir.path().join("b.core");
-        assert!(write_atomically(&bad, &bad_path).is_err());
+        assert!(elf::write_core_file(&bad, &bad_path).is_err());
         let names: Vec<_> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.core")]);

@@ -236,8 +236,19 @@ fn serial_target_leaves_it_held_and_resume_lets_it_run() {
     let vm = Vm::boot("q35", &a.image, "ukdb.wait");
     let dir = tempfile::tempdir().unwrap();
     let target = format!("unix:{}", vm.sock.display());
-    let (first, err) = ukdb_core(dir.path(), "first.core", &["--target", &target]);
-    assert!(err.contains("reason: "), "{err}");
+    // An attach that comes before the unikernel reaches its wait stops it
+    // wherever it is (still booting), and ending that session lets it go
+    // on to the wait: take cores until one shows the wait (once a race of
+    // this test under load).
+    let deadline = std::time::Instant::now() + ukdb_tests::DEADLINE;
+    let first = loop {
+        let (core, err) = ukdb_core(dir.path(), "first.core", &["--target", &target]);
+        assert!(err.contains("reason: "), "{err}");
+        if err.contains("reason: waiting for a debugger at boot (ukdb.wait)") {
+            break core;
+        }
+        assert!(std::time::Instant::now() < deadline, "never held in the wait: {err}");
+    };
     let (second, _) = ukdb_core(dir.path(), "second.core", &["--target", &target]);
     let rip = |core: &Path| {
         let out = gdb_core(&a.image, core, &["p/x $rip".into(), "p ukdemo::app::TICKS".into()]);

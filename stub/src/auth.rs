@@ -71,15 +71,6 @@ pub enum Tier {
 }
 
 impl Tier {
-    /// The tier's name in the exchange (`ro`, `full`); `None` for locked.
-    pub const fn name(self) -> Option<&'static [u8]> {
-        match self {
-            Tier::Locked => None,
-            Tier::ReadOnly => Some(b"ro"),
-            Tier::Full => Some(b"full"),
-        }
-    }
-
     fn parse(name: &[u8]) -> Option<Tier> {
         match name {
             b"ro" => Some(Tier::ReadOnly),
@@ -90,7 +81,9 @@ impl Tier {
 }
 
 /// `HMAC-SHA256(key, DOMAIN || nonce || tier)`: the response to a
-/// challenge (what `ukdb auth` computes).
+/// challenge (what `ukdb auth` computes; the bridge has its own copy, and
+/// the end-to-end tests check they agree).
+#[cfg(test)]
 pub fn response(key: &[u8], nonce: &[u8; NONCE_LEN], tier: &[u8]) -> [u8; MAC_LEN] {
     keyed(key, nonce, tier).finalize().into_bytes().into()
 }
@@ -159,6 +152,7 @@ impl Auth {
     }
 
     /// Failures since the last success.
+    #[cfg(test)]
     pub fn failures(&self) -> u32 {
         self.failures
     }
@@ -477,7 +471,7 @@ impl Default for Pool {
 }
 
 /// Eight words of entropy and where they came from (see [`Pool`]).
-#[cfg(all(feature = "enabled", target_arch = "x86_64", target_os = "none"))]
+#[cfg(all(feature = "enabled", target_arch = "x86_64"))]
 pub fn entropy() -> ([u64; 8], Source) {
     let mut words = [0u64; 8];
     let (rdrand, rdseed) = hw::support();
@@ -504,7 +498,7 @@ pub fn entropy() -> ([u64; 8], Source) {
     (words, Source::Tsc)
 }
 
-#[cfg(all(feature = "enabled", target_arch = "x86_64", target_os = "none"))]
+#[cfg(all(feature = "enabled", target_arch = "x86_64"))]
 mod hw {
     /// (RDRAND, RDSEED) supported, from CPUID.
     pub fn support() -> (bool, bool) {

@@ -469,6 +469,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 console: Some(target),
                 console_log,
                 connect_timeout: CONNECT_TIMEOUT,
+                credentials: None,
             };
             tokio::spawn(async move {
                 tokio::pin!(stop);

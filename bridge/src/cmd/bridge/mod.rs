@@ -174,6 +174,15 @@ pub struct Cmd {
     /// name, or "unikernel").
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+
+    /// The stub is locked (ukdb.key= / ukdb.rokey=): authenticate with the
+    /// key in FILE (hex) before serving each debugger (see `ukdb auth`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+
+    /// With --key-file: the tier the key opens, full or ro (read-only).
+    #[arg(long, value_name = "full|ro", default_value = "full", value_parser = ["full", "ro"], requires = "key_file")]
+    tier: String,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -227,6 +236,18 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let stop = any_stop_signal().await?;
     tokio::pin!(stop);
     let console_log = open_console_log(cmd.console_log.as_deref()).await?;
+    let credentials = match &cmd.key_file {
+        Some(path) => Some(crate::cmd::auth::Credentials {
+            key: crate::cmd::auth::read_key_file(path)?,
+            tier: cmd.tier.clone(),
+        }),
+        None => None,
+    };
+    if credentials.is_some() && !cmd.net {
+        anyhow::bail!(
+            "--key-file works with --net for now (the serial bridge cannot authenticate yet)"
+        );
+    }
     if cmd.net {
         let stub = match &cmd.target {
             Target::Tcp(addr) => addr.clone(),
@@ -241,6 +262,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             console: cmd.console.clone(),
             console_log,
             connect_timeout: cmd.connect_timeout,
+            credentials,
         };
         let (ready, _) = watch::channel(false);
         return net::serve(opts, stop, ready).await;

@@ -272,7 +272,7 @@ const COMMAND_MAX: usize = 160;
 fn monitor_command<'a>(body: &[u8], out: &'a mut [u8; COMMAND_MAX]) -> Option<Option<&'a [u8]>> {
     let hex = body.strip_prefix(b"qRcmd,")?;
     let n = hex.len() / 2;
-    if hex.len() % 2 != 0 || n > COMMAND_MAX {
+    if !hex.len().is_multiple_of(2) || n > COMMAND_MAX {
         return Some(None);
     }
     for (slot, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
@@ -411,6 +411,7 @@ fn handshake(body: &[u8]) -> bool {
 }
 
 /// Where a nonce's entropy came from.
+#[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// RDSEED (the CPU's conditioned entropy source).

@@ -46,7 +46,7 @@ impl Key {
     /// A key in hex: 2 to `2 * KEY_MAX` digits, an even number of them.
     pub fn from_hex(hex: &str) -> Option<Key> {
         let digits = hex.as_bytes();
-        if digits.is_empty() || digits.len() % 2 != 0 || digits.len() > 2 * KEY_MAX {
+        if digits.is_empty() || !digits.len().is_multiple_of(2) || digits.len() > 2 * KEY_MAX {
             return None;
         }
         let mut bytes = [0u8; KEY_MAX];

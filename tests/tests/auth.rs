@@ -279,3 +279,38 @@ fn stock_gdb_through_the_bridge_on_a_locked_stub() {
     let _ = std::net::TcpStream::connect(&addr).unwrap();
     stderr.wait("the refusal", |t| t.contains("ukdb: cannot authenticate to the stub"));
 }
+
+#[test]
+fn stock_gdb_through_the_serial_bridge_on_a_locked_stub() {
+    let dir = tempfile::tempdir().unwrap();
+    let ro = key_file(dir.path(), "ro.key", RO_KEY);
+    let a = artifacts();
+    let vm = ukdb_tests::Vm::boot("q35", &a.image, &append());
+    let bridge = ukdb_tests::Bridge::start_with(&vm, &["--key-file", &ro, "--tier", "ro"]);
+    // Read-only over the serial line: reads and a hardware breakpoint work,
+    // a register write is refused.
+    let gdb = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "x/4xb ukdemo::app::tick",
+            "set var $rax = 5",
+            "hbreak ukdemo::app::tick",
+            "continue",
+            "bt 1",
+            "detach",
+        ],
+    );
+    let out = gdb.finish();
+    assert!(out.contains("app4tick") && out.contains(">:\t0x55"), "{out}");
+    assert!(out.contains("Could not write register \"rax\"; remote failure reply 'E01'"), "{out}");
+    assert!(out.contains("Breakpoint 1, ukdemo::app::tick"), "{out}");
+    bridge.wait_more_lines(2);
+    // Without the key, gdb's session stays locked: its register read is
+    // refused.
+    drop(bridge);
+    let plain = ukdb_tests::Bridge::start(&vm);
+    let gdb = Debugger::gdb(&a.image, &plain.addr, &["info registers rip"]);
+    gdb.out.wait("gdb refused", |t| t.contains("remote failure reply 'E01'"));
+    plain.wait_more_lines(2);
+}

@@ -115,11 +115,7 @@ pub fn authenticate<S: Read + Write>(stream: &mut S, creds: &Credentials) -> any
     let mut wait = Duration::from_millis(50);
     loop {
         let nonce = exchange(stream, b"qUkdb.challenge")?;
-        let nonce = unhex(&nonce)
-            .filter(|n| n.len() == 32)
-            .with_context(|| format!("the stub's challenge is not a nonce: {}", show(&nonce)))?;
-        let mac = response(&creds.key, &nonce, creds.tier.as_bytes());
-        let answer = format!("qUkdb.auth:{},{}", creds.tier, hex(&mac));
+        let answer = answer(creds, &nonce)?;
         match exchange(stream, answer.as_bytes())?.as_slice() {
             b"OK" => return Ok(()),
             b"E0b" if Instant::now() + wait < until => {
@@ -130,6 +126,29 @@ pub fn authenticate<S: Read + Write>(stream: &mut S, creds: &Credentials) -> any
             other => bail!("the stub did not authenticate us: {}", show(other)),
         }
     }
+}
+
+/// The `qUkdb.auth` packet's body answering the challenge `nonce` (the
+/// reply's body, in hex).
+pub fn answer(creds: &Credentials, nonce: &[u8]) -> anyhow::Result<String> {
+    let nonce = unhex(nonce)
+        .filter(|n| n.len() == 32)
+        .with_context(|| format!("the stub's challenge is not a nonce: {}", show(nonce)))?;
+    let mac = response(&creds.key, &nonce, creds.tier.as_bytes());
+    Ok(format!("qUkdb.auth:{},{}", creds.tier, hex(&mac)))
+}
+
+/// Takes the first whole packet out of `bytes` (what came before it, acks
+/// included, is dropped) and returns its body; `None` until one is whole.
+pub fn take_packet(bytes: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let start = bytes.iter().position(|&b| b == b'$')?;
+    let hash = start + bytes.get(start..)?.iter().position(|&b| b == b'#')?;
+    if bytes.len() < hash + 3 {
+        return None;
+    }
+    let body = bytes.get(start + 1..hash)?.to_vec();
+    bytes.drain(..hash + 3);
+    Some(body)
 }
 
 fn show(bytes: &[u8]) -> String {
@@ -185,7 +204,8 @@ fn checksum(body: &[u8]) -> u8 {
     body.iter().fold(0u8, |a, &b| a.wrapping_add(b))
 }
 
-fn packet(body: &[u8]) -> Vec<u8> {
+/// `$body#xx`.
+pub fn packet(body: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(body.len() + 4);
     p.push(b'$');
     p.extend_from_slice(body);

@@ -186,6 +186,8 @@ fn monitor_auth_for_a_plain_client_and_no_key_on_the_kept_command_line() {
         .find_map(|l| l.strip_prefix("ukdb: challenge "))
         .unwrap_or_else(|| panic!("{said}"))
         .to_string();
+    eprintln!("{said}");
+    assert!(said.starts_with("ukdb: nonce from "), "{said}");
     let mac = ukdb_auth(&ro, "ro", &nonce);
     let said = text(raw.request(rcmd(&format!("auth ro {mac}")).as_bytes()));
     assert_eq!(said, "ukdb: authenticated: read-only access\n");

@@ -974,11 +974,19 @@ impl Session {
                 });
             }
             Request::MonitorChallenge => {
-                let nonce = self.new_challenge();
+                let (words, source) = crate::auth::entropy();
+                let nonce = self.nonces.mix(&words, source);
+                self.auth.challenge(nonce);
                 let mut hex = [0u8; 2 * crate::auth::NONCE_LEN];
                 put_hex(&mut hex, &nonce);
                 let hex = core::str::from_utf8(&hex).unwrap_or_default();
+                let source = match source {
+                    crate::auth::Source::Rdseed => "RDSEED",
+                    crate::auth::Source::Rdrand => "RDRAND",
+                    crate::auth::Source::Tsc => "TSC readings (no RDRAND on this CPU: weak)",
+                };
                 let mut text = Text::new();
+                let _ = writeln!(text, "ukdb: nonce from {source}");
                 let _ = write!(
                     text,
                     "ukdb: challenge {hex}\nukdb: answer with: monitor auth TIER $(ukdb auth --key-file KEY --tier TIER --nonce {hex}), TIER ro or full\n"
@@ -1173,7 +1181,7 @@ const REFUSED: &[u8] = b"$E01#a6";
 const TOO_SOON: &[u8] = b"$E0b#d7";
 
 /// The longest console text of an exchange reply.
-const TEXT_MAX: usize = 256;
+const TEXT_MAX: usize = 384;
 
 /// A bounded text buffer (extra text is dropped).
 struct Text {

@@ -57,6 +57,7 @@ enum Command {
     Core(cmd::core::Cmd),
     Inspect(cmd::inspect::Cmd),
     Open(cmd::open::Cmd),
+    Auth(cmd::auth::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(cmd) => cmd::inspect::run(cmd),
         Command::Open(cmd) => cmd::open::run(cmd),
+        Command::Auth(cmd) => cmd::auth::run(cmd),
         command => return run_async(command),
     };
     exit_code(result)
@@ -95,7 +97,7 @@ fn run_async(command: Command) -> ExitCode {
             Command::Run(cmd) => cmd::run::run(cmd).await,
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
             Command::Core(cmd) => cmd::core::run(cmd).await,
-            Command::Inspect(_) | Command::Open(_) => Ok(Exit::Error),
+            Command::Inspect(_) | Command::Open(_) | Command::Auth(_) => Ok(Exit::Error),
         }
     });
     // Blocking stdout writes may still be in flight; don't wait for them forever.

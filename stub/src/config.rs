@@ -14,10 +14,64 @@
 //! | `ukdb.net=off` | no network stub (the unikernel runs without one) |
 //! | `ukdb.port=N` | the TCP port the network stub listens on (decimal, 1-65535); the default 1234 |
 //! | `ukdb.crash=dump[,then=halt\|reboot\|wait]` | on a panic or a fatal exception with no debugger attached, stream a core over the stub's channel (`dumpwire`), then halt, reset the machine, or wait (the default: with the full stub a debugger can still attach; the dump-only build returns to the unikernel's own handling). Needs the `dump` or `enabled` feature |
+//! | `ukdb.key=HEX` | the full tier's key (2-128 hex digits): sessions start locked and authenticate (see `auth.rs`); a key built in with [`Config::key`] wins, and a bad or ignored value is reported as `ukdb.key=<redacted>` |
+//! | `ukdb.rokey=HEX` | the read-only tier's key (as `ukdb.key=`) |
 //! | `ukdb.crash=off` | no crash dump (the default): a crash stops for a debugger as before |
 //!
 //! A bad `ukdb.net=` value is reported before any other unknown option,
 //! and the network stub does not start.
+
+/// The longest key, in bytes (HMAC-SHA256's block): `ukdb.key=` takes at
+/// most twice as many hex digits.
+pub const KEY_MAX: usize = 64;
+
+/// A key for authenticated sessions (see `auth.rs` and docs/debugging.md,
+/// "Security"): baked into the image ([`Config::key`]) or read from the
+/// command line (`ukdb.key=HEX`). Its `Debug` never shows the bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key(KeyBytes);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyBytes {
+    Baked(&'static [u8]),
+    Inline([u8; KEY_MAX], usize),
+}
+
+impl Key {
+    /// A key built into the image.
+    pub const fn baked(bytes: &'static [u8]) -> Key {
+        Key(KeyBytes::Baked(bytes))
+    }
+
+    /// A key in hex: 2 to `2 * KEY_MAX` digits, an even number of them.
+    pub fn from_hex(hex: &str) -> Option<Key> {
+        let digits = hex.as_bytes();
+        if digits.is_empty() || !digits.len().is_multiple_of(2) || digits.len() > 2 * KEY_MAX {
+            return None;
+        }
+        let mut bytes = [0u8; KEY_MAX];
+        for (slot, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let digit = |d: Option<&u8>| d.and_then(|&d| char::from(d).to_digit(16));
+            let (hi, lo) = (digit(pair.first())?, digit(pair.get(1))?);
+            *slot = u8::try_from(hi << 4 | lo).ok()?;
+        }
+        Some(Key(KeyBytes::Inline(bytes, digits.len() / 2)))
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyBytes::Baked(bytes) => bytes,
+            KeyBytes::Inline(bytes, len) => bytes.get(..*len).unwrap_or_default(),
+        }
+    }
+}
+
+impl core::fmt::Debug for Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
 
 /// The instruction the stub plants for a software breakpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +132,11 @@ pub struct Config {
     pub tsc_hz: u64,
     /// What a crash with no debugger attached does (`ukdb.crash=`).
     pub crash: Crash,
+    /// The full tier's key (`ukdb.key=`, [`Config::key`]): with a key set,
+    /// sessions start locked (see docs/debugging.md, "Security").
+    pub key: Option<Key>,
+    /// The read-only tier's key (`ukdb.rokey=`, [`Config::rokey`]).
+    pub rokey: Option<Key>,
 }
 
 /// What a panic or fatal exception does when no debugger is attached
@@ -152,7 +211,25 @@ impl Config {
             port: DEFAULT_PORT,
             tsc_hz: 0,
             crash: Crash::Off,
+            key: None,
+            rokey: None,
         }
+    }
+
+    /// The full tier's key, built into the image (for platforms whose
+    /// command line others can read). A built-in key wins over
+    /// `ukdb.key=` (which is then reported and ignored), so whoever can
+    /// only edit the command line cannot replace it. An empty key is no
+    /// key.
+    pub const fn key(mut self, key: &'static [u8]) -> Config {
+        self.key = if key.is_empty() { None } else { Some(Key::baked(key)) };
+        self
+    }
+
+    /// The read-only tier's key, built into the image (as [`Config::key`]).
+    pub const fn rokey(mut self, key: &'static [u8]) -> Config {
+        self.rokey = if key.is_empty() { None } else { Some(Key::baked(key)) };
+        self
     }
 
     /// What a crash with no debugger attached does (`ukdb.crash=`).
@@ -215,6 +292,7 @@ impl Config {
     /// did not understand (a bad `ukdb.net=` value before any other).
     pub fn with_cmdline(self, cmdline: &str) -> (Config, Option<BadOption<'_>>) {
         let mut config = self;
+        let (baked_key, baked_rokey) = (self.key.is_some(), self.rokey.is_some());
         let mut bad = None;
         let mut bad_net = None;
         for word in cmdline.split_ascii_whitespace() {
@@ -250,6 +328,28 @@ impl Config {
                         None => {
                             if bad.is_none() {
                                 bad = Some(BadOption(word));
+                            }
+                        }
+                    }
+                }
+                // A bad or ignored key is reported without its value: the
+                // console must not show a key.
+                _ if option.starts_with("key=") => {
+                    match option.strip_prefix("key=").and_then(Key::from_hex) {
+                        Some(key) if !baked_key => config.key = Some(key),
+                        _ => {
+                            if bad.is_none() {
+                                bad = Some(BadOption("ukdb.key=<redacted>"));
+                            }
+                        }
+                    }
+                }
+                _ if option.starts_with("rokey=") => {
+                    match option.strip_prefix("rokey=").and_then(Key::from_hex) {
+                        Some(key) if !baked_rokey => config.rokey = Some(key),
+                        _ => {
+                            if bad.is_none() {
+                                bad = Some(BadOption("ukdb.rokey=<redacted>"));
                             }
                         }
                     }
@@ -389,6 +489,8 @@ mod tests {
                 port: 1234,
                 tsc_hz: 0,
                 crash: Crash::Off,
+                key: None,
+                rokey: None,
             }
         );
         // The command line wins; what it does not name stays.
@@ -487,6 +589,45 @@ mod tests {
             assert_eq!((c.port, bad), (1234, Some(BadOption(word.as_str()))), "{port}");
         }
         assert_eq!(Config::from_cmdline("ukdb.port=65535").0.port, 65535);
+    }
+
+    #[test]
+    fn keys_from_the_command_line() {
+        let (c, bad) = Config::from_cmdline("ukdb.key=00ff10 ukdb.rokey=AbCd");
+        assert_eq!(bad, None);
+        assert_eq!(c.key.map(|k| k.bytes().to_vec()), Some(vec![0x00, 0xff, 0x10]));
+        assert_eq!(c.rokey.map(|k| k.bytes().to_vec()), Some(vec![0xab, 0xcd]));
+        let longest = "a".repeat(2 * KEY_MAX);
+        let line = format!("ukdb.key={longest}");
+        let (c, bad) = Config::from_cmdline(&line);
+        assert_eq!((c.key.map(|k| k.bytes().len()), bad), (Some(KEY_MAX), None));
+        for value in ["", "a", "abc", "zz", "0x00", "+1", &"a".repeat(2 * KEY_MAX + 2)] {
+            let line = format!("ukdb.key={value} ukdb.rokey={value}");
+            let (c, bad) = Config::from_cmdline(&line);
+            // Reported without the value, and not taken.
+            assert_eq!((c.key, c.rokey), (None, None), "{value}");
+            assert_eq!(bad, Some(BadOption("ukdb.key=<redacted>")), "{value}");
+            let line = format!("ukdb.rokey={value}");
+            let (_, bad) = Config::from_cmdline(&line);
+            assert_eq!(bad, Some(BadOption("ukdb.rokey=<redacted>")), "{value}");
+        }
+    }
+
+    #[test]
+    fn built_in_keys_win() {
+        let c = Config::new().key(b"baked").rokey(b"ro");
+        assert_eq!(c.key.map(|k| k.bytes().to_vec()), Some(b"baked".to_vec()));
+        let (d, bad) = c.with_cmdline("ukdb.key=0102 ukdb.wait");
+        assert_eq!(d.key.map(|k| k.bytes().to_vec()), Some(b"baked".to_vec()));
+        assert_eq!(bad, Some(BadOption("ukdb.key=<redacted>")));
+        let (d, _) = c.with_cmdline("ukdb.rokey=0102");
+        assert_eq!(d.rokey.map(|k| k.bytes().to_vec()), Some(b"ro".to_vec()));
+        assert_eq!(Config::new().key(b"").key, None);
+        // Debug never shows a key.
+        let shown = format!("{:?}", Config::from_cmdline("ukdb.key=6b6579").0);
+        assert!(
+            shown.contains("Key(<redacted>)") && !shown.contains("6b") && !shown.contains("107")
+        );
     }
 
     #[test]

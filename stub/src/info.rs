@@ -25,6 +25,41 @@ pub fn parse_build_id(note: &[u8]) -> Option<&[u8]> {
     (kind == 3 && named_gnu && !desc.is_empty() && desc.len() <= BUILD_ID_MAX).then_some(desc)
 }
 
+/// The command-line options whose values are secrets: a core carries the
+/// command line, so their values are replaced by `*`.
+const SECRET_OPTIONS: [&[u8]; 2] = [b"ukdb.key=", b"ukdb.rokey="];
+
+/// Copies `cmdline` into `out` (as much as fits) with the value of every
+/// `ukdb.key=` and `ukdb.rokey=` word replaced by one `*`; returns the
+/// length written.
+pub fn redact_cmdline(cmdline: &[u8], out: &mut [u8]) -> usize {
+    let mut n = 0;
+    let mut put = |b: u8| {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = b;
+            n += 1;
+        }
+    };
+    let mut rest = cmdline;
+    while let Some(&b) = rest.first() {
+        if b.is_ascii_whitespace() {
+            put(b);
+            rest = rest.get(1..).unwrap_or_default();
+            continue;
+        }
+        let end = rest.iter().position(|c| c.is_ascii_whitespace()).unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        match SECRET_OPTIONS.iter().find(|p| word.starts_with(p)) {
+            Some(prefix) => {
+                prefix.iter().chain(b"*").for_each(|&c| put(c));
+            }
+            None => word.iter().for_each(|&c| put(c)),
+        }
+        rest = tail;
+    }
+    n
+}
+
 #[cfg(feature = "dump")]
 mod state {
     use super::*;
@@ -65,14 +100,11 @@ mod state {
         BUILD_ID.get().copied().unwrap_or_default()
     }
 
-    /// Keeps (the first [`CMDLINE_MAX`] bytes of) the command line; the
-    /// first call wins.
+    /// Keeps (the first [`CMDLINE_MAX`] bytes of) the command line, keys
+    /// redacted (see [`redact_cmdline`]); the first call wins.
     pub fn keep_cmdline(cmdline: &str) {
         let mut copy = [0u8; CMDLINE_MAX];
-        let n = cmdline.len().min(CMDLINE_MAX);
-        if let (Some(to), Some(from)) = (copy.get_mut(..n), cmdline.as_bytes().get(..n)) {
-            to.copy_from_slice(from);
-        }
+        let n = redact_cmdline(cmdline.as_bytes(), &mut copy);
         CMDLINE.set((copy, n));
     }
 
@@ -86,7 +118,34 @@ pub use state::*;
 
 #[cfg(test)]
 mod tests {
-    use super::parse_build_id;
+    use super::{parse_build_id, redact_cmdline, CMDLINE_MAX};
+
+    fn redacted(line: &str) -> String {
+        let mut out = [0u8; CMDLINE_MAX];
+        let n = redact_cmdline(line.as_bytes(), &mut out);
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn keys_never_reach_the_kept_command_line() {
+        assert_eq!(
+            redacted("console=ttyS0 ukdb.key=00112233 ukdb.wait  ukdb.rokey=abcd\tx"),
+            "console=ttyS0 ukdb.key=* ukdb.wait  ukdb.rokey=*\tx"
+        );
+        assert_eq!(redacted("ukdb.key=\tukdb.rokey="), "ukdb.key=*\tukdb.rokey=*");
+        assert_eq!(redacted("xukdb.key=1 ukdb.keys=2"), "xukdb.key=1 ukdb.keys=2");
+        assert_eq!(redacted(""), "");
+        // A long line is cut, never with a key's value in it.
+        let long = format!("{} ukdb.key={}", "a".repeat(CMDLINE_MAX - 4), "f".repeat(128));
+        assert_eq!(redacted(&long), format!("{} ukd", "a".repeat(CMDLINE_MAX - 4)));
+    }
+
+    #[cfg(feature = "dump")]
+    #[test]
+    fn keep_cmdline_redacts() {
+        super::keep_cmdline("a ukdb.key=0011 b");
+        assert_eq!(super::cmdline(), b"a ukdb.key=* b");
+    }
 
     fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
         let mut n = Vec::new();

@@ -53,7 +53,7 @@ mod transport;
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
-pub use config::{BadOption, Config, Crash, NetMode, Then, TrapInsn};
+pub use config::{BadOption, Config, Crash, Key, NetMode, Then, TrapInsn};
 #[cfg(feature = "enabled")]
 pub use imp::api::*;
 #[cfg(feature = "dump")]
@@ -78,6 +78,8 @@ pub const DUMP: bool = cfg!(feature = "dump");
 
 // The parts that are pure logic are compiled for host unit tests in every
 // configuration, so `cargo test -p ukdb-stub` exercises them without hardware.
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod auth;
 #[cfg(any(test, feature = "dump"))]
 pub(crate) mod config;
 #[cfg(any(test, feature = "dump"))]

@@ -294,6 +294,7 @@ impl InProcess {
             trace: false,
             connect_timeout,
             no_probe: false,
+            credentials: None,
         };
         let mut task = tokio::spawn(async move {
             let stop = async move {

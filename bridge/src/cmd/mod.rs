@@ -1,5 +1,6 @@
 //! One module per `ukdb` subcommand, each with its clap arguments and `run()`.
 
+pub mod auth;
 pub mod bridge;
 pub mod core;
 pub mod inspect;

@@ -457,6 +457,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 trace: false,
                 connect_timeout: CONNECT_TIMEOUT,
                 no_probe: false,
+                credentials: None,
             };
             tokio::spawn(async move {
                 tokio::pin!(stop);
@@ -469,6 +470,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
                 console: Some(target),
                 console_log,
                 connect_timeout: CONNECT_TIMEOUT,
+                credentials: None,
             };
             tokio::spawn(async move {
                 tokio::pin!(stop);

@@ -30,6 +30,7 @@ use super::line;
 use super::target::mem::Memory;
 use super::target::stop::{self, Stop, StopReason};
 use super::target::{Reason, UkTarget, PANIC_MESSAGE_MAX};
+use crate::auth::{Auth, Pool, Request, Tier, Verdict};
 use crate::config::Config;
 use crate::global::{Global, SetOnce};
 use crate::link::LinkEvent;
@@ -350,6 +351,11 @@ struct Session {
     hold: bool,
     /// TSC at the last byte received.
     last_byte: u64,
+    /// The keys, this session's tier, the open challenge and the failures
+    /// (see `crate::auth`).
+    auth: Auth,
+    /// Where nonces come from.
+    nonces: Pool,
 }
 
 // SAFETY: the session is reached only through SESSION's lock. Its
@@ -431,6 +437,8 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
         halted: false,
         hold: false,
         last_byte: 0,
+        auth: Auth::new(config.key, config.rokey),
+        nonces: Pool::new(),
     });
     session.fresh_machine();
     true
@@ -701,6 +709,7 @@ impl Session {
     }
 
     fn end_session(&mut self) {
+        self.auth.end_session();
         self.target.clear_breakpoints();
         self.target.resume = None;
         self.fresh_machine();
@@ -838,6 +847,10 @@ impl Session {
                 }
             }
             Event::Interrupt => {
+                if self.auth.tier() == Tier::Locked {
+                    // A locked client cannot stop the unikernel.
+                    return;
+                }
                 if !self.active {
                     // A Ctrl-C from nobody attached yet: stop, as a debugger
                     // would expect; a disconnect lets the unikernel go on.
@@ -860,8 +873,13 @@ impl Session {
                 if !self.active {
                     self.start_session();
                 }
+                let exchange = crate::auth::parse(bytes);
                 if class == PacketClass::Other {
-                    self.opened = true;
+                    // The bridge authenticates before the debugger's
+                    // opening packets, which must not end the session.
+                    if exchange.is_none() {
+                        self.opened = true;
+                    }
                 } else if !self.opened {
                     let id = handshake_id(bytes);
                     if self.last_handshake == Some(id) {
@@ -877,6 +895,16 @@ impl Session {
                     }
                     self.last_handshake = Some(id);
                 }
+                if let Some(request) = exchange {
+                    self.on_auth(request);
+                    self.release_if_locked();
+                    return;
+                }
+                if !crate::auth::allowed(self.auth.tier(), bytes) {
+                    self.reply_raw(REFUSED);
+                    self.release_if_locked();
+                    return;
+                }
                 if self.fast_read(bytes) || self.ukdb_query(bytes) {
                     return;
                 }
@@ -891,6 +919,7 @@ impl Session {
                 if no_ack {
                     self.no_ack = true;
                 }
+                self.release_if_locked();
             }
             Event::Reject(reply) => {
                 if !self.active {
@@ -898,6 +927,7 @@ impl Session {
                 }
                 self.opened = true;
                 self.reply_raw(reply.packet());
+                self.release_if_locked();
             }
             Event::BadChecksum => {
                 if !self.no_ack {
@@ -911,8 +941,114 @@ impl Session {
                 }
                 self.opened = true;
                 self.reply_raw(Reply::Einval.packet());
+                self.release_if_locked();
             }
         }
+    }
+
+    /// A locked session does not hold the unikernel: the stop its packet
+    /// made ends with the reply, unless a wait, fault or panic holds it.
+    fn release_if_locked(&mut self) {
+        if self.auth.tier() == Tier::Locked && !self.hold {
+            self.halted = false;
+        }
+    }
+
+    /// Answers the authentication exchange (see `crate::auth`).
+    fn on_auth(&mut self, request: Request) {
+        let now = rdtsc();
+        match request {
+            Request::Challenge => {
+                let nonce = self.new_challenge();
+                let mut hex = [0u8; 2 * crate::auth::NONCE_LEN];
+                put_hex(&mut hex, &nonce);
+                self.reply_body(&hex);
+            }
+            Request::Answer { tier, mac, len } => {
+                let verdict = self.auth.answer(tier.get(), mac.get(..len).unwrap_or_default(), now);
+                self.granted(verdict);
+                self.reply_raw(match verdict {
+                    Verdict::Granted(_) => b"$OK#9a",
+                    Verdict::TooSoon => TOO_SOON,
+                    Verdict::Wrong | Verdict::NoChallenge => REFUSED,
+                });
+            }
+            Request::MonitorChallenge => {
+                let (words, source) = crate::auth::entropy();
+                let nonce = self.nonces.mix(&words, source);
+                self.auth.challenge(nonce);
+                let mut hex = [0u8; 2 * crate::auth::NONCE_LEN];
+                put_hex(&mut hex, &nonce);
+                let hex = core::str::from_utf8(&hex).unwrap_or_default();
+                let source = match source {
+                    crate::auth::Source::Rdseed => "RDSEED",
+                    crate::auth::Source::Rdrand => "RDRAND",
+                    crate::auth::Source::Tsc => "TSC readings (no RDRAND on this CPU: weak)",
+                };
+                let mut text = Text::new();
+                let _ = writeln!(text, "ukdb: nonce from {source}");
+                let _ = write!(
+                    text,
+                    "ukdb: challenge {hex}\nukdb: answer with: monitor auth TIER $(ukdb auth --key-file KEY --tier TIER --nonce {hex}), TIER ro or full\n"
+                );
+                self.reply_output(text.get());
+            }
+            Request::MonitorAnswer { tier, mac, len } => {
+                let verdict = self.auth.answer(tier.get(), mac.get(..len).unwrap_or_default(), now);
+                self.granted(verdict);
+                match verdict {
+                    Verdict::Granted(tier) => {
+                        let name = if tier == Tier::Full { "full" } else { "read-only" };
+                        let mut text = Text::new();
+                        let _ = writeln!(text, "ukdb: authenticated: {name} access");
+                        self.reply_output(text.get());
+                    }
+                    Verdict::TooSoon => self.reply_raw(TOO_SOON),
+                    Verdict::Wrong | Verdict::NoChallenge => self.reply_raw(REFUSED),
+                }
+            }
+        }
+    }
+
+    /// A fresh nonce, now the open challenge.
+    fn new_challenge(&mut self) -> [u8; crate::auth::NONCE_LEN] {
+        let (words, source) = crate::auth::entropy();
+        let nonce = self.nonces.mix(&words, source);
+        self.auth.challenge(nonce);
+        nonce
+    }
+
+    /// An authenticated session holds the unikernel as any session does.
+    fn granted(&mut self, verdict: Verdict) {
+        if let Verdict::Granted(_) = verdict {
+            self.halted = true;
+            if self.target.reason == Reason::None {
+                self.target.reason = Reason::Interrupt;
+            }
+        }
+    }
+
+    /// Sends a reply whose body is `body` (no byte needing an escape).
+    fn reply_body(&mut self, body: &[u8]) {
+        let ack = !self.no_ack;
+        let sum = body.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+        let [hi, lo] = crate::memreply::hex_pair(sum);
+        if let Some(conn) = self.conn() {
+            if ack {
+                let _ = conn.write(b'+');
+            }
+            let _ = conn.write(b'$');
+            let _ = conn.write_all(body);
+            let _ = conn.write_all(&[b'#', hi, lo]);
+            conn.send();
+        }
+    }
+
+    /// Answers a `qRcmd` with `text` for the debugger's console.
+    fn reply_output(&mut self, text: &[u8]) {
+        let mut hex = [0u8; 2 * TEXT_MAX];
+        let n = put_hex(&mut hex, text);
+        self.reply_body(hex.get(..n).unwrap_or_default());
     }
 
     /// Answers a memory read (`m`, or lldb's binary `x`) itself when gdbstub
@@ -1036,6 +1172,54 @@ fn crash(frame: &TrapFrame, note: Reason) {
         }
         _ => {}
     }
+}
+
+/// The reply to a packet the session's tier does not allow, and to a wrong
+/// answer: EPERM.
+const REFUSED: &[u8] = b"$E01#a6";
+/// The reply to an answer too soon after a failure: EAGAIN.
+const TOO_SOON: &[u8] = b"$E0b#d7";
+
+/// The longest console text of an exchange reply.
+const TEXT_MAX: usize = 384;
+
+/// A bounded text buffer (extra text is dropped).
+struct Text {
+    buf: [u8; TEXT_MAX],
+    len: usize,
+}
+
+impl Text {
+    fn new() -> Text {
+        Text { buf: [0; TEXT_MAX], len: 0 }
+    }
+
+    fn get(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl Write for Text {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` in hex into `out` (as much as fits); returns the digits
+/// written.
+fn put_hex(out: &mut [u8], bytes: &[u8]) -> usize {
+    let mut n = 0;
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&crate::memreply::hex_pair(b));
+        n += 2;
+    }
+    n
 }
 
 /// A packet's length and checksum digits, to recognise it again.

@@ -174,6 +174,15 @@ pub struct Cmd {
     /// name, or "unikernel").
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+
+    /// The stub is locked (ukdb.key= / ukdb.rokey=): authenticate with the
+    /// key in FILE (hex) before serving each debugger (see `ukdb auth`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+
+    /// With --key-file: the tier the key opens, full or ro (read-only).
+    #[arg(long, value_name = "full|ro", default_value = "full", value_parser = ["full", "ro"], requires = "key_file")]
+    tier: String,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -227,6 +236,13 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let stop = any_stop_signal().await?;
     tokio::pin!(stop);
     let console_log = open_console_log(cmd.console_log.as_deref()).await?;
+    let credentials = match &cmd.key_file {
+        Some(path) => Some(crate::cmd::auth::Credentials {
+            key: crate::cmd::auth::read_key_file(path)?,
+            tier: cmd.tier.clone(),
+        }),
+        None => None,
+    };
     if cmd.net {
         let stub = match &cmd.target {
             Target::Tcp(addr) => addr.clone(),
@@ -241,6 +257,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             console: cmd.console.clone(),
             console_log,
             connect_timeout: cmd.connect_timeout,
+            credentials: credentials.clone(),
         };
         let (ready, _) = watch::channel(false);
         return net::serve(opts, stop, ready).await;
@@ -255,6 +272,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         trace: cmd.trace,
         connect_timeout: cmd.connect_timeout,
         no_probe: cmd.no_probe,
+        credentials,
     };
     let cores = Cores::new(CoreOptions::new(cmd.core_dir, cmd.image, cmd.name))?;
     let (synced, _) = watch::channel(false);
@@ -273,6 +291,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Never probe for a stub.
     pub no_probe: bool,
+    /// The stub is locked: authenticate each debugger's session with these
+    /// before its first packet.
+    pub credentials: Option<crate::cmd::auth::Credentials>,
 }
 
 /// Serves debuggers on `listener` through the serial line `opts.target`
@@ -366,6 +387,7 @@ pub async fn serve_with_cores(
                             peer,
                             stream,
                             synced_rx.clone(),
+                            opts.credentials.clone(),
                         ));
                     }
                     Err(why) => {
@@ -737,12 +759,71 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 /// its disconnecting frees the session at once. Reading from the debugger
 /// pauses while the queue for the stub is full. Ends when it disconnects or
 /// is dropped, and then ends its session (`DLE 'X'`).
+/// Runs the authentication exchange in debugger `id`'s session before its
+/// first packet (as `cmd::auth::authenticate` does on a socket; here the
+/// stub's replies come back on `from_stub`).
+async fn authenticate(
+    shared: &Shared,
+    id: u64,
+    from_stub: &mut session::FromStub,
+    creds: &crate::cmd::auth::Credentials,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(50);
+    let mut pending = Vec::new();
+    loop {
+        let nonce = ask(shared, id, from_stub, &mut pending, b"qUkdb.challenge").await?;
+        let answer = crate::cmd::auth::answer(creds, &nonce)?;
+        match ask(shared, id, from_stub, &mut pending, answer.as_bytes()).await?.as_slice() {
+            b"OK" => return Ok(()),
+            b"E0b" if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            b"E01" => {
+                anyhow::bail!("the stub refused the key (wrong key for the {} tier?)", creds.tier)
+            }
+            other => anyhow::bail!(
+                "the stub did not authenticate us: {}",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    }
+}
+
+/// Sends one packet in debugger `id`'s session and returns the reply's
+/// body, acknowledged.
+async fn ask(
+    shared: &Shared,
+    id: u64,
+    from_stub: &mut session::FromStub,
+    pending: &mut Vec<u8>,
+    body: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    if !shared.forward(id, rsp::Event::Packet(crate::cmd::auth::packet(body))) {
+        anyhow::bail!("the session was taken away");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(reply) = crate::cmd::auth::take_packet(pending) {
+            shared.forward(id, rsp::Event::Byte(b'+'));
+            return Ok(reply);
+        }
+        match tokio::time::timeout_at(deadline, from_stub.recv()).await {
+            Ok(Some(bytes)) => pending.extend_from_slice(&bytes),
+            Ok(None) => anyhow::bail!("the session was taken away"),
+            Err(_) => anyhow::bail!("the stub did not answer {}", String::from_utf8_lossy(body)),
+        }
+    }
+}
+
 async fn serve_debugger(
     shared: Arc<Shared>,
     attached: Attached,
     peer: String,
     stream: Box<dyn Stream>,
     mut synced: watch::Receiver<bool>,
+    credentials: Option<crate::cmd::auth::Credentials>,
 ) {
     let Attached { id, mut from_stub } = attached;
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -771,6 +852,15 @@ async fn serve_debugger(
                 }
             },
         }
+    }
+    if let Some(creds) = &credentials {
+        if let Err(err) = authenticate(&shared, id, &mut from_stub, creds).await {
+            warn!("debugger {peer}: cannot authenticate to the stub: {err:#}");
+            eprintln!("ukdb: cannot authenticate to the stub: {err:#}");
+            shared.detach(id);
+            return;
+        }
+        info!("debugger {peer}: authenticated to the stub ({} tier)", creds.tier);
     }
     let mut tracker = rsp::Tracker::new(rsp::DEFAULT_MAX_PACKET);
     let mut events = Vec::new();

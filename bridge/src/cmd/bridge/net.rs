@@ -48,6 +48,8 @@ pub struct Options {
     /// How long to keep trying to connect to the console's channel, and to
     /// the stub for each debugger.
     pub connect_timeout: Duration,
+    /// The stub is locked: authenticate each connection with these first.
+    pub credentials: Option<crate::cmd::auth::Credentials>,
 }
 
 /// Runs until `stop` resolves (exit 0) or the console channel closes (exit
@@ -85,9 +87,10 @@ pub async fn serve(
             (accepted, stub) = accept => match accepted {
                 Ok((stream, peer)) => {
                     let stub = stub.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("ukdb-splice".into())
-                        .spawn(move || splice_to_stub(stream, &peer, &stub, connect_timeout));
+                    let creds = opts.credentials.clone();
+                    let spawned = std::thread::Builder::new().name("ukdb-splice".into()).spawn(
+                        move || splice_to_stub(stream, &peer, &stub, connect_timeout, creds),
+                    );
                     if let Err(err) = spawned {
                         warn!("cannot start a thread for a debugger: {err}");
                     }
@@ -210,8 +213,14 @@ async fn accept_blocking(listener: &Listener) -> io::Result<(Box<dyn Duplex>, St
 
 /// Connects to the stub for one debugger and splices the two connections
 /// (blocking: runs on a thread of its own).
-fn splice_to_stub(debugger: Box<dyn Duplex>, peer: &str, stub: &str, timeout: Duration) {
-    let stub_conn = match connect_blocking(stub, timeout) {
+fn splice_to_stub(
+    debugger: Box<dyn Duplex>,
+    peer: &str,
+    stub: &str,
+    timeout: Duration,
+    credentials: Option<crate::cmd::auth::Credentials>,
+) {
+    let mut stub_conn = match connect_blocking(stub, timeout) {
         Ok(conn) => conn,
         Err(err) => {
             warn!("debugger {peer}: cannot reach the stub at {stub}: {err}");
@@ -219,6 +228,17 @@ fn splice_to_stub(debugger: Box<dyn Duplex>, peer: &str, stub: &str, timeout: Du
             return;
         }
     };
+    if let Some(creds) = &credentials {
+        // Before the debugger's first byte: the stub's session then starts
+        // authenticated, and the debugger's handshake goes on in it.
+        if let Err(err) = crate::cmd::auth::authenticate(&mut stub_conn, creds) {
+            warn!("debugger {peer}: cannot authenticate to the stub: {err:#}");
+            eprintln!("ukdb: cannot authenticate to the stub: {err:#}");
+            debugger.shutdown_both();
+            return;
+        }
+        info!("debugger {peer}: authenticated to the stub ({} tier)", creds.tier);
+    }
     info!("debugger {peer} connected to the stub at {stub}");
     match splice(debugger, Box::new(stub_conn)) {
         Ok((up, down)) => {

@@ -1,5 +1,6 @@
 //! `monitor` commands: `why` (the last stop reason, with the panic message),
-//! `breakpoints` (how many are set), `help`.
+//! `breakpoints` (how many are set), `help`. `monitor auth` is answered by
+//! the session before gdbstub (see `crate::auth`).
 
 use super::{Reason, UkTarget};
 use gdbstub::outputln;
@@ -36,6 +37,7 @@ impl MonitorCmd for UkTarget {
                     out,
                     "  stats        stub stack use, traps passed over, console bytes dropped"
                 );
+                outputln!(out, "  auth         a challenge; 'auth ro|full RESPONSE' answers it");
             }
             _ => outputln!(out, "unknown command; try 'monitor help'"),
         }

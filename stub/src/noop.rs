@@ -214,6 +214,18 @@ impl Config {
         self
     }
 
+    /// Does nothing (no stub, no key).
+    #[inline(always)]
+    pub const fn key(self, _key: &'static [u8]) -> Config {
+        self
+    }
+
+    /// Does nothing (no stub, no key).
+    #[inline(always)]
+    pub const fn rokey(self, _key: &'static [u8]) -> Config {
+        self
+    }
+
     /// Reads nothing.
     #[inline(always)]
     pub fn from_cmdline(_cmdline: &str) -> (Config, Option<BadOption<'_>>) {

@@ -87,7 +87,7 @@ extern "C" fn kmain(start_info: u64) -> ! {
             "absent"
         },
         time::tsc_hz() / 1_000_000,
-        pvh::cmdline()
+        ShownCmdline(pvh::cmdline())
     );
     match timer::start() {
         Ok(()) => {
@@ -120,6 +120,25 @@ fn tell_stub() {
     }
     if !ukdb_stub::set_ram(pvh::ram()) {
         println!("ukdemo: too many RAM ranges for the stub");
+    }
+}
+
+/// The command line as the console shows it: the values of the debug
+/// stub's keys (`ukdb.key=`, `ukdb.rokey=`) hidden, everything else as it is.
+struct ShownCmdline(&'static str);
+
+impl core::fmt::Display for ShownCmdline {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, word) in self.0.split(' ').enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            match word.split_once('=') {
+                Some((k @ ("ukdb.key" | "ukdb.rokey"), _)) => write!(f, "{k}=*")?,
+                _ => f.write_str(word)?,
+            }
+        }
+        Ok(())
     }
 }
 

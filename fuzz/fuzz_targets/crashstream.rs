@@ -14,7 +14,9 @@ use libfuzzer_sys::fuzz_target;
 use std::io::{self, Write};
 use ukdb_bridge::core::elf::write_core;
 use ukdb_bridge::core::stream::{Decoder, Fed};
-use ukdb_stub::dumpwire::{self, cause, map_entry, note, Encoder, DATA, END, HEADER, MAP, NOTE, PAGE, REGS, REGS_LEN};
+use ukdb_stub::dumpwire::{
+    self, cause, map_entry, note, Encoder, DATA, END, HEADER, MAP, NOTE, PAGE, REGS, REGS_LEN,
+};
 
 struct Input<'a>(&'a [u8]);
 
@@ -45,7 +47,8 @@ fn build(data: &[u8]) -> Vec<u8> {
         let ok = match op % 8 {
             0 => e.record(HEADER, &[&dumpwire::header(input.u8().unwrap_or(cause::PANIC))]),
             1 => {
-                let kind = [note::REASON, note::CMDLINE, note::BUILD_ID, 0][usize::from(op >> 3 & 3)];
+                let kind =
+                    [note::REASON, note::CMDLINE, note::BUILD_ID, 0][usize::from(op >> 3 & 3)];
                 let len = usize::from(op >> 5) * 3;
                 let text = input.take(len).to_vec();
                 e.record(NOTE, &[&[kind], &text])
@@ -63,7 +66,8 @@ fn build(data: &[u8]) -> Vec<u8> {
                 e.record(MAP, &[&map_entry(v, p, len, flags)])
             }
             4 => {
-                let addr = if op & 0x80 != 0 { input.u64() } else { u64::from(op >> 3 & 0xf) * PAGE };
+                let addr =
+                    if op & 0x80 != 0 { input.u64() } else { u64::from(op >> 3 & 0xf) * PAGE };
                 let pages = usize::from(op >> 3 & 3);
                 let fill = input.u8().unwrap_or(0);
                 let mut bytes = vec![fill; pages * PAGE as usize + usize::from(op >> 5 & 1)];
@@ -87,10 +91,9 @@ fn build(data: &[u8]) -> Vec<u8> {
         };
         assert!(ok);
     }
+    // Without END the stream stops short (the line broke).
     if ended {
         e.end();
-    } else {
-        drop(e);
     }
     // Mutations: (position, xor) pairs from what is left.
     while let (Some(a), Some(b), Some(x)) = (input.u8(), input.u8(), input.u8()) {

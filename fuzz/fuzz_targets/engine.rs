@@ -117,7 +117,12 @@ impl SingleThreadBase for Fake {
 }
 
 impl SingleRegisterAccess<()> for Fake {
-    fn read_register(&mut self, _: (), reg: RegIdUkdb, buf: &mut [u8]) -> TargetResult<usize, Self> {
+    fn read_register(
+        &mut self,
+        _: (),
+        reg: RegIdUkdb,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
         let n = reg.span().len();
         buf.get_mut(..n).ok_or(TargetError::NonFatal)?.fill(reg.0 as u8);
         Ok(n)
@@ -180,11 +185,11 @@ impl SwBreakpoint for Fake {
 
 impl HwBreakpoint for Fake {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(addr % 2 == 0)
+        Ok(addr.is_multiple_of(2))
     }
 
     fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(addr % 2 == 0)
+        Ok(addr.is_multiple_of(2))
     }
 }
 
@@ -193,20 +198,34 @@ impl HwWatchpoint for Fake {
         Ok(kind != WatchKind::Read && matches!(len, 1 | 2 | 4 | 8))
     }
 
-    fn remove_hw_watchpoint(&mut self, _: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+    fn remove_hw_watchpoint(
+        &mut self,
+        _: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
         Ok(kind != WatchKind::Read && matches!(len, 1 | 2 | 4 | 8))
     }
 }
 
 impl MonitorCmd for Fake {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), Self::Error> {
         outputln!(out, "{:?}", String::from_utf8_lossy(cmd));
         Ok(())
     }
 }
 
 impl MemoryMap for Fake {
-    fn memory_map_xml(&self, offset: u64, length: usize, buf: &mut [u8]) -> TargetResult<usize, Self> {
+    fn memory_map_xml(
+        &self,
+        offset: u64,
+        length: usize,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
         let room = length.min(buf.len());
         let mut w = Window::new(buf.get_mut(..room).unwrap_or_default(), offset);
         w.put(MAP_HEAD);
@@ -244,18 +263,23 @@ fn gdbstub<'a>(mut m: Machine<'a>, target: &mut Fake, bytes: &[u8], run: bool) -
             GdbStubStateMachine::Running(s) => s.incoming_data(target, byte),
             other => Ok(other),
         }
-        .unwrap_or_else(|e| panic!("gdbstub ended the session on {:?}: {e:?}", String::from_utf8_lossy(bytes)));
+        .unwrap_or_else(|e| {
+            panic!("gdbstub ended the session on {:?}: {e:?}", String::from_utf8_lossy(bytes))
+        });
         m = match m {
             GdbStubStateMachine::Running(s) if !run => {
                 s.report_stop(target, SingleThreadStopReason::<u64>::DoneStep)
             }
-            GdbStubStateMachine::CtrlCInterrupt(s) => {
-                s.interrupt_handled(target, Some(SingleThreadStopReason::<u64>::Signal(Signal::SIGINT)))
-            }
+            GdbStubStateMachine::CtrlCInterrupt(s) => s.interrupt_handled(
+                target,
+                Some(SingleThreadStopReason::<u64>::Signal(Signal::SIGINT)),
+            ),
             GdbStubStateMachine::Disconnected(s) => Ok(s.return_to_idle()),
             other => Ok(other),
         }
-        .unwrap_or_else(|e| panic!("gdbstub failed to stop after {:?}: {e:?}", String::from_utf8_lossy(bytes)));
+        .unwrap_or_else(|e| {
+            panic!("gdbstub failed to stop after {:?}: {e:?}", String::from_utf8_lossy(bytes))
+        });
         if let GdbStubStateMachine::Idle(s) = &mut m {
             s.borrow_conn().0.clear();
         }
@@ -265,7 +289,11 @@ fn gdbstub<'a>(mut m: Machine<'a>, target: &mut Fake, bytes: &[u8], run: bool) -
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, stream)) = data.split_first() else { return };
-    let mut target = Fake { mem: vec![0x5a; usize::from(sel) * 64], regs: Regs::default(), breakpoints: Vec::new() };
+    let mut target = Fake {
+        mem: vec![0x5a; usize::from(sel) * 64],
+        regs: Regs::default(),
+        breakpoints: Vec::new(),
+    };
     let mut packet_buffer = vec![0u8; SIZE];
     let stub = GdbStubBuilder::new(Sink::default())
         .with_packet_buffer(&mut packet_buffer)
@@ -290,7 +318,14 @@ fuzz_target!(|data: &[u8]| {
             }
             Some(Event::Ack) => Some(b"+".to_vec()),
             Some(Event::Interrupt) => Some(b"\x03".to_vec()),
-            Some(Event::Nak | Event::BadChecksum | Event::Overflow | Event::Control(_) | Event::Reject(_)) | None => None,
+            Some(
+                Event::Nak
+                | Event::BadChecksum
+                | Event::Overflow
+                | Event::Control(_)
+                | Event::Reject(_),
+            )
+            | None => None,
         };
         if let Some(bytes) = forward {
             let m = machine.take().expect("a machine");

@@ -58,9 +58,10 @@ fuzz_target!(|data: &[u8]| {
     let mut mem: HashMap<u64, u64> = HashMap::new();
     while let (Some([t, i0, i1]), Some(entry)) = (input.bytes::<3>(), input.u64()) {
         let index = u64::from(u16::from_le_bytes([i0, i1]) & 0x1ff);
-        mem.insert(u64::from(t) % TABLES << 12 | index << 3, entry);
+        mem.insert((u64::from(t) % TABLES) << 12 | index << 3, entry);
     }
-    let read_phys = |pa: u64| if pa % 8 == 0 { mem.get(&pa).copied().unwrap_or(0) } else { 0 };
+    let read_phys =
+        |pa: u64| if pa.is_multiple_of(8) { mem.get(&pa).copied().unwrap_or(0) } else { 0 };
 
     for &addr in &probes {
         if let Some(m) = translate(&walk, addr, read_phys) {
@@ -70,12 +71,17 @@ fuzz_target!(|data: &[u8]| {
         }
         let len = (addr >> 48) as usize & 0x3_ffff;
         let mut next = 0usize;
-        let done = for_each_chunk(addr, len, |a| translate(&walk, a, read_phys), |c| {
-            assert_eq!(c.offset, next);
-            assert_eq!(c.addr, addr + c.offset as u64);
-            assert!(c.len >= 1);
-            next += c.len;
-        });
+        let done = for_each_chunk(
+            addr,
+            len,
+            |a| translate(&walk, a, read_phys),
+            |c| {
+                assert_eq!(c.offset, next);
+                assert_eq!(c.addr, addr + c.offset as u64);
+                assert!(c.len >= 1);
+                next += c.len;
+            },
+        );
         assert_eq!(done, next);
         assert!(done <= len);
     }
@@ -90,7 +96,10 @@ fuzz_target!(|data: &[u8]| {
         if runs.len() < 256 {
             let m = translate(&walk, run.vaddr, read_phys).expect("a run's first page is mapped");
             assert_eq!(m.frame + (run.vaddr - m.page_start), run.paddr, "{run:?}");
-            assert_eq!((m.writable, m.executable, m.uncached), (run.writable, run.executable, run.uncached));
+            assert_eq!(
+                (m.writable, m.executable, m.uncached),
+                (run.writable, run.executable, run.uncached)
+            );
             let mut at = run.vaddr;
             classify(&run, &ram, &mut seen, |e| {
                 assert_eq!(e.vaddr, at);

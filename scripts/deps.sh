@@ -31,3 +31,16 @@ fi
 if [ ! -d "$(rustup run "$toolchain" rustc --print target-libdir --target x86_64-unknown-none)" ]; then
     rustup target add --toolchain "$toolchain" x86_64-unknown-none
 fi
+
+# `deps.sh fuzz` (scripts/fuzz.sh): also a nightly toolchain and cargo-fuzz,
+# for the fuzz targets in fuzz/ (libFuzzer and sanitizers need nightly).
+if [ "${1:-}" = fuzz ]; then
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        echo "deps: installing Rust nightly (fuzzing)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "deps: installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+fi

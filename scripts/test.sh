@@ -50,6 +50,10 @@ run_tests -p ukdb-stub --features enabled
 run_tests -p ukdb-bridge
 run_tests -p ukdb-tests -- --show-output
 
+step "fuzz smoke: every fuzz target briefly (fuzz/, nightly + cargo-fuzz)"
+(cd fuzz && cargo fmt -- --check && cargo clippy --locked --all-targets -- -D warnings)
+bash scripts/fuzz.sh smoke
+
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\nall tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"

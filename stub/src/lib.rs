@@ -80,13 +80,13 @@ pub const DUMP: bool = cfg!(feature = "dump");
 // configuration, so `cargo test -p ukdb-stub` exercises them without hardware.
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod auth;
-#[cfg(any(test, feature = "dump"))]
+#[cfg(any(test, feature = "dump", feature = "fuzzing"))]
 pub(crate) mod config;
-#[cfg(any(test, feature = "dump"))]
+#[cfg(any(test, feature = "dump", feature = "fuzzing"))]
 pub(crate) mod coremap;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod debugregs;
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "enabled", feature = "fuzzing"))]
 pub(crate) mod framing;
 #[cfg(feature = "dump")]
 // The dump-only build uses part of it.
@@ -94,23 +94,72 @@ pub(crate) mod framing;
 pub(crate) mod global;
 #[cfg(any(test, feature = "dump"))]
 pub(crate) mod info;
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "enabled", feature = "fuzzing"))]
 pub(crate) mod memreply;
 #[cfg(any(test, feature = "net"))]
 pub(crate) mod net;
-#[cfg(any(test, feature = "net"))]
+#[cfg(any(test, feature = "net", feature = "fuzzing"))]
 pub(crate) mod nicaddr;
-#[cfg(any(test, feature = "dump"))]
+#[cfg(any(test, feature = "dump", feature = "fuzzing"))]
 // The dump-only build uses part of it.
 #[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 pub(crate) mod paging;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod ring;
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "enabled", feature = "fuzzing"))]
 pub(crate) mod rx;
 #[cfg(any(test, feature = "enabled"))]
 pub(crate) mod swbreak;
 #[cfg(any(test, feature = "dump"))]
 pub(crate) mod uart;
-#[cfg(any(test, feature = "enabled"))]
+#[cfg(any(test, feature = "enabled", feature = "fuzzing"))]
 pub(crate) mod ukquery;
+
+// The register set gdbstub sees, for the fuzz targets' host-only target
+// (the full stub compiles it as `imp::target::regs`).
+#[cfg(feature = "fuzzing")]
+#[path = "imp/target/regs.rs"]
+mod fuzzing_regs;
+
+/// The stub's pure parsers, for the cargo-fuzz targets in `fuzz/` only
+/// (feature `fuzzing`): not an API, and absent from every other build.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The host's packet receiver ([`rx::Rx`]).
+    pub mod rx {
+        pub use crate::rx::*;
+    }
+    /// The output framing encoder.
+    pub mod framing {
+        pub use crate::framing::*;
+    }
+    /// `ukdb.*` command-line options.
+    pub mod config {
+        pub use crate::config::*;
+    }
+    /// The NIC address and virtio-mmio device parsers.
+    pub mod nicaddr {
+        pub use crate::nicaddr::*;
+    }
+    /// The page-table walks.
+    pub mod paging {
+        pub use crate::paging::*;
+    }
+    /// The crash dump's core map.
+    pub mod coremap {
+        pub use crate::coremap::*;
+    }
+    /// `m`/`x` requests and their replies.
+    pub mod memreply {
+        pub use crate::memreply::*;
+    }
+    /// The `qUkdb` queries.
+    pub mod ukquery {
+        pub use crate::ukquery::*;
+    }
+    /// The register set and target description gdbstub sees.
+    pub mod regs {
+        pub use crate::fuzzing_regs::*;
+    }
+}

@@ -367,6 +367,7 @@ fn einval<T>(ok: Option<T>) -> Result<T, Reply> {
 /// parse and handle it for the stub's target (single thread; registers,
 /// single registers, memory, `X`; continue, step, `vCont`; software and
 /// hardware breakpoints and watchpoints; `qRcmd`; `qXfer:features:read`;
+/// `qXfer:memory-map:read`;
 /// no-ack mode). Commands are recognised by prefix, as gdbstub does: every
 /// body that starts with `m` is an `m` command. Bodies no supported
 /// command claims pass (gdbstub gives them the empty reply). An `m` for
@@ -466,6 +467,16 @@ pub fn check_with(body: &[u8], m_max: u64) -> Result<Verdict, Reply> {
         einval(number(length))?;
         // The stub's description is one document, without includes.
         return if annex == b"target.xml" { other } else { Err(Reply::Einval) };
+    }
+    if let Some(rest) = body.strip_prefix(b"qXfer:memory-map:read") {
+        // The target serves the memory map: gdbstub parses the read and
+        // ends the session on a malformed one. Its annex is empty.
+        let rest = einval(rest.strip_prefix(b":"))?;
+        let (annex, range) = einval(split_once(rest, b':'))?;
+        let (offset, length) = einval(split_once(range, b','))?;
+        einval(number(offset))?;
+        einval(number(length))?;
+        return if annex.is_empty() { other } else { Err(Reply::Einval) };
     }
     if let Some(rest) = body.strip_prefix(b"c") {
         return optional_addr(rest);

@@ -387,6 +387,29 @@ fn malformed_packets_are_refused_with_einval() {
 }
 
 #[test]
+fn memory_map_reads_are_checked() {
+    // The stub's target serves gdb's memory map, so gdbstub parses these
+    // and ends the session on a malformed one (found by fuzz/engine).
+    for body in [
+        &b"qXfer:memory-map:read::0,f\0fb"[..],
+        b"qXfer:memory-map:read::0,",
+        b"qXfer:memory-map:read::,ffb",
+        b"qXfer:memory-map:read::0",
+        b"qXfer:memory-map:read:",
+        b"qXfer:memory-map:read",
+        b"qXfer:memory-map:read:x:0,ffb",
+        b"qXfer:memory-map:read::0,11111111111111111",
+    ] {
+        assert_eq!(check(body), Err(Reply::Einval), "{}", String::from_utf8_lossy(body));
+    }
+    for body in
+        [&b"qXfer:memory-map:read::0,ffb"[..], b"qXfer:memory-map:read::1a3,ffffffffffffffff"]
+    {
+        assert_eq!(check(body), Ok(Verdict::Pass(PacketClass::Other)));
+    }
+}
+
+#[test]
 fn unsupported_vcont_actions_get_the_empty_reply() {
     for body in [&b"vCont;t"[..], b"vCont;r1000,2000:1", b"vCont;r1,2;c"] {
         assert_eq!(run(&pkt(body)), vec![Ev::Reject(Reply::Empty)]);

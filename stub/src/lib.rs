@@ -92,6 +92,8 @@ pub(crate) mod framing;
 // The dump-only build uses part of it.
 #[cfg_attr(not(feature = "enabled"), allow(dead_code))]
 pub(crate) mod global;
+#[cfg(any(test, feature = "enabled"))]
+pub(crate) mod guard;
 #[cfg(any(test, feature = "dump"))]
 pub(crate) mod info;
 #[cfg(any(test, feature = "enabled", feature = "fuzzing"))]

@@ -155,6 +155,34 @@ fn stop_reply_after_one(c: &mut Raw) -> Row {
     Ok(())
 }
 
+/// `monitor CMD` through `qRcmd`: the console output (hex-decoded `O`
+/// packets) up to the final `OK`.
+fn monitor(c: &mut Raw, cmd: &str) -> Result<String, String> {
+    c.send_packet(format!("qRcmd,{}", hex(cmd.as_bytes())).as_bytes());
+    let mut text = String::new();
+    loop {
+        let got = c.reply();
+        if got == "OK" {
+            return Ok(text);
+        }
+        let bytes = got
+            .strip_prefix('O')
+            .and_then(|h| raw::unhex(h.as_bytes()))
+            .ok_or(format!("monitor {cmd}: got {got:?}"))?;
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+}
+
+/// `monitor unsafe-writes on`, checked.
+fn unsafe_writes_on(c: &mut Raw) -> Row {
+    let text = monitor(c, "unsafe-writes on")?;
+    check!(
+        text == "unsafe-writes on: writes to the stub, the IDT and the page tables are allowed until the session ends\n",
+        "monitor unsafe-writes on: {text:?}"
+    );
+    Ok(())
+}
+
 /// The session is still there and answers: `?` gives a stop reply.
 fn still_stopped(c: &mut Raw) -> Row {
     let got = c.request(b"?");
@@ -332,7 +360,7 @@ fn rows_10_11_12_13_14_15_17_18_20_21_22_23_25_memory_and_breakpoints() {
     });
     rig.row(17, |r| {
         // The stub's packet buffers (`Buffers`: the receive buffer first,
-        // which holds the packet being handled).
+        // which holds the packet being handled): protected, `E0d`.
         let buf = symbols(&r.image)
             .into_iter()
             .find(|(n, _)| {
@@ -342,31 +370,25 @@ fn rows_10_11_12_13_14_15_17_18_20_21_22_23_25_memory_and_breakpoints() {
             .expect("no packet buffer symbol")
             .1;
         let mut c = r.session();
-        let body = format!("M{buf:x},8:0102030405060708");
-        let got = c.request(body.as_bytes());
-        let res = if got == "OK" || is_error(&got) {
-            still_stopped(&mut c)
-        } else {
-            Err(format!("{body}: want OK or an error, got {got:?}"))
-        };
+        let res = expect(&mut c, format!("M{buf:x},8:0102030405060708").as_bytes(), "E0d")
+            .and_then(|()| still_stopped(&mut c));
         c.close();
         res
     });
     rig.row(18, |r| {
+        // The session's state, zeroed: refused, so the session goes on.
         let session = sym(&r.image, &["SESSION"]);
         let mut c = r.session();
-        let res = match read_mem(&mut c, session, 64) {
-            Ok(bytes) => {
-                let body = format!("M{session:x},40:{}", hex(&bytes));
-                let got = c.request(body.as_bytes());
-                if got == "OK" || is_error(&got) {
-                    still_stopped(&mut c)
-                } else {
-                    Err(format!("M SESSION: got {got:?}"))
-                }
-            }
-            Err(e) => Err(format!("m SESSION: {e}")),
-        };
+        let res = (|| {
+            let before = read_mem(&mut c, session, 64)?;
+            expect(&mut c, format!("M{session:x},40:{}", "00".repeat(64)).as_bytes(), "E0d")?;
+            expect(&mut c, format!("X{session:x},1:a").as_bytes(), "E0d")?;
+            check!(read_mem(&mut c, session, 64)? == before, "SESSION changed");
+            // With the guard lifted: written (the same bytes), answered.
+            unsafe_writes_on(&mut c)?;
+            expect(&mut c, format!("M{session:x},40:{}", hex(&before)).as_bytes(), "OK")?;
+            still_stopped(&mut c)
+        })();
         c.close();
         res
     });
@@ -809,27 +831,38 @@ fn rows_16_19_53_stub_code_and_idt() {
         let mut c = r.session();
         let res = (|| {
             let code = read_mem(&mut c, poll, 16)?;
+            // Protected: refused, nothing written, no breakpoint there.
+            expect(&mut c, format!("M{poll:x},10:{}", hex(&code)).as_bytes(), "E0d")?;
+            expect(&mut c, format!("M{poll:x},1:cc").as_bytes(), "E0d")?;
+            expect(&mut c, format!("Z0,{poll:x},1").as_bytes(), "E0d")?;
+            check!(read_mem(&mut c, poll, 16)? == code, "poll changed");
+            // Off by default in each new session.
+            let text = monitor(&mut c, "unsafe-writes")?;
+            check!(
+                text == "unsafe-writes off: writes to the stub, the IDT and the page tables are refused\n",
+                "monitor unsafe-writes: {text:?}"
+            );
+            // Lifted: the old behaviour. An int3 in the stub's own poll:
+            // whatever the stub does with it, the original byte goes back
+            // and the unikernel runs on.
+            unsafe_writes_on(&mut c)?;
             expect(&mut c, format!("M{poll:x},10:{}", hex(&code)).as_bytes(), "OK")?;
             check!(read_mem(&mut c, poll, 16)? == code, "poll changed");
-            // An int3 in the stub's own poll: whatever the stub does with it,
-            // the original byte goes back and the unikernel runs on.
-            let got = c.request(format!("M{poll:x},1:cc").as_bytes());
-            if got == "OK" {
-                c.send_packet(b"c");
-                let stop = c.packet_within(Duration::from_secs(5)).map(|r| r.text());
-                if stop.is_none() {
-                    c.send(&[0x03]);
-                    let _ = c.reply();
-                }
-                expect(&mut c, format!("M{poll:x},1:{:02x}", code[0]).as_bytes(), "OK")?;
-                // Back to the start of the instruction if it stopped after it.
-                let rip = c.request(b"p10");
-                if let Some(b) = raw::unhex(rip.as_bytes()) {
-                    let pc = u64::from_le_bytes(b[..8].try_into().unwrap());
-                    if pc == poll + 1 {
-                        let fixed = hex(&poll.to_le_bytes());
-                        expect(&mut c, format!("P10={fixed}").as_bytes(), "OK")?;
-                    }
+            expect(&mut c, format!("M{poll:x},1:cc").as_bytes(), "OK")?;
+            c.send_packet(b"c");
+            let stop = c.packet_within(Duration::from_secs(5)).map(|r| r.text());
+            if stop.is_none() {
+                c.send(&[0x03]);
+                let _ = c.reply();
+            }
+            expect(&mut c, format!("M{poll:x},1:{:02x}", code[0]).as_bytes(), "OK")?;
+            // Back to the start of the instruction if it stopped after it.
+            let rip = c.request(b"p10");
+            if let Some(b) = raw::unhex(rip.as_bytes()) {
+                let pc = u64::from_le_bytes(b[..8].try_into().unwrap());
+                if pc == poll + 1 {
+                    let fixed = hex(&poll.to_le_bytes());
+                    expect(&mut c, format!("P10={fixed}").as_bytes(), "OK")?;
                 }
             }
             check!(read_mem(&mut c, poll, 16)? == code, "poll not restored");
@@ -841,10 +874,23 @@ fn rows_16_19_53_stub_code_and_idt() {
     rig.row(19, |r| {
         let idt = sym(&r.image, &["3idt3IDT"]);
         let gate = idt + 3 * 16;
+        // The example's page tables (identity-mapped statics).
+        let pml4 = sym(&r.image, &["6ukdemo6paging4PML4"]);
+        let pd = sym(&r.image, &["6ukdemo6paging2PD17h"]);
         let mut c = r.session();
         let res = (|| {
             let bytes = read_mem(&mut c, gate, 16)?;
-            expect(&mut c, format!("M{gate:x},10:{}", hex(&bytes)).as_bytes(), "OK")?;
+            // Refused, whole: not even the bytes before the IDT.
+            expect(&mut c, format!("M{gate:x},10:{}", "00".repeat(16)).as_bytes(), "E0d")?;
+            expect(&mut c, format!("M{:x},20:{}", idt - 16, "00".repeat(32)).as_bytes(), "E0d")?;
+            check!(read_mem(&mut c, gate, 16)? == bytes, "the gate changed");
+            for table in [pml4, pd] {
+                let entry = read_mem(&mut c, table, 8)?;
+                expect(&mut c, format!("M{table:x},8:{}", "00".repeat(8)).as_bytes(), "E0d")?;
+                check!(read_mem(&mut c, table, 8)? == entry, "a page table changed");
+            }
+            // Lifted: the old behaviour (zeroed, run, interrupted, restored).
+            unsafe_writes_on(&mut c)?;
             expect(&mut c, format!("M{gate:x},10:{}", "00".repeat(16)).as_bytes(), "OK")?;
             c.send_packet(b"c");
             r.bridge.wait_more_lines(10);
@@ -861,7 +907,12 @@ fn rows_16_19_53_stub_code_and_idt() {
         let idt = sym(&r.image, &["3idt3IDT"]);
         let gate = idt + 3 * 16;
         let mut c = r.session();
-        let res = expect(&mut c, format!("M{gate:x},10:{}", "00".repeat(16)).as_bytes(), "OK");
+        // A new session: the guard is back.
+        let res = expect(&mut c, format!("M{gate:x},10:{}", "00".repeat(16)).as_bytes(), "E0d")
+            .and_then(|()| unsafe_writes_on(&mut c))
+            .and_then(|()| {
+                expect(&mut c, format!("M{gate:x},10:{}", "00".repeat(16)).as_bytes(), "OK")
+            });
         c.close();
         res
     });
@@ -1037,4 +1088,61 @@ fn row_52_raw_packet_interleaved_with_dle_sequences() {
     c.close();
     res.unwrap();
     bridge_syncs_and_gdb_breaks(&vm);
+}
+
+// ---------------------------------------------------------------------------
+// Protected memory through a stock gdb.
+
+/// gdb cannot write the IDT (`E0d`: "Cannot access memory"); `monitor
+/// unsafe-writes` says the guard is on, and `on` lifts it.
+#[test]
+fn gdb_cannot_write_the_idt() {
+    let mut rig = Rig::new();
+    let idt = sym(&rig.image, &["3idt3IDT"]);
+    let gate = idt + 3 * 16;
+    let (image, addr) = (rig.image.clone(), rig.bridge.addr.clone());
+    rig.row(19, |_| {
+        let set = format!("set {{char}}{gate:#x} = 0");
+        let get = format!("x/1bx {gate:#x}");
+        let keep = format!("set $orig = *(unsigned char *){gate:#x}");
+        let restore = format!("set {{unsigned char}}{gate:#x} = $orig");
+        let out = Debugger::gdb(
+            &image,
+            &addr,
+            &[
+                "break ukdemo::app::tick",
+                "continue",
+                &get,
+                &keep,
+                &set,
+                "monitor unsafe-writes",
+                "monitor unsafe-writes on",
+                &set,
+                &get,
+                &restore,
+                "monitor unsafe-writes off",
+                "delete",
+                "detach",
+            ],
+        )
+        .finish();
+        let line = line_of("src/app.rs", "write_volatile(t)");
+        let expected = format!(
+            "{{*}}\n{{*}}\n\
+             Breakpoint 1 at {{hex}}: file src/app.rs, line {line}.\n\
+             \n\
+             Breakpoint 1, ukdemo::app::tick (n={{n}}) at src/app.rs:{line}\n\
+             {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+             {gate:#x} <{{*}}>:\t{{hex}}\n\
+             Cannot access memory at address {gate:#x}\n\
+             unsafe-writes off: writes to the stub, the IDT and the page tables are refused\n\
+             unsafe-writes on: writes to the stub, the IDT and the page tables are allowed until the session ends\n\
+             {gate:#x} <{{*}}>:\t0x00\n\
+             unsafe-writes off: writes to the stub, the IDT and the page tables are refused\n\
+             [Inferior 1 (process 1) detached]\n"
+        );
+        assert_transcript(&out, &expected);
+        Ok(())
+    });
+    rig.finish();
 }

@@ -423,6 +423,7 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
     let Some(mut s) = SESSION.lock() else {
         return false;
     };
+    let buffers_span = (core::ptr::from_ref(buffers) as u64, size_of::<Buffers<N>>() as u64);
     let (rx, packet, tx) = buffers.split();
     let session = s.insert(Session {
         target: UkTarget::new(&config),
@@ -441,7 +442,17 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
         nonces: Pool::new(),
     });
     session.fresh_machine();
+    // Kept from the debugger's writes (see `crate::guard`).
+    for (start, len) in [buffers_span, span(&SESSION), span(&CONFIG), span(&PANIC), span(&PLANTED)]
+    {
+        session.target.protect(start, len);
+    }
     true
+}
+
+/// Where a static is and how long.
+fn span<T>(value: &T) -> (u64, u64) {
+    (core::ptr::from_ref(value) as u64, size_of_val(value) as u64)
 }
 
 /// Lock-free.
@@ -710,6 +721,7 @@ impl Session {
 
     fn end_session(&mut self) {
         self.auth.end_session();
+        self.target.unsafe_writes = false;
         self.target.clear_breakpoints();
         self.target.resume = None;
         self.fresh_machine();

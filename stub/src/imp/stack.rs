@@ -42,6 +42,12 @@ pub fn call(frame: &mut TrapFrame, arg: u64, f: OnStack) -> u64 {
     unsafe { switch(frame, arg, f, top) }
 }
 
+/// Where the stack is: its lowest address and its size (protected from
+/// the debugger's writes, see `crate::guard`).
+pub fn span() -> (u64, u64) {
+    (STACK.0.get() as u64, STUB_STACK_BYTES as u64)
+}
+
 /// Paints the stack (once, at `init`, before any entry can use it).
 pub fn paint() {
     let base = STACK.0.get().cast::<u8>();

@@ -1,7 +1,7 @@
 //! Registers (from the trap frame, the saved x87/SSE area and the live
 //! segment state) and memory (checked against the page tables first).
 
-use super::mem::EFAULT;
+use super::mem::{EACCES, EFAULT};
 use super::regs::{RegIdUkdb, Regs};
 use super::UkTarget;
 use crate::imp::arch;
@@ -186,6 +186,10 @@ impl SingleThreadBase for UkTarget {
     }
 
     fn write_addrs(&mut self, start_addr: u64, data: &[u8]) -> TargetResult<(), Self> {
+        // The whole range is checked before a byte is written.
+        if self.guard_write(start_addr, data.len()).is_err() {
+            return Err(TargetError::Errno(EACCES));
+        }
         self.mem.write(start_addr, data).map_err(|e| TargetError::Errno(e.errno()))
     }
 

@@ -42,8 +42,13 @@ impl SwBreakpoint for UkTarget {
     /// Records the breakpoint; it is planted when the unikernel resumes.
     /// Refused (gdb: "Cannot insert breakpoint") where no mapped byte is, in
     /// a page that forbids execution (NX), and in read-only code while CET
-    /// keeps CR0.WP set (a hardware breakpoint still works there).
+    /// keeps CR0.WP set (a hardware breakpoint still works there). In the
+    /// stub's own code, the IDT or a page table: `E0d` (EACCES), as for a
+    /// write there (see `protect`).
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.guard_write(addr, 1).is_err() {
+            return Err(TargetError::Errno(super::mem::EACCES));
+        }
         Ok(self.mem.check_breakpoint(addr).is_ok() && self.bps.insert(addr))
     }
 

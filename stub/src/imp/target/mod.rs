@@ -14,6 +14,7 @@ mod breakpoints;
 pub mod mem;
 mod memmap;
 mod monitor;
+mod protect;
 pub mod regs;
 mod resume;
 pub mod step;
@@ -92,6 +93,10 @@ pub struct UkTarget {
     pub reason: Reason,
     pub panic_message: [u8; PANIC_MESSAGE_MAX],
     pub panic_len: usize,
+    /// What the debugger may not write (see `protect`).
+    guard: crate::guard::Guard,
+    /// `monitor unsafe-writes on`: the guard is lifted until the session ends.
+    pub unsafe_writes: bool,
 }
 
 impl UkTarget {
@@ -109,6 +114,8 @@ impl UkTarget {
             reason: Reason::None,
             panic_message: [0; PANIC_MESSAGE_MAX],
             panic_len: 0,
+            guard: protect::initial(),
+            unsafe_writes: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! `monitor` commands: `why` (the last stop reason, with the panic message),
-//! `breakpoints` (how many are set), `help`. `monitor auth` is answered by
+//! `breakpoints` (how many are set), `stats`, `unsafe-writes` (lifts the
+//! write guard, see `protect`), `help`. `monitor auth` is answered by
 //! the session before gdbstub (see `crate::auth`).
 
 use super::{Reason, UkTarget};
@@ -29,6 +30,15 @@ impl MonitorCmd for UkTarget {
                 outputln!(out, "traps passed over while the stub was busy: {}", stats.skipped);
                 outputln!(out, "console bytes dropped: {}", stats.console_dropped);
             }
+            b"unsafe-writes" => self.write_unsafe_writes(&mut out),
+            b"unsafe-writes off" => {
+                self.unsafe_writes = false;
+                self.write_unsafe_writes(&mut out);
+            }
+            b"unsafe-writes on" => {
+                self.unsafe_writes = true;
+                self.write_unsafe_writes(&mut out);
+            }
             b"" | b"help" => {
                 outputln!(out, "ukdb monitor commands:");
                 outputln!(out, "  why          why the unikernel stopped (with the panic message)");
@@ -38,6 +48,10 @@ impl MonitorCmd for UkTarget {
                     "  stats        stub stack use, traps passed over, console bytes dropped"
                 );
                 outputln!(out, "  auth         a challenge; 'auth ro|full RESPONSE' answers it");
+                outputln!(
+                    out,
+                    "  unsafe-writes [on|off]  allow writes to the stub, the IDT and the page tables (this session)"
+                );
             }
             _ => outputln!(out, "unknown command; try 'monitor help'"),
         }
@@ -46,6 +60,21 @@ impl MonitorCmd for UkTarget {
 }
 
 impl UkTarget {
+    /// The answer to `monitor unsafe-writes`.
+    fn write_unsafe_writes(&self, out: &mut ConsoleOutput<'_>) {
+        if self.unsafe_writes {
+            outputln!(
+                out,
+                "unsafe-writes on: writes to the stub, the IDT and the page tables are allowed until the session ends"
+            );
+        } else {
+            outputln!(
+                out,
+                "unsafe-writes off: writes to the stub, the IDT and the page tables are refused"
+            );
+        }
+    }
+
     /// Why the unikernel is stopped, in a line without its newline: the
     /// answer to `monitor why`, and the reason a core records.
     pub fn write_why(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {

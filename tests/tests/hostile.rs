@@ -1112,6 +1112,7 @@ fn gdb_cannot_write_the_idt() {
             &[
                 "break ukdemo::app::tick",
                 "continue",
+                "set language c",
                 &get,
                 &keep,
                 &set,
@@ -1133,6 +1134,7 @@ fn gdb_cannot_write_the_idt() {
              \n\
              Breakpoint 1, ukdemo::app::tick (n={{n}}) at src/app.rs:{line}\n\
              {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+             Warning: the current language does not match this frame.\n\
              {gate:#x} <{{*}}>:\t{{hex}}\n\
              Cannot access memory at address {gate:#x}\n\
              unsafe-writes off: writes to the stub, the IDT and the page tables are refused\n\

@@ -884,10 +884,13 @@ fn rows_16_19_53_stub_code_and_idt() {
             expect(&mut c, format!("M{gate:x},10:{}", "00".repeat(16)).as_bytes(), "E0d")?;
             expect(&mut c, format!("M{:x},20:{}", idt - 16, "00".repeat(32)).as_bytes(), "E0d")?;
             check!(read_mem(&mut c, gate, 16)? == bytes, "the gate changed");
-            for table in [pml4, pd] {
+            // Also through the example's second mapping of physical memory
+            // (identity-mapped image: physical = virtual).
+            const ALIAS: u64 = 0xffff_8000_0000_0000;
+            for table in [pml4, pd, ALIAS + pml4, ALIAS + gate] {
                 let entry = read_mem(&mut c, table, 8)?;
                 expect(&mut c, format!("M{table:x},8:{}", "00".repeat(8)).as_bytes(), "E0d")?;
-                check!(read_mem(&mut c, table, 8)? == entry, "a page table changed");
+                check!(read_mem(&mut c, table, 8)? == entry, "a protected byte changed");
             }
             // Lifted: the old behaviour (zeroed, run, interrupted, restored).
             unsafe_writes_on(&mut c)?;

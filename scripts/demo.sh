@@ -2,7 +2,9 @@
 # The main job: builds the example unikernel with the ukdb stub and runs it
 # with `cargo run --release` in examples/ukdemo, whose runner is
 # `ukdb run --net`: QEMU boots it with a virtio-net NIC, the console shows
-# on stdout, and gdb attaches straight to the stub over TCP.
+# on stdout, and gdb attaches straight to the stub over TCP (`ukdb run --net`
+# puts ukdb.net=dhcp on the command line: without a key, the network stub
+# listens only when ukdb.net= asks it to; see docs/debugging.md, Security).
 # Interactive terminal: you get a gdb prompt (quit ends the VM). Otherwise a
 # short scripted gdb session runs.
 #

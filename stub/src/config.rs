@@ -9,9 +9,9 @@
 //! | `ukdb.trap=ud` | software breakpoints are the one-byte invalid opcode `0x06` (#UD in 64-bit mode), for hypervisors that cannot deliver #BP to the guest |
 //! | `ukdb.off` | the stub stays out of the way: no traps, no polling, console raw |
 //! | `ukdb.phys_offset=N` | physical memory is mapped at virtual `N` (`0x` hex or decimal); the default 0 means identity-mapped page tables |
-//! | `ukdb.net=dhcp` | network stub ([`crate::init_net`], [`crate::init_net_dedicated`]): the address from DHCPv4, asked for at init (about 5 s at most); the default |
+//! | `ukdb.net=dhcp` | network stub ([`crate::init_net`], [`crate::init_net_dedicated`]): the address from DHCPv4, asked for at init (about 5 s at most); the default when a key is set |
 //! | `ukdb.net=IP/PREFIX[,gw=IP]` | network stub: a static address (`10.0.2.15/24,gw=10.0.2.2`); the gateway is needed only for debuggers outside the subnet |
-//! | `ukdb.net=off` | no network stub (the unikernel runs without one) |
+//! | `ukdb.net=off` | no network stub (the unikernel runs without one); the default when no key is set ([`NetMode::Unset`]) |
 //! | `ukdb.port=N` | the TCP port the network stub listens on (decimal, 1-65535); the default 1234 |
 //! | `ukdb.crash=dump[,then=halt\|reboot\|wait]` | on a panic or a fatal exception with no debugger attached, stream a core over the stub's channel (`dumpwire`), then halt, reset the machine, or wait (the default: with the full stub a debugger can still attach; the dump-only build returns to the unikernel's own handling). Needs the `dump` or `enabled` feature |
 //! | `ukdb.key=HEX` | the full tier's key (2-128 hex digits): sessions start locked and authenticate (see `auth.rs`); a key built in with [`Config::key`] wins, and a bad or ignored value is reported as `ukdb.key=<redacted>` |
@@ -167,7 +167,13 @@ pub enum Then {
 /// How the network stub gets its IPv4 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetMode {
-    /// DHCPv4, at init (`ukdb.net=dhcp`, the default).
+    /// `ukdb.net=` not given (the default): DHCPv4 when a key is set
+    /// (`ukdb.key=`, `ukdb.rokey=`, [`Config::key`], [`Config::rokey`]);
+    /// with no key, no network stub, since an unlocked stub on the network
+    /// hands the unikernel to whoever reaches its port (see
+    /// [`Config::net_mode`]).
+    Unset,
+    /// DHCPv4, at init (`ukdb.net=dhcp`).
     Dhcp,
     /// A static address (`ukdb.net=IP/PREFIX[,gw=IP]`).
     Static {
@@ -207,7 +213,7 @@ impl Config {
             trap: TrapInsn::Int3,
             off: false,
             phys_offset: 0,
-            net: NetMode::Dhcp,
+            net: NetMode::Unset,
             port: DEFAULT_PORT,
             tsc_hz: 0,
             crash: Crash::Off,
@@ -242,6 +248,24 @@ impl Config {
     /// gives one: 2 GHz (timeouts then run up to twice as fast or slow on
     /// the machines of today).
     pub const FALLBACK_TSC_HZ: u64 = 2_000_000_000;
+
+    /// What the network stub does with this configuration:
+    /// [`NetMode::Unset`] resolved (DHCP with a key, [`NetMode::Off`]
+    /// without one); every other mode as given.
+    pub const fn net_mode(&self) -> NetMode {
+        match self.net {
+            NetMode::Unset if self.key.is_some() || self.rokey.is_some() => NetMode::Dhcp,
+            NetMode::Unset => NetMode::Off,
+            mode => mode,
+        }
+    }
+
+    /// `true` when the network stub stays off only because neither a key
+    /// nor `ukdb.net=` was given (the unikernel may then put the stub on
+    /// its serial line, as with `ukdb.net=off`).
+    pub const fn net_off_by_default(&self) -> bool {
+        matches!(self.net, NetMode::Unset) && self.key.is_none() && self.rokey.is_none()
+    }
 
     /// How the network stub gets its address (`ukdb.net=`).
     pub const fn net(mut self, mode: NetMode) -> Config {
@@ -485,7 +509,7 @@ mod tests {
                 trap: TrapInsn::Ud,
                 off: false,
                 phys_offset: 0xffff_8000_0000_0000,
-                net: NetMode::Dhcp,
+                net: NetMode::Unset,
                 port: 1234,
                 tsc_hz: 0,
                 crash: Crash::Off,
@@ -549,8 +573,38 @@ mod tests {
         assert_eq!(Config::FALLBACK_TSC_HZ, 2_000_000_000);
         assert_eq!(
             (Config::new().net, Config::new().port, Config::new().tsc_hz),
-            (NetMode::Dhcp, 1234, 0)
+            (NetMode::Unset, 1234, 0)
         );
+    }
+
+    #[test]
+    fn the_network_stub_listens_by_default_only_with_a_key() {
+        let no_key = Config::new();
+        assert_eq!((no_key.net_mode(), no_key.net_off_by_default()), (NetMode::Off, true));
+        for cmdline in ["ukdb.key=0011", "ukdb.rokey=0011", "ukdb.key=0011 ukdb.rokey=2233"] {
+            let c = Config::from_cmdline(cmdline).0;
+            assert_eq!(
+                (c.net, c.net_mode(), c.net_off_by_default()),
+                (NetMode::Unset, NetMode::Dhcp, false)
+            );
+        }
+        let baked = Config::new().rokey(b"k");
+        assert_eq!((baked.net_mode(), baked.net_off_by_default()), (NetMode::Dhcp, false));
+        // Given explicitly, ukdb.net= wins, with or without a key.
+        for (cmdline, mode) in [
+            ("ukdb.net=dhcp", NetMode::Dhcp),
+            ("ukdb.net=off ukdb.key=00", NetMode::Off),
+            (
+                "ukdb.net=10.0.2.15/24",
+                NetMode::Static { addr: [10, 0, 2, 15], prefix: 24, gateway: None },
+            ),
+            ("ukdb.net=bad", NetMode::Invalid),
+        ] {
+            let c = Config::from_cmdline(cmdline).0;
+            assert_eq!((c.net_mode(), c.net_off_by_default()), (mode, false), "{cmdline}");
+        }
+        // A bad key is no key.
+        assert!(Config::from_cmdline("ukdb.key=zz").0.net_off_by_default());
     }
 
     #[test]

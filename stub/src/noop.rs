@@ -116,6 +116,8 @@ pub enum TrapInsn {
 /// How the network stub gets its IPv4 address (no-op build: unused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetMode {
+    /// `ukdb.net=` not given.
+    Unset,
     /// DHCPv4.
     Dhcp,
     /// A static address.
@@ -189,6 +191,16 @@ impl Config {
 
     /// See the enabled build.
     pub const FALLBACK_TSC_HZ: u64 = 2_000_000_000;
+
+    /// The network stub's mode (no-op build: off).
+    pub const fn net_mode(&self) -> NetMode {
+        NetMode::Off
+    }
+
+    /// Off only for want of a key and `ukdb.net=` (no-op build: `false`).
+    pub const fn net_off_by_default(&self) -> bool {
+        false
+    }
 
     /// Does nothing.
     #[inline(always)]

@@ -566,14 +566,40 @@ pub fn nic_device(machine: &str) -> &'static str {
     }
 }
 
+/// `append` with `ukdb.net=dhcp` added unless it has a `ukdb.net=` word:
+/// without a key, the network stub listens only when asked to.
+pub fn with_net(append: &str) -> String {
+    if append.split_ascii_whitespace().any(|w| w.starts_with("ukdb.net=")) {
+        append.to_owned()
+    } else if append.is_empty() {
+        "ukdb.net=dhcp".to_owned()
+    } else {
+        format!("{append} ukdb.net=dhcp")
+    }
+}
+
 impl NetVm {
-    /// Boots `image` with a NIC; `extra` goes on QEMU's command line too.
+    /// Boots `image` with a NIC and the network stub on it
+    /// (`ukdb.net=dhcp` unless `append` has a `ukdb.net=`); `extra` goes
+    /// on QEMU's command line too.
     pub fn boot(machine: &str, image: &Path, append: &str, extra: &[&str]) -> NetVm {
         Self::boot_port(machine, image, append, extra, 1234)
     }
 
     /// [`NetVm::boot`] with the stub on guest port `stub_port`.
     pub fn boot_port(
+        machine: &str,
+        image: &Path,
+        append: &str,
+        extra: &[&str],
+        stub_port: u16,
+    ) -> NetVm {
+        Self::boot_exact(machine, image, &with_net(append), extra, stub_port)
+    }
+
+    /// [`NetVm::boot_port`] with `append` exactly as given (no
+    /// `ukdb.net=` added).
+    pub fn boot_exact(
         machine: &str,
         image: &Path,
         append: &str,

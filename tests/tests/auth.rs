@@ -18,10 +18,13 @@ fn append() -> String {
     format!("ukdb.key={FULL_KEY} ukdb.rokey={RO_KEY}")
 }
 
-/// A q35 VM with both keys on its command line, its network stub up.
+/// A q35 VM with both keys on its command line, its network stub up: with
+/// a key, the stub listens without `ukdb.net=` (DHCP).
 fn locked_vm() -> NetVm {
-    let vm = NetVm::boot("q35", &artifacts().image, &append(), &[]);
-    vm.wait_stub_ready();
+    let vm = NetVm::boot_exact("q35", &artifacts().image, &append(), &[], 1234);
+    let ready = vm.wait_stub_ready();
+    assert!(ready.contains("(dhcp)"), "{ready}");
+    assert!(!vm.console.text().contains("network stub off"));
     vm
 }
 

@@ -609,3 +609,50 @@ fn a_breakpoint_in_the_shared_nics_driver_is_passed_over() {
     assert!(out.ends_with("[Inferior 1 (process 1) detached]\n"), "{out}");
     more_lines(&vm, 2);
 }
+
+/// Neither a key nor `ukdb.net=`: the network stub does not listen (and
+/// says why), the app's network runs, and the stub is on the serial line.
+#[test]
+fn without_a_key_or_ukdb_net_the_stub_stays_off_the_network() {
+    let a = artifacts();
+    let (debug, http) = (free_port(), free_port());
+    let netdev = format!(
+        "user,id=n0,hostfwd=tcp:127.0.0.1:{debug}-:1234,hostfwd=tcp:127.0.0.1:{http}-:8080"
+    );
+    let qmp_dir = tempfile::tempdir().unwrap();
+    let qmp_sock = qmp_dir.path().join("qmp.sock");
+    let [flag, arg] = qmp::args(&qmp_sock);
+    // Stopped (-S) until the console is connected: not a byte is missed.
+    let extra = ["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0", "-S", &flag, &arg];
+    let vm = Vm::boot_with("q35", &a.image, "", &extra);
+    let serial = connect_unix(&vm.sock);
+    let console = std::sync::Arc::new(Output::default());
+    console.spawn_reader(serial.try_clone().unwrap());
+    drop(connect_unix(&qmp_sock));
+    qmp::execute(&qmp_sock, "cont");
+    let text = console.wait("the app's HTTP server", |t| t.contains("http on port 8080"));
+    assert!(
+        text.contains("ukdb: network stub off: no key and no ukdb.net= (see docs: Security)"),
+        "{text}"
+    );
+    assert!(text.contains("ukdb: stub ready on serial, breakpoints use int3"), "{text}");
+    assert!(!text.contains("ukdb: stub ready on virtio"), "{text}");
+    let reply = http_get(&format!("127.0.0.1:{http}"), DEADLINE).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
+    // Nothing listens on the stub's port: the connection ends unanswered.
+    let mut sock = TcpStream::connect(format!("127.0.0.1:{debug}")).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = sock.write_all(b"$?#3f");
+    let mut got = Vec::new();
+    match sock.read_to_end(&mut got) {
+        Ok(_) => assert_eq!(got, b"", "a reply on the stub's port"),
+        Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
+    }
+    // The serial stub answers, through the bridge.
+    serial.shutdown(std::net::Shutdown::Both).unwrap();
+    console.wait_closed("the raw console");
+    let bridge = Bridge::start(&vm);
+    let out =
+        Debugger::gdb(&a.image, &bridge.addr, &["p ukdemo::app::TICKS > 0", "detach"]).finish();
+    assert!(out.contains("$1 = true\n[Inferior 1 (process 1) detached]\n"), "{out}");
+}

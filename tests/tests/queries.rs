@@ -7,7 +7,7 @@ use ukdb_tests::{artifacts, assert_transcript, Debugger, NetVm};
 
 /// A q35 VM (128 MiB) held at boot (`ukdb.wait`) with a raw client attached.
 fn held() -> (NetVm, Raw) {
-    let vm = NetVm::boot("q35", &artifacts().image, "ukdb.wait", &[]);
+    let vm = NetVm::boot("q35", &artifacts().image, "ukdb.wait ukdb.net=dhcp", &[]);
     vm.wait_stub_ready();
     let mut raw = Raw::connect(&vm.debug);
     raw.attach();
@@ -43,7 +43,7 @@ fn info_tells_why_and_what_the_image_is() {
     assert_eq!(field(&info, "cause"), "3", "{info}");
     assert_eq!(field(&info, "vector"), "100", "{info}");
     assert_eq!(text(field(&info, "why")), "waiting for a debugger at boot (ukdb.wait)");
-    assert_eq!(text(field(&info, "cmdline")), "ukdb.wait");
+    assert_eq!(text(field(&info, "cmdline")), "ukdb.wait ukdb.net=dhcp");
     assert_eq!(field(&info, "build-id"), image_build_id());
     // Paging on, long mode: CR0.PG and EFER.LMA.
     let cr0 = u64::from_str_radix(field(&info, "cr0"), 16).unwrap();

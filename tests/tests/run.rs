@@ -348,3 +348,63 @@ fn net_gdb_batch_goes_straight_to_the_stub() {
     assert_transcript(&std::fs::read_to_string(&log).unwrap(), TICK_BREAK);
     assert_no_qemu_left(&sock);
 }
+
+/// A key file in `dir`.
+fn key_file(dir: &Path, key: &str) -> String {
+    let path = dir.join(format!("{key}.key"));
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    path.display().to_string()
+}
+
+/// `--key-file` with `--key-on-cmdline` over the serial line: the guest is
+/// locked with the full key, the bridge authenticates, and stock gdb's
+/// session is the usual one.
+#[test]
+fn serial_with_a_key_the_bridge_authenticates_for_gdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gdb.log");
+    let key = key_file(dir.path(), "00112233445566778899aabbccddeeff");
+    let image = artifacts().image.to_str().unwrap();
+    let gdb = gdb_logged(&log, &["break ukdemo::app::tick", "continue", "bt", "detach"]);
+    let mut args = vec!["--key-file", &key, "--key-on-cmdline", image, "--"];
+    args.extend(gdb.iter().map(String::as_str));
+    let mut run = Run::start(&args);
+    let (_, sock) = run.qemu();
+    let (code, stderr) = run.exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("authenticated to the stub (full tier)"), "{stderr}");
+    assert_transcript(&std::fs::read_to_string(&log).unwrap(), TICK_BREAK);
+    // The example's boot line shows the option, not the key.
+    let stdout = run.stdout.text();
+    assert!(stdout.contains("ukdb.key=*"), "{stdout}");
+    assert!(!stdout.contains("00112233445566778899aabbccddeeff"), "{stdout}");
+    assert_no_qemu_left(&sock);
+}
+
+/// `--net` with a read-only key: the debugger connects to the bridge, which
+/// authenticates each connection to the stub; the read-only tier reads and
+/// takes hardware breakpoints, and refuses a register write.
+#[test]
+fn net_with_a_read_only_key_goes_through_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gdb.log");
+    let key = key_file(dir.path(), "0badc0de");
+    let image = artifacts().image.to_str().unwrap();
+    let cmds = ["hbreak ukdemo::app::tick", "continue", "set var $rax = 5", "detach"];
+    let gdb = gdb_logged(&log, &cmds);
+    let mut args = vec!["--net", "--key-file", &key, "--tier", "ro", "--key-on-cmdline", image];
+    args.push("--");
+    args.extend(gdb.iter().map(String::as_str));
+    let mut run = Run::start(&args);
+    let (_, sock) = run.qemu();
+    let text = run.stderr.wait("the ports", |t| t.contains("ukdb: app port 8080 -> "));
+    assert!(text.contains("(the bridge, authenticating to the stub at 127.0.0.1:"), "{text}");
+    let (code, stderr) = run.exit();
+    assert!(stderr.contains("authenticated to the stub (ro tier)"), "{stderr}");
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(out.contains("Hardware assisted breakpoint 1 at"), "{out}");
+    assert!(out.contains("Breakpoint 1, ukdemo::app::tick"), "{out}");
+    assert!(out.contains("E01") || out.contains("Could not write register"), "{out}");
+    assert_eq!(code, Some(0), "{stderr}\n{out}");
+    assert_no_qemu_left(&sock);
+}

@@ -286,3 +286,100 @@ fn bridge_connect_snapshot_of_a_running_unikernel_keeps_the_console_gap_free() {
     let lines = app_lines(&bridge.console.text());
     assert!(lines.last().unwrap().1 > in_core, "the ticks did not go on: {lines:?}");
 }
+
+/// `ukdb core ARGS -o DIR/NAME` that must fail: its exit code and stderr;
+/// panics if it wrote anything into `dir`.
+fn ukdb_core_fails(dir: &Path, name: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(&artifacts().ukdb)
+        .arg("core")
+        .args(args)
+        .arg("-o")
+        .arg(dir.join(name))
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot start ukdb core");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).collect();
+    assert!(
+        left.iter().all(
+            |e| e.file_name() != name && !e.file_name().to_string_lossy().contains(".partial-")
+        ),
+        "written: {left:?}\n{err}"
+    );
+    (out.status.code().unwrap_or(-1), err)
+}
+
+const FULL_KEY: &str = "00112233445566778899aabbccddeeff";
+const RO_KEY: &str = "0badc0de";
+
+fn key_files(dir: &Path) -> (String, String, String) {
+    let write = |name: &str, key: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{key}\n")).unwrap();
+        path.display().to_string()
+    };
+    (write("full.key", FULL_KEY), write("ro.key", RO_KEY), write("wrong.key", "ffff"))
+}
+
+/// A locked network stub (a key, no `ukdb.net=`: it listens): `--key-file`
+/// with the read-only key (the default tier) or the full key with `--tier
+/// full` takes the core; a wrong key, or a full key for the read-only
+/// tier, is an error naming the tier, exit 1, nothing written.
+#[test]
+fn key_files_for_a_locked_network_stub() {
+    let a = artifacts();
+    let append = format!("ukdb.key={FULL_KEY} ukdb.rokey={RO_KEY}");
+    let vm = NetVm::boot_exact("q35", &a.image, &append, &[], 1234);
+    vm.wait_stub_ready();
+    let keys = tempfile::tempdir().unwrap();
+    let (full, ro, wrong) = key_files(keys.path());
+    let dir = tempfile::tempdir().unwrap();
+    let (core, err) =
+        ukdb_core(dir.path(), "ro.core", &["--connect", &vm.debug, "--key-file", &ro]);
+    summary(&err, &core);
+    let bt = gdb_core(&a.image, &core, &["p ukdemo::app::TICKS > 0".into()]);
+    assert!(bt.contains("$1 = true"), "{bt}");
+    let (core, err) = ukdb_core(
+        dir.path(),
+        "full.core",
+        &["--connect", &vm.debug, "--key-file", &full, "--tier", "full"],
+    );
+    summary(&err, &core);
+    for (key, tier, name) in [(&wrong, "full", "wrong.core"), (&full, "ro", "mixed.core")] {
+        let (code, err) = ukdb_core_fails(
+            dir.path(),
+            name,
+            &["--connect", &vm.debug, "--key-file", key, "--tier", tier],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&format!("the stub refused the key for the {tier} tier")), "{err}");
+        assert!(err.contains("no core written"), "{err}");
+    }
+    // No key: the locked stub answers no read.
+    let (code, err) = ukdb_core_fails(dir.path(), "nokey.core", &["--connect", &vm.debug]);
+    assert_ne!(code, 0, "{err}");
+    // The unikernel runs on.
+    let have = app_lines(&vm.console.text()).len();
+    vm.console.wait("more app lines", |t| app_lines(t).len() >= have + 2);
+}
+
+/// A locked serial stub (`--target`): the read-only key takes the core
+/// through the in-process bridge; a wrong one is refused, nothing written.
+#[test]
+fn key_files_for_a_locked_serial_stub() {
+    let a = artifacts();
+    let append = format!("ukdb.key={FULL_KEY} ukdb.rokey={RO_KEY}");
+    let vm = Vm::boot("q35", &a.image, &append);
+    let keys = tempfile::tempdir().unwrap();
+    let (_, ro, wrong) = key_files(keys.path());
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("unix:{}", vm.sock.display());
+    let (code, err) =
+        ukdb_core_fails(dir.path(), "wrong.core", &["--target", &target, "--key-file", &wrong]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the stub refused the key for the ro tier"), "{err}");
+    let (core, err) = ukdb_core(dir.path(), "ro.core", &["--target", &target, "--key-file", &ro]);
+    summary(&err, &core);
+    let bridge = Bridge::start_with(&vm, &["--key-file", &ro, "--tier", "ro"]);
+    bridge.assert_runs_gap_free(3, "after the cores");
+}

@@ -103,29 +103,11 @@ impl std::fmt::Debug for Credentials {
 
 /// How long the stub may take to answer one packet of the exchange.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to keep retrying while the stub says "too soon" (E0b).
-const RETRY_FOR: Duration = Duration::from_secs(30);
-
 /// Authenticates on a fresh connection to the stub (ack mode, nothing else
-/// sent yet): challenge, response, `OK`. While the stub refuses for a while
-/// after failures (`E0b`), waits and asks again. The stream must have no
-/// read timeout set, or one of at least a few seconds.
+/// sent yet): challenge, response, `OK` (see [`super::authclient`]). The
+/// stream must have no read timeout set, or one of at least a few seconds.
 pub fn authenticate<S: Read + Write>(stream: &mut S, creds: &Credentials) -> anyhow::Result<()> {
-    let until = Instant::now() + RETRY_FOR;
-    let mut wait = Duration::from_millis(50);
-    loop {
-        let nonce = exchange(stream, b"qUkdb.challenge")?;
-        let answer = answer(creds, &nonce)?;
-        match exchange(stream, answer.as_bytes())?.as_slice() {
-            b"OK" => return Ok(()),
-            b"E0b" if Instant::now() + wait < until => {
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-            b"E01" => bail!("the stub refused the key (wrong key for the {} tier?)", creds.tier),
-            other => bail!("the stub did not authenticate us: {}", show(other)),
-        }
-    }
+    super::authclient::authenticate_blocking(creds, |body| exchange(stream, body))
 }
 
 /// The `qUkdb.auth` packet's body answering the challenge `nonce` (the

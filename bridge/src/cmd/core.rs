@@ -62,6 +62,12 @@ renamed to FILE; on any failure (the channel closes, a reply takes more than
 With --target, the serial line is shared as `ukdb bridge` shares it (the
 console goes to stdout meanwhile); the line must be free (no bridge on it).
 
+A locked stub (ukdb.key= / ukdb.rokey=): --key-file FILE authenticates
+before anything else is asked, with the read-only tier's key by default
+(enough for a core) or, with --tier full, the full tier's. A refused key is
+an error naming the tier (exit 1), and nothing is written. Through a running
+`ukdb bridge --key-file`, the bridge has authenticated already: give no key.
+
 Exit codes:
   0  the core was written
   1  error
@@ -108,6 +114,16 @@ pub struct Cmd {
     /// How long to keep trying to connect, in seconds.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     connect_timeout: Duration,
+
+    /// The stub is locked (ukdb.key= / ukdb.rokey=): authenticate with the
+    /// key in FILE (hex) first (see `ukdb auth`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+
+    /// With --key-file: the tier the key opens, ro (read-only, enough for a
+    /// core) or full.
+    #[arg(long, value_name = "ro|full", default_value = "ro", value_parser = ["full", "ro"], requires = "key_file")]
+    tier: String,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -264,6 +280,12 @@ impl Client {
     }
 }
 
+impl crate::cmd::authclient::Exchange for Client {
+    async fn ask(&mut self, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.request(body).await.map_err(anyhow::Error::from)
+    }
+}
+
 /// What `ukdb core` learnt and read.
 struct Taken {
     snapshot: Snapshot,
@@ -382,6 +404,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             dir.display()
         );
     }
+    let credentials = crate::cmd::authclient::credentials(cmd.key_file.as_deref(), &cmd.tier)?;
     let start = std::time::Instant::now();
     let (bridge, addr) = match (&cmd.target, &cmd.connect) {
         (Some(target), _) => {
@@ -392,7 +415,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         (None, None) => anyhow::bail!("give --target or --connect"),
     };
     let taken = match connect_tcp(&addr, cmd.connect_timeout).await {
-        Ok(stream) => take(Client::new(stream), &cmd).await,
+        Ok(stream) => take(Client::new(stream), &cmd, credentials.as_ref()).await,
         Err(err) => Err(Fail::Other(err)),
     };
     if let Some(bridge) = bridge {
@@ -460,7 +483,20 @@ fn check_build_id(cmd: &Cmd, image: Option<&[u8]>, running: &[u8]) {
 
 /// The whole conversation: stop, registers, info, map, pages, memory,
 /// leave.
-async fn take(mut c: Client, cmd: &Cmd) -> Result<Taken, Fail> {
+async fn take(
+    mut c: Client,
+    cmd: &Cmd,
+    credentials: Option<&crate::cmd::auth::Credentials>,
+) -> Result<Taken, Fail> {
+    if let Some(creds) = credentials {
+        crate::cmd::authclient::authenticate_async(&mut c, creds).await.map_err(|err| match err
+            .downcast::<Fail>()
+        {
+            Ok(fail) => fail,
+            Err(err) => Fail::Other(err.context("cannot authenticate to the stub")),
+        })?;
+        debug!("authenticated to the stub ({} tier)", creds.tier);
+    }
     let supported = c.request(b"qSupported:xmlRegisters=i386").await?;
     let features = live::parse_supported(&supported);
     debug!("stub features: {features:?}");

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use ukdb_bridge::addr::{ListenAddr, Target};
 
+use super::auth::Credentials;
 use super::bridge::{self, net, Listener};
 use crate::Exit;
 
@@ -52,7 +53,20 @@ virtio-net NIC on QEMU user networking, with two host ports forwarded (both
 printed): one to the stub's TCP port (1234, or ukdb.port=N from --append),
 to which the debugger connects straight, and one to the app's port 8080.
 The debugger is started once the console shows the network stub's
-'ukdb: stub ready on ...' line (a transport other than serial).
+'ukdb: stub ready on ...' line (a transport other than serial). --net puts
+ukdb.net=dhcp on the guest's command line unless --append has a ukdb.net=
+already (without a key, the network stub listens only when asked to).
+
+A locked stub (ukdb.key= / ukdb.rokey=, on --append or built into the
+image): --key-file FILE makes the bridge authenticate for the debugger (the
+full tier by default; --tier ro for the read-only one). With --net the
+debugger then connects to the bridge, which authenticates each connection
+to the stub before splicing it. --key-on-cmdline also puts the key on the
+guest's command line (ukdb.key=HEX, or ukdb.rokey=HEX with --tier ro), for a
+quick locked test: QEMU's arguments, and so the key, can be read by every
+local user (ps, /proc/PID/cmdline) and by whoever reads the VM's
+configuration; build the key into the image (Config::key) where that
+matters.
 
 Ctrl-C goes to the debugger (QEMU runs in a process group of its own, and
 ukdb ignores SIGINT while a debugger runs). When the debugger quits, QEMU is
@@ -141,6 +155,20 @@ pub struct Cmd {
     /// More arguments for the debugger, after `--`.
     #[arg(last = true, value_name = "DEBUGGER-ARGS")]
     debugger_args: Vec<OsString>,
+
+    /// The stub is locked (ukdb.key= / ukdb.rokey=): the bridge
+    /// authenticates for the debugger with the key in FILE (hex).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+
+    /// With --key-file: the tier the key opens, full or ro (read-only).
+    #[arg(long, value_name = "full|ro", default_value = "full", value_parser = ["full", "ro"], requires = "key_file")]
+    tier: String,
+
+    /// Also put the key on the guest's command line (ukdb.key=, or
+    /// ukdb.rokey= with --tier ro). Local users can read it there (ps).
+    #[arg(long, requires = "key_file")]
+    key_on_cmdline: bool,
 }
 
 /// The debugger to start.
@@ -183,8 +211,29 @@ fn guest_stub_port(append: &str) -> u16 {
         .unwrap_or(STUB_PORT)
 }
 
-/// QEMU's arguments.
-fn qemu_args(cmd: &Cmd, serial: &Path, forwards: Option<Forwards>) -> Vec<OsString> {
+/// The guest's command line: `--append`, then `ukdb.net=dhcp` with --net
+/// unless `--append` has a `ukdb.net=`, then the key with
+/// --key-on-cmdline.
+fn guest_cmdline(cmd: &Cmd, creds: Option<&Credentials>) -> String {
+    let mut line = cmd.append.clone();
+    let mut add = |word: &str| {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    };
+    if cmd.net && !cmd.append.split_ascii_whitespace().any(|w| w.starts_with("ukdb.net=")) {
+        add("ukdb.net=dhcp");
+    }
+    if let Some(creds) = creds.filter(|_| cmd.key_on_cmdline) {
+        let option = if creds.tier == "ro" { "ukdb.rokey" } else { "ukdb.key" };
+        add(&format!("{option}={}", crate::cmd::auth::hex(&creds.key)));
+    }
+    line
+}
+
+/// QEMU's arguments; `append` is the guest's command line.
+fn qemu_args(cmd: &Cmd, append: &str, serial: &Path, forwards: Option<Forwards>) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |s: &dyn AsRef<OsStr>| args.push(s.as_ref().to_owned());
     for arg in ["-machine", cmd.machine.name(), "-accel", if cmd.kvm { "kvm" } else { "tcg" }] {
@@ -195,7 +244,7 @@ fn qemu_args(cmd: &Cmd, serial: &Path, forwards: Option<Forwards>) -> Vec<OsStri
     }
     push(&cmd.image);
     push(&"-append");
-    push(&cmd.append);
+    push(&append);
     // wait=on: the guest starts once the bridge is connected, so not one
     // byte of the console (nor the stub's hello) is missed.
     let mut chardev = OsString::from("unix:");
@@ -373,6 +422,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     std::fs::File::open(&cmd.image)
         .with_context(|| format!("cannot read the image {}", cmd.image.display()))?;
     let image = std::path::absolute(&cmd.image)?;
+    let credentials = crate::cmd::authclient::credentials(cmd.key_file.as_deref(), &cmd.tier)?;
     let dir = tempfile::Builder::new()
         .prefix("ukdb-run-")
         .tempdir()
@@ -380,7 +430,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let serial = dir.path().join("serial.sock");
     let console_log = bridge::open_console_log(cmd.console_log.as_deref()).await?;
 
-    // Serial: the bridge's port for the debugger. Net: the forwarded ports.
+    // Serial: the bridge's port for the debugger. Net: the forwarded ports,
+    // and with a key the bridge's port, which authenticates to the stub.
     let (listener, forwards) = if cmd.net {
         let (stub, app) = (free_port()?, free_port()?);
         let forwards = Forwards {
@@ -388,7 +439,11 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             guest_stub: guest_stub_port(&cmd.append),
             app: port_of(&app)?,
         };
-        (None, Some(forwards))
+        let listener = match credentials {
+            Some(_) => Some(Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".to_owned())).await?),
+            None => None,
+        };
+        (listener, Some(forwards))
     } else {
         let listen = ListenAddr::Tcp("127.0.0.1:0".to_owned());
         (Some(Listener::bind(&listen).await?), None)
@@ -402,7 +457,8 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let qemu_log = dir.path().join("qemu.log");
     let log = std::fs::File::create(&qemu_log).context("cannot create QEMU's log")?;
     let mut qemu = Command::new(&cmd.qemu);
-    qemu.args(qemu_args(&cmd, &serial, forwards))
+    let append = guest_cmdline(&cmd, credentials.as_ref());
+    qemu.args(qemu_args(&cmd, &append, &serial, forwards))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -431,6 +487,14 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     match forwards {
+        Some(fwd) if credentials.is_some() => {
+            eprintln!(
+                "ukdb: debugger port 127.0.0.1:{debugger_port} (the bridge, authenticating to the \
+                 stub at 127.0.0.1:{})",
+                fwd.stub
+            );
+            eprintln!("ukdb: app port {APP_PORT} -> 127.0.0.1:{}", fwd.app);
+        }
         Some(fwd) => {
             eprintln!("ukdb: debugger port 127.0.0.1:{} (tcp, straight to the stub)", fwd.stub);
             eprintln!("ukdb: app port {APP_PORT} -> 127.0.0.1:{}", fwd.app);
@@ -449,28 +513,29 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     };
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let target = Target::Unix(serial.clone());
-    let mut bridge_task = match listener {
-        Some(listener) => {
+    let mut bridge_task = match (listener, forwards) {
+        (Some(listener), None) => {
             let opts = bridge::Options {
                 target,
                 console_log,
                 trace: false,
                 connect_timeout: CONNECT_TIMEOUT,
                 no_probe: false,
-                credentials: None,
+                credentials,
             };
             tokio::spawn(async move {
                 tokio::pin!(stop);
                 bridge::serve(opts, listener, stop, ready_tx).await
             })
         }
-        None => {
+        (None, None) => anyhow::bail!("no port for the debugger"),
+        (listener, Some(fwd)) => {
             let opts = net::Options {
-                stub: None,
+                stub: listener.map(|l| (l, format!("127.0.0.1:{}", fwd.stub))),
                 console: Some(target),
                 console_log,
                 connect_timeout: CONNECT_TIMEOUT,
-                credentials: None,
+                credentials,
             };
             tokio::spawn(async move {
                 tokio::pin!(stop);
@@ -672,7 +737,7 @@ mod tests {
         assert_eq!(cmd.image, PathBuf::from("kernel"));
         assert!(cmd.debugger_args.is_empty());
         assert_eq!(
-            strings(&qemu_args(&cmd, Path::new("/t/s.sock"), None)).join(" "),
+            strings(&qemu_args(&cmd, &cmd.append, Path::new("/t/s.sock"), None)).join(" "),
             "-machine q35 -accel tcg -m 128M -display none -no-reboot -monitor none \
              -kernel kernel -append  -serial unix:/t/s.sock,server=on,wait=on"
         );
@@ -682,7 +747,8 @@ mod tests {
     fn net_on_both_machines() {
         let fwd = Forwards { stub: 40001, guest_stub: 1234, app: 40002 };
         let cmd = parse(&["--net", "--kvm", "--append", "ukdb.wait", "k"]).unwrap();
-        let args = strings(&qemu_args(&cmd, Path::new("/s"), Some(fwd)));
+        let args =
+            strings(&qemu_args(&cmd, &guest_cmdline(&cmd, None), Path::new("/s"), Some(fwd)));
         assert_eq!(
             args[args.len() - 4..],
             [
@@ -693,11 +759,36 @@ mod tests {
             ]
         );
         assert_eq!(args[..4], ["-machine", "q35", "-accel", "kvm"]);
-        assert!(args.windows(2).any(|w| w == ["-append", "ukdb.wait"]));
+        assert!(args.windows(2).any(|w| w == ["-append", "ukdb.wait ukdb.net=dhcp"]));
         let cmd = parse(&["--net", "--machine", "microvm", "k"]).unwrap();
-        let args = strings(&qemu_args(&cmd, Path::new("/s"), Some(fwd)));
+        let args = strings(&qemu_args(&cmd, &cmd.append, Path::new("/s"), Some(fwd)));
         assert_eq!(args[..2], ["-machine", "microvm,acpi=off"]);
         assert_eq!(args.last().unwrap(), "virtio-net-device,netdev=n0");
+    }
+
+    #[test]
+    fn the_guest_command_line() {
+        let creds = |tier: &str| Credentials { key: vec![0xab, 0x01], tier: tier.into() };
+        let line = |args: &[&str], creds: Option<&Credentials>| {
+            guest_cmdline(&parse(args).unwrap(), creds)
+        };
+        assert_eq!(line(&["k"], None), "");
+        assert_eq!(line(&["--append", "ukdb.wait", "k"], None), "ukdb.wait");
+        // --net asks for the network stub unless --append already says.
+        assert_eq!(line(&["--net", "k"], None), "ukdb.net=dhcp");
+        let fixed = ["--net", "--append", "ukdb.net=10.0.2.15/24", "k"];
+        assert_eq!(line(&fixed, None), "ukdb.net=10.0.2.15/24");
+        // The key goes on the guest's command line only when asked for.
+        let keyed = ["--key-file", "f", "--append", "ukdb.wait", "k"];
+        assert_eq!(line(&keyed, Some(&creds("full"))), "ukdb.wait");
+        let on = ["--key-file", "f", "--key-on-cmdline", "--append", "ukdb.wait", "k"];
+        assert_eq!(line(&on, Some(&creds("full"))), "ukdb.wait ukdb.key=ab01");
+        let ro = ["--key-file", "f", "--tier", "ro", "--key-on-cmdline", "--net", "k"];
+        assert_eq!(line(&ro, Some(&creds("ro"))), "ukdb.net=dhcp ukdb.rokey=ab01");
+        assert_eq!(parse(&["--key-file", "f", "k"]).unwrap().tier, "full");
+        assert!(parse(&["--key-on-cmdline", "k"]).is_err());
+        assert!(parse(&["--tier", "ro", "k"]).is_err());
+        assert!(parse(&["--key-file", "f", "--tier", "admin", "k"]).is_err());
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! app's own stack (smoltcp) with an HTTP server on port 8080 (`GET /`
 //! answers `TICKS <n>`), and is lent to the debug stub (a shared NIC), which
 //! then serves gdb and lldb over TCP instead of the serial line. Without a
-//! virtio-net device, or with `ukdb.net=off`, the stub uses the serial line
-//! (COM1, shared with the console). With `ukdb.nic=` the stub drives the
+//! virtio-net device, with `ukdb.net=off`, or with neither a key
+//! (`ukdb.key=`, `ukdb.rokey=`) nor `ukdb.net=`, the stub uses the serial
+//! line (COM1, shared with the console). With `ukdb.nic=` the stub drives the
 //! device named there alone and the app takes another one, if any.
 //!
 //! Command line (QEMU `-append`):
@@ -29,7 +30,10 @@
 //!   every iteration (see [`flags`]);
 //! - `ukdemo.ip=IP/PREFIX[,gw=IP]`: the app's static address (default:
 //!   DHCP);
-//! - `ukdb.net=off`: keep the stub on the serial line even with a NIC;
+//! - `ukdb.net=off`: keep the stub on the serial line even with a NIC (the
+//!   default when no key is given: an unlocked stub on the network is open
+//!   to whoever reaches its port); `ukdb.net=dhcp` or a static address puts
+//!   it on the NIC;
 //! - `ukdb.nic=pci:BB:DD.F` or `ukdb.nic=mmio:ADDR`: the virtio-net device
 //!   the stub drives alone (a dedicated debug NIC);
 //! - `ukdb.*`: the other options of the debug stub (`ukdb.net=`,
@@ -155,7 +159,14 @@ fn start_stub(nic: Option<&'static mut net::SharedNic>) {
         ukdb_stub::init(com1, cmdline);
         return;
     }
-    let net_off = pvh::option("ukdb.net") == Some("off");
+    // Without a key, the network stub listens only when `ukdb.net=` asks
+    // for it: otherwise the serial stub, as with `ukdb.net=off`.
+    let by_default = ukdb_stub::Config::from_cmdline(cmdline).0.net_off_by_default();
+    let wants_nic = pvh::option("ukdb.nic").is_some() || nic.is_some();
+    if by_default && wants_nic {
+        println!("ukdb: network stub off: no key and no ukdb.net= (see docs: Security)");
+    }
+    let net_off = pvh::option("ukdb.net") == Some("off") || by_default;
     if pvh::option("ukdb.nic").is_some() && !net_off {
         // The NIC was meant for the stub: no serial stub when it fails
         // (the stub says why; a device that cannot be mapped fails there).

@@ -13,14 +13,19 @@ use super::{api::say, net, session};
 use crate::net::{device::Share, transport::Addressing};
 
 /// The checks before anything starts: `ukdb.off`, `ukdb.net=off`, a bad
-/// `ukdb.net=` value. `false`: do not start (the reason is on the console).
+/// `ukdb.net=` value, neither a key nor `ukdb.net=`. `None`: do not start
+/// (the reason is on the console).
 #[cfg(feature = "net")]
 fn wanted(config: &Config, bad: Option<&str>) -> Option<Option<Addressing>> {
     if config.off {
         return None;
     }
-    match config.net {
-        NetMode::Dhcp => Some(None),
+    if config.net_off_by_default() {
+        say(&["ukdb: network stub off: no key and no ukdb.net= (see docs: Security)\n"]);
+        return None;
+    }
+    match config.net_mode() {
+        NetMode::Dhcp | NetMode::Unset => Some(None),
         NetMode::Static { addr, prefix, gateway } => {
             Some(Some(Addressing { addr, prefix, gateway }))
         }

@@ -236,13 +236,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let stop = any_stop_signal().await?;
     tokio::pin!(stop);
     let console_log = open_console_log(cmd.console_log.as_deref()).await?;
-    let credentials = match &cmd.key_file {
-        Some(path) => Some(crate::cmd::auth::Credentials {
-            key: crate::cmd::auth::read_key_file(path)?,
-            tier: cmd.tier.clone(),
-        }),
-        None => None,
-    };
+    let credentials = crate::cmd::authclient::credentials(cmd.key_file.as_deref(), &cmd.tier)?;
     if cmd.net {
         let stub = match &cmd.target {
             Target::Tcp(addr) => addr.clone(),
@@ -760,34 +754,29 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 /// pauses while the queue for the stub is full. Ends when it disconnects or
 /// is dropped, and then ends its session (`DLE 'X'`).
 /// Runs the authentication exchange in debugger `id`'s session before its
-/// first packet (as `cmd::auth::authenticate` does on a socket; here the
-/// stub's replies come back on `from_stub`).
+/// first packet (`cmd::authclient`; here the stub's replies come back on
+/// `from_stub`).
 async fn authenticate(
     shared: &Shared,
     id: u64,
     from_stub: &mut session::FromStub,
     creds: &crate::cmd::auth::Credentials,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut wait = Duration::from_millis(50);
-    let mut pending = Vec::new();
-    loop {
-        let nonce = ask(shared, id, from_stub, &mut pending, b"qUkdb.challenge").await?;
-        let answer = crate::cmd::auth::answer(creds, &nonce)?;
-        match ask(shared, id, from_stub, &mut pending, answer.as_bytes()).await?.as_slice() {
-            b"OK" => return Ok(()),
-            b"E0b" if started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
-            b"E01" => {
-                anyhow::bail!("the stub refused the key (wrong key for the {} tier?)", creds.tier)
-            }
-            other => anyhow::bail!(
-                "the stub did not authenticate us: {}",
-                String::from_utf8_lossy(other)
-            ),
-        }
+    let mut conn = InSession { shared, id, from_stub, pending: Vec::new() };
+    crate::cmd::authclient::authenticate_async(&mut conn, creds).await
+}
+
+/// Debugger `id`'s session, as the authentication exchange uses it.
+struct InSession<'a> {
+    shared: &'a Shared,
+    id: u64,
+    from_stub: &'a mut session::FromStub,
+    pending: Vec<u8>,
+}
+
+impl crate::cmd::authclient::Exchange for InSession<'_> {
+    async fn ask(&mut self, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+        ask(self.shared, self.id, self.from_stub, &mut self.pending, body).await
     }
 }
 

@@ -104,6 +104,11 @@ pub struct Demux {
     /// A crash stream's END record came last: the stream's `DLE 'Z'` is
     /// due (anywhere else a `DLE 'Z'` is an unknown escape).
     stop_due: bool,
+    /// On a noisy line a framing error loses the channel: payload is
+    /// dropped until the next valid switch ([`Demux::resynchronising`]).
+    resync: bool,
+    /// The channel is unknown since a framing error (only with `resync`).
+    lost: bool,
 }
 
 impl Default for Demux {
@@ -122,7 +127,19 @@ impl Demux {
             crash: None,
             skim: None,
             stop_due: false,
+            resync: false,
+            lost: false,
         }
+    }
+
+    /// A parser for a line that may damage bytes: a framing error in framed
+    /// mode (a `DLE` and a byte that means nothing) is reported and both
+    /// bytes are dropped, and so is all payload after it until the next
+    /// `DLE 'C'`, `DLE 'D'`, `DLE 'F'` or `DLE 'H'`, so that RSP bytes
+    /// whose switch was damaged never reach the console (nor console text
+    /// the debugger).
+    pub fn resynchronising() -> Self {
+        Self { resync: true, ..Self::new() }
     }
 
     /// `true` once the stub's sync (`DLE 'F'`) has been seen.
@@ -248,12 +265,16 @@ impl Demux {
             if byte == DLE {
                 self.pending_dle = true;
                 self.stop_due = stop_due;
-            } else {
+            } else if !self.lost {
                 payload(out, self.channel(), byte);
             }
             return;
         }
         // `byte` is the second byte of a DLE sequence.
+        match byte {
+            SYNC | HELLO | CONSOLE | DEBUGGER => self.lost = false,
+            _ => {}
+        }
         match byte {
             SYNC => {
                 self.framed = true;
@@ -297,7 +318,12 @@ impl Demux {
                 self.channel = Channel::Debugger;
                 out.push(Event::Switch(Channel::Debugger));
             }
+            DLE if self.lost => {}
             DLE => payload(out, self.channel, DLE),
+            other if self.resync => {
+                out.push(Event::FramingError(other));
+                self.lost = true;
+            }
             other => {
                 out.push(Event::FramingError(other));
                 payload(out, Channel::Console, DLE);
@@ -659,6 +685,27 @@ mod tests {
         assert_eq!(demux.feed(b"\x10"), vec![]);
         assert_eq!(demux.feed(b"F"), vec![Event::Sync]);
         assert!(demux.is_framed());
+    }
+
+    #[test]
+    fn a_resynchronising_parser_drops_everything_up_to_the_next_switch() {
+        let mut demux = Demux::resynchronising();
+        let mut line = vec![D, SYNC];
+        line.extend_from_slice(b"con");
+        // A damaged `DLE 'D'`: the packet after it is lost, not console.
+        line.extend_from_slice(&[D, b'd']);
+        line.extend_from_slice(b"+$OK#9a");
+        line.extend_from_slice(&[D, DLE]);
+        line.extend_from_slice(&[D, CONSOLE]);
+        line.extend_from_slice(b"sole");
+        line.extend_from_slice(&[D, DEBUGGER]);
+        line.extend_from_slice(b"$g#67");
+        let events = demux.feed(&line);
+        assert_eq!(streams(&events), (b"console".to_vec(), b"$g#67".to_vec()));
+        assert!(events.contains(&Event::FramingError(b'd')));
+        // The default parser keeps it as console text.
+        let (console, _) = streams(&run(&line));
+        assert_eq!(console, b"con\x10d+$OK#9a\x10sole".to_vec());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod core;
 pub mod demux;
 pub mod escape;
 pub mod pace;
+pub mod reliable;
 pub mod ready;
 pub mod rsp;
 

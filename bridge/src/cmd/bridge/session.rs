@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 use ukdb_bridge::escape::{control_sequence, describe_rsp_byte, Escaped};
 use ukdb_bridge::pace::{Pacer, Release, Released, Request, HELD_LIMIT, REPLY_TIMEOUT};
+use ukdb_bridge::reliable::{self, Link};
 use ukdb_bridge::rsp;
 use ukdb_bridge::wire::{self, DLE};
 
@@ -60,6 +61,22 @@ pub const TO_STUB_LIMIT: usize = 64 * 1024;
 /// attached debugger before the bridge warns (once) that the stub may not
 /// speak protocol v2.
 const ACK_WARNING: Duration = Duration::from_secs(5);
+
+/// Whether new bridges keep the serial hop reliable (`--noisy-line`): see
+/// [`ukdb_bridge::reliable`]. Process-wide, set once from the command line
+/// before the bridge starts.
+static NOISY_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every [`Shared`] created from now on keep the serial hop
+/// reliable (ack mode, checksums checked, retransmissions).
+pub fn set_noisy_line(on: bool) {
+    NOISY_LINE.store(on, Ordering::Relaxed);
+}
+
+/// Whether `--noisy-line` is on.
+pub fn noisy_line() -> bool {
+    NOISY_LINE.load(Ordering::Relaxed)
+}
 
 /// Log lines collected under the lock and emitted after it is released.
 #[derive(Debug, Default)]
@@ -142,6 +159,9 @@ struct State {
     /// The attached debugger's request packets not yet forwarded, and the
     /// one outstanding at the stub.
     pacer: Pacer,
+    /// With `--noisy-line`: the acknowledgements of both hops, terminated
+    /// here.
+    link: Option<Link>,
 }
 
 #[derive(Debug)]
@@ -213,6 +233,7 @@ impl Shared {
                 acks_since: None,
                 ack_warned: false,
                 pacer: Pacer::default(),
+                link: NOISY_LINE.load(Ordering::Relaxed).then(Link::new),
             }),
             trace,
             queued: Notify::new(),
@@ -257,8 +278,39 @@ impl Shared {
         }
         state.out.extend_from_slice(packet);
         state.framing_last = false;
+        if let Some(link) = state.link.as_mut() {
+            link.sent(packet, Instant::now());
+        }
         if let Some(client) = state.client.as_mut() {
             client.forwarded = true;
+        }
+    }
+
+    /// Sends `bytes` of the bridge's own to the attached debugger (under
+    /// the lock).
+    fn answer_client(state: &mut State, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(Client { tx: Some(tx), queued, .. }) = state.client.as_ref() {
+            queued.fetch_add(bytes.len(), Ordering::AcqRel);
+            let _ = tx.send(bytes);
+        }
+    }
+
+    /// Forgets the link's state (a session ended or the stub restarted),
+    /// logging what it did on a noisy line.
+    fn reset_link(state: &mut State, logs: &mut Logs) {
+        if let Some(link) = state.link.as_mut() {
+            let s = link.stats();
+            logs.push(
+                Level::Info,
+                format!(
+                    "noisy line: {} retransmits, {} naks, {} bad replies, {} duplicates",
+                    s.retransmits, s.naks, s.bad_replies, s.duplicates
+                ),
+            );
+            link.reset();
         }
     }
 
@@ -365,6 +417,7 @@ impl Shared {
                 restart.dropped = Some(client.peer);
             }
             // The new stub has no request outstanding.
+            Self::reset_link(state, logs);
             let dropped = state.pacer.reset();
             if dropped > 0 {
                 logs.push(
@@ -440,13 +493,22 @@ impl Shared {
     /// held packet), so a task that waits for an older deadline at worst
     /// wakes early.
     pub fn pace_deadline(&self) -> Option<Instant> {
-        self.lock().pacer.deadline()
+        let state = self.lock();
+        let link = state.link.as_ref().and_then(Link::deadline);
+        match (state.pacer.deadline(), link) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Releases the outstanding request if it has timed out.
     pub fn expire(&self) {
         self.with(|state, logs| {
-            let released = state.pacer.expire(Instant::now());
+            let now = Instant::now();
+            if let Some(link) = state.link.as_mut() {
+                link.expire(now, &mut state.out);
+            }
+            let released = state.pacer.expire(now);
             self.released(state, released, logs);
         });
     }
@@ -476,6 +538,13 @@ impl Shared {
             }
             match event {
                 rsp::Event::Packet(packet) => {
+                    if let Some(link) = state.link.as_mut() {
+                        let reliable::FromDebugger { answer, forward } = link.from_debugger(&packet);
+                        Self::answer_client(state, answer);
+                        if !forward {
+                            return true;
+                        }
+                    }
                     let line = self.trace.then(|| format!("gdb -> bridge: {}", Escaped(&packet)));
                     match state.pacer.request(packet, Instant::now()) {
                         Request::Forward(packet) => self.queue_packet(state, &packet, logs),
@@ -520,7 +589,10 @@ impl Shared {
                         "debugger sent a DLE byte outside a packet; not forwarded".to_owned(),
                     );
                 }
-                rsp::Event::Byte(byte) if !matches!(byte, b'+' | b'-' | 0x03) => {
+                rsp::Event::Byte(byte)
+                    if !matches!(byte, b'+' | b'-' | 0x03)
+                        || (state.link.is_some() && !Link::forward_byte(byte)) =>
+                {
                     // The stub drops anything else between packets: not
                     // worth the line's time (a client's junk would delay
                     // the DLE 'X' behind it, and the bridge would read the
@@ -570,6 +642,7 @@ impl Shared {
             }
             let client = state.client.take().expect("owned");
             Self::end_pacing(state, &client, logs);
+            Self::reset_link(state, logs);
             if client.forwarded {
                 self.control(state, wire::DEBUGGER_GONE, "debugger gone", logs);
             }
@@ -602,6 +675,25 @@ impl Shared {
                 _ if late => Outcome::Late(bytes, overdue),
                 None => Outcome::Nobody(bytes),
                 Some(Client { tx: None, .. }) => Outcome::Sent,
+                Some(client) if state.link.is_some() => {
+                    let link = state.link.as_mut().expect("checked");
+                    let now = Instant::now();
+                    let mut reply = Vec::new();
+                    link.from_stub(&bytes, now, &mut state.out, &mut reply);
+                    let queued = client.queued.load(Ordering::Acquire);
+                    let full = queued.saturating_add(reply.len()) > CLIENT_QUEUE_BYTES;
+                    if full {
+                        client.tx = None;
+                        Outcome::Slow(client.peer.clone())
+                    } else {
+                        if let (false, Some(tx)) = (reply.is_empty(), &client.tx) {
+                            released = state.pacer.from_stub(&reply, now);
+                            client.queued.fetch_add(reply.len(), Ordering::AcqRel);
+                            let _ = tx.send(reply);
+                        }
+                        Outcome::Sent
+                    }
+                }
                 Some(client) => {
                     let queued = client.queued.load(Ordering::Acquire);
                     let full = queued.saturating_add(bytes.len()) > CLIENT_QUEUE_BYTES;

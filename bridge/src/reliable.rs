@@ -22,6 +22,13 @@
 //!   retransmitted (a packet that reaches a running stub ends its session)
 //!   nor asked again by timeout; a `#` seen outside a packet while one is
 //!   outstanding means a reply lost its `$`, and gets `-` at once.
+//! * **Short reads.** A reply of `n` bytes crosses a line that damages one
+//!   byte in `k` whole with probability `(1 - 1/k)^n`, so long replies never
+//!   would. The link caps the length of `m` reads and `qXfer` reads (both
+//!   allow short answers: the debugger asks again for the rest) to a reply
+//!   budget that adapts to the line: halved on each damaged reply, grown by
+//!   1/16 on each clean first answer, between [`MIN_BUDGET`] and
+//!   [`MAX_BUDGET`] bytes.
 //! * **Duplicates.** A packet arriving with no request outstanding is a
 //!   duplicate (a resend the bridge asked for while the original was on its
 //!   way) and is dropped, as is one packet identical to the previous reply
@@ -44,6 +51,12 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many times one request is retried before the link gives up on it
 /// (the pacer's own timeout then lets the next one through).
 pub const MAX_TRIES: u32 = 200;
+
+/// The smallest reply budget (bytes of reply data).
+pub const MIN_BUDGET: u64 = 64;
+
+/// The largest reply budget, and the first.
+pub const MAX_BUDGET: u64 = 0x4000;
 
 /// The bridge's answer to a debugger's `QStartNoAckMode`.
 const OK: &[u8] = b"$OK#9a";
@@ -84,6 +97,8 @@ pub struct Link {
     outstanding: Option<Outstanding>,
     last_reply: Vec<u8>,
     stats: Stats,
+    /// How many bytes of reply data a read may ask for.
+    budget: u64,
 }
 
 impl Default for Link {
@@ -97,8 +112,9 @@ impl Default for Link {
 pub struct FromDebugger {
     /// Bytes for the debugger at once (its `+`/`-`, or `OK`).
     pub answer: Vec<u8>,
-    /// Whether the packet goes on to the stub (through the pacer).
-    pub forward: bool,
+    /// The packet to send on to the stub (through the pacer), if any: the
+    /// debugger's, or a read shortened to the line's budget.
+    pub forward: Option<Vec<u8>>,
 }
 
 impl Link {
@@ -110,7 +126,13 @@ impl Link {
             outstanding: None,
             last_reply: Vec::new(),
             stats: Stats::default(),
+            budget: MAX_BUDGET,
         }
+    }
+
+    /// The current reply budget (bytes of reply data a read may ask for).
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     /// What the link has done so far.
@@ -123,15 +145,16 @@ impl Link {
         let ack = self.debugger_ack;
         if rsp::checksum_ok(packet) != Some(true) {
             let answer = if ack { b"-".to_vec() } else { Vec::new() };
-            return FromDebugger { answer, forward: false };
+            return FromDebugger { answer, forward: None };
         }
         let mut answer = if ack { b"+".to_vec() } else { Vec::new() };
         if packet.starts_with(b"$QStartNoAckMode#") {
             answer.extend_from_slice(OK);
             self.debugger_ack = false;
-            return FromDebugger { answer, forward: false };
+            return FromDebugger { answer, forward: None };
         }
-        FromDebugger { answer, forward: true }
+        let forward = Some(shorten(packet, self.budget).unwrap_or_else(|| packet.to_vec()));
+        FromDebugger { answer, forward }
     }
 
     /// Whether a byte the debugger sent between packets goes to the stub:
@@ -198,6 +221,7 @@ impl Link {
     fn packet(&mut self, packet: Vec<u8>, to_stub: &mut Vec<u8>, to_client: &mut Vec<u8>) {
         if rsp::checksum_ok(&packet) != Some(true) {
             self.stats.bad_replies += 1;
+            self.budget = (self.budget / 2).max(MIN_BUDGET);
             if self.outstanding.is_some() {
                 self.stats.naks += 1;
                 to_stub.push(b'-');
@@ -213,6 +237,9 @@ impl Link {
             o.skipped = true;
             self.stats.duplicates += 1;
             return;
+        }
+        if o.tries == 0 && o.acked {
+            self.budget = (self.budget + self.budget / 16 + 1).min(MAX_BUDGET);
         }
         self.outstanding = None;
         to_client.extend_from_slice(&packet);
@@ -255,9 +282,10 @@ impl Link {
     /// The session ended or the stub restarted: nothing is outstanding and
     /// the next debugger starts in ack mode.
     pub fn reset(&mut self) {
-        let stats = self.stats;
+        let (stats, budget) = (self.stats, self.budget);
         *self = Self::new();
         self.stats = stats;
+        self.budget = budget;
     }
 }
 
@@ -323,6 +351,34 @@ impl Scrubber {
     }
 }
 
+/// `packet` (`$m ADDR,LEN#xx` or `$qXfer:...:read:ANNEX:OFF,LEN#xx`) with
+/// its length cut so that the reply carries at most `budget` bytes of data;
+/// `None` when it is not such a read or asks for no more than that.
+fn shorten(packet: &[u8], budget: u64) -> Option<Vec<u8>> {
+    let body = packet.strip_prefix(b"$")?;
+    let body = &body[..body.len().checked_sub(3)?];
+    let (head, len, max) = if let Some(rest) = body.strip_prefix(b"m") {
+        let comma = rest.iter().position(|&b| b == b',')?;
+        (&body[..comma + 2], &rest[comma + 1..], budget / 2)
+    } else if body.starts_with(b"qXfer:") && body.windows(6).any(|w| w == b":read:") {
+        let comma = body.iter().rposition(|&b| b == b',')?;
+        (&body[..comma + 1], &body[comma + 1..], budget)
+    } else {
+        return None;
+    };
+    let len = u64::from_str_radix(std::str::from_utf8(len).ok()?, 16).ok()?;
+    let max = max.max(1);
+    if len <= max {
+        return None;
+    }
+    let mut out = b"$".to_vec();
+    out.extend_from_slice(head);
+    out.extend_from_slice(format!("{max:x}").as_bytes());
+    let sum = out[1..].iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    out.extend_from_slice(format!("#{sum:02x}").as_bytes());
+    Some(out)
+}
+
 /// Whether `packet` resumes the unikernel until it stops by itself.
 fn is_continue(packet: &[u8]) -> bool {
     let body = packet.strip_prefix(b"$").unwrap_or(packet);
@@ -351,9 +407,9 @@ mod tests {
     fn no_ack_mode_is_answered_by_the_bridge() {
         let mut link = Link::new();
         let r = link.from_debugger(&pkt("QStartNoAckMode"));
-        assert_eq!(r, FromDebugger { answer: b"+$OK#9a".to_vec(), forward: false });
+        assert_eq!(r, FromDebugger { answer: b"+$OK#9a".to_vec(), forward: None });
         let r = link.from_debugger(&pkt("g"));
-        assert_eq!(r, FromDebugger { answer: vec![], forward: true });
+        assert_eq!(r, FromDebugger { answer: vec![], forward: Some(pkt("g")) });
         assert!(!Link::forward_byte(b'+') && !Link::forward_byte(b'-'));
         assert!(Link::forward_byte(0x03));
     }
@@ -361,7 +417,8 @@ mod tests {
     #[test]
     fn a_damaged_debugger_packet_is_naked_in_ack_mode_only() {
         let mut link = Link::new();
-        assert_eq!(link.from_debugger(b"$g#00"), FromDebugger { answer: b"-".to_vec(), forward: false });
+        let bad = FromDebugger { answer: b"-".to_vec(), forward: None };
+        assert_eq!(link.from_debugger(b"$g#00"), bad);
         assert_eq!(link.from_debugger(&pkt("g")).answer, b"+");
     }
 
@@ -444,6 +501,35 @@ mod tests {
         assert_eq!(scrub.dropped, 1);
         scrub.release(&mut out);
         assert!(out.ends_with(b"\n$"));
+    }
+
+    #[test]
+    fn reads_are_shortened_to_a_budget_that_follows_the_line() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        assert_eq!(link.budget(), MAX_BUDGET);
+        assert_eq!(link.from_debugger(&pkt("m1000,4000")).forward, Some(pkt("m1000,2000")));
+        link.sent(&pkt("m1000,2000"), t);
+        stub(&mut link, b"+$00#00", t);
+        assert_eq!(link.budget(), MAX_BUDGET / 2);
+        assert_eq!(link.from_debugger(&pkt("m1000,4000")).forward, Some(pkt("m1000,1000")));
+        let xfer = "qXfer:features:read:target.xml:0,ffb";
+        assert_eq!(link.from_debugger(&pkt(xfer)).forward, Some(pkt(xfer)));
+        assert_eq!(link.from_debugger(&pkt("m10,8")).forward, Some(pkt("m10,8")));
+        // A clean first answer grows it again.
+        stub(&mut link, &pkt("00"), t);
+        link.sent(&pkt("m10,8"), t);
+        stub(&mut link, b"+", t);
+        stub(&mut link, &pkt("0011223344556677"), t);
+        assert_eq!(link.budget(), MAX_BUDGET / 2 + MAX_BUDGET / 32 + 1);
+        for _ in 0..20 {
+            stub(&mut link, b"$bad#00", t);
+        }
+        assert_eq!(link.budget(), MIN_BUDGET);
+        assert_eq!(
+            link.from_debugger(&pkt(xfer)).forward,
+            Some(pkt("qXfer:features:read:target.xml:0,40"))
+        );
     }
 
     #[test]

@@ -537,13 +537,14 @@ impl Shared {
                 return false;
             }
             match event {
-                rsp::Event::Packet(packet) => {
+                rsp::Event::Packet(mut packet) => {
                     if let Some(link) = state.link.as_mut() {
                         let reliable::FromDebugger { answer, forward } = link.from_debugger(&packet);
                         Self::answer_client(state, answer);
-                        if !forward {
+                        let Some(forward) = forward else {
                             return true;
-                        }
+                        };
+                        packet = forward;
                     }
                     let line = self.trace.then(|| format!("gdb -> bridge: {}", Escaped(&packet)));
                     match state.pacer.request(packet, Instant::now()) {

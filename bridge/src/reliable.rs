@@ -521,7 +521,8 @@ mod tests {
         link.sent(&pkt("m10,8"), t);
         stub(&mut link, b"+", t);
         stub(&mut link, &pkt("0011223344556677"), t);
-        assert_eq!(link.budget(), MAX_BUDGET / 2 + MAX_BUDGET / 32 + 1);
+        let grow = |b: u64| b + b / 16 + 1;
+        assert_eq!(link.budget(), grow(grow(MAX_BUDGET / 2)));
         for _ in 0..20 {
             stub(&mut link, b"$bad#00", t);
         }

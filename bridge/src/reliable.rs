@@ -14,10 +14,15 @@
 //!   `+` and, when it answers the outstanding request, goes to the
 //!   debugger; a bad one gets `-` (the stub resends its last reply). A `-`
 //!   from the stub makes the bridge retransmit the outstanding request.
-//! * **Timeouts.** A request that got neither `+` nor a reply within
-//!   [`ACK_TIMEOUT`] of the last byte from the stub is retransmitted; one
-//!   acknowledged whose reply does not come within [`REPLY_TIMEOUT`] of
-//!   silence gets `-` (reply again). A continue (`c`, `C`, `vCont;c`,
+//! * **Timeouts.** A request is sent again only when the stub cannot have
+//!   acted on it (a step or a write must not happen twice). One that got
+//!   neither `+` nor a reply within [`ACK_TIMEOUT`] of the last byte from the
+//!   stub gets a probe, `-`: a stub that has the request answers with its
+//!   reply to it; one that does not have it resends its previous reply,
+//!   which tells the link to retransmit (after [`BLIND_PROBES`] unanswered
+//!   probes it retransmits anyway: a stub with no previous reply says
+//!   nothing). One acknowledged whose reply does not come within
+//!   [`REPLY_TIMEOUT`] of silence gets `-` (reply again). A continue (`c`, `C`, `vCont;c`,
 //!   `vCont;C`) is answered only when the unikernel stops, so it is neither
 //!   retransmitted (a packet that reaches a running stub ends its session)
 //!   nor asked again by timeout; a `#` seen outside a packet while one is
@@ -31,7 +36,7 @@
 //!   [`MAX_BUDGET`] bytes.
 //! * **Duplicates.** A packet arriving with no request outstanding is a
 //!   duplicate (a resend the bridge asked for while the original was on its
-//!   way) and is dropped, as is one packet identical to the previous reply
+//!   way) and is dropped, as is a packet identical to the previous reply
 //!   that arrives before the stub acknowledged the current request (the
 //!   stub writes its `+` before it reads further, so such a packet was sent
 //!   before the request reached it).
@@ -47,6 +52,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an acknowledged request waits in silence for its reply before
 /// the bridge asks for it again with `-`.
 pub const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many probes may go unanswered before a request is retransmitted.
+pub const BLIND_PROBES: u32 = 3;
 
 /// How many times one request is retried before the link gives up on it
 /// (the pacer's own timeout then lets the next one through).
@@ -84,8 +92,8 @@ struct Outstanding {
     /// The last time the stub sent anything (or the request was sent).
     since: Instant,
     tries: u32,
-    /// One packet identical to the previous reply was dropped already.
-    skipped: bool,
+    /// Probes (`-` before the `+`) sent and not answered.
+    probes: u32,
 }
 
 /// One debugger's acknowledgements and the stub's, terminated in the
@@ -171,7 +179,7 @@ impl Link {
             resume: is_continue(packet),
             since: now,
             tries: 0,
-            skipped: false,
+            probes: 0,
         });
     }
 
@@ -233,9 +241,15 @@ impl Link {
             self.stats.duplicates += 1;
             return;
         };
-        if !o.acked && !o.skipped && packet == self.last_reply {
-            o.skipped = true;
+        if !o.acked && packet == self.last_reply {
             self.stats.duplicates += 1;
+            if o.probes > 0 {
+                // The answer to a probe: the stub does not have the request.
+                o.probes = 0;
+                o.tries += 1;
+                self.stats.retransmits += 1;
+                to_stub.extend_from_slice(&o.packet);
+            }
             return;
         }
         if o.tries == 0 && o.acked {
@@ -270,10 +284,14 @@ impl Link {
             self.outstanding = None;
             return;
         }
-        if o.acked {
+        if o.acked || o.probes < BLIND_PROBES {
+            if !o.acked {
+                o.probes += 1;
+            }
             self.stats.naks += 1;
             to_stub.push(b'-');
         } else {
+            o.probes = 0;
             self.stats.retransmits += 1;
             to_stub.extend_from_slice(&o.packet);
         }
@@ -454,9 +472,19 @@ mod tests {
         let mut out = Vec::new();
         link.expire(t + ACK_TIMEOUT / 2, &mut out);
         assert!(out.is_empty());
-        link.expire(t + ACK_TIMEOUT, &mut out);
+        // A probe, answered by a stub without a previous reply: nothing,
+        // so after the blind probes the request goes again.
+        let mut now = t;
+        for _ in 0..BLIND_PROBES {
+            now += ACK_TIMEOUT;
+            link.expire(now, &mut out);
+            assert_eq!(out, b"-");
+            out.clear();
+        }
+        now += ACK_TIMEOUT;
+        link.expire(now, &mut out);
         assert_eq!(out, pkt("g"));
-        let t2 = t + ACK_TIMEOUT;
+        let t2 = now;
         stub(&mut link, b"+", t2);
         assert_eq!(link.deadline(), Some(t2 + REPLY_TIMEOUT));
         out.clear();
@@ -477,16 +505,37 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_copy_of_the_previous_reply_is_dropped_once() {
+    fn a_probe_answered_with_the_previous_reply_retransmits() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        link.sent(&pkt("m0,1"), t);
+        assert_eq!(stub(&mut link, b"+", t), (vec![], vec![]));
+        assert_eq!(stub(&mut link, &pkt("00"), t).1, pkt("00"));
+        link.sent(&pkt("vCont;s:p1.-1"), t);
+        let mut out = Vec::new();
+        link.expire(t + ACK_TIMEOUT, &mut out);
+        assert_eq!(out, b"-");
+        let mut expected = b"+".to_vec();
+        expected.extend(pkt("vCont;s:p1.-1"));
+        assert_eq!(stub(&mut link, &pkt("00"), t), (expected, vec![]));
+        // The step's stop reply, its `+` lost: taken.
+        let stop = pkt("T05thread:01;");
+        assert_eq!(stub(&mut link, &stop, t).1, stop);
+    }
+
+    #[test]
+    fn a_stale_copy_of_the_previous_reply_is_dropped() {
         let t = Instant::now();
         let mut link = Link::new();
         link.sent(&pkt("Z0,1000,1"), t);
         let ok = pkt("OK");
         assert_eq!(stub(&mut link, &ok, t).1, ok);
         link.sent(&pkt("Z0,2000,1"), t);
-        // The resend of the first OK, before the stub's `+` for the second.
+        // Resends of the first OK, before the stub's `+` for the second.
         assert_eq!(stub(&mut link, &ok, t).1, b"");
-        // The real answer (its `+` lost): taken.
+        assert_eq!(stub(&mut link, &ok, t).1, b"");
+        // The real answer, after its `+`: taken.
+        assert_eq!(stub(&mut link, b"+", t).1, b"");
         assert_eq!(stub(&mut link, &ok, t).1, ok);
     }
 

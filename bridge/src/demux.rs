@@ -104,11 +104,9 @@ pub struct Demux {
     /// A crash stream's END record came last: the stream's `DLE 'Z'` is
     /// due (anywhere else a `DLE 'Z'` is an unknown escape).
     stop_due: bool,
-    /// On a noisy line a framing error loses the channel: payload is
-    /// dropped until the next valid switch ([`Demux::resynchronising`]).
+    /// On a noisy line a framing error's two bytes are dropped
+    /// ([`Demux::resynchronising`]).
     resync: bool,
-    /// The channel is unknown since a framing error (only with `resync`).
-    lost: bool,
 }
 
 impl Default for Demux {
@@ -128,16 +126,16 @@ impl Demux {
             skim: None,
             stop_due: false,
             resync: false,
-            lost: false,
         }
     }
 
     /// A parser for a line that may damage bytes: a framing error in framed
-    /// mode (a `DLE` and a byte that means nothing) is reported and both
-    /// bytes are dropped, and so is all payload after it until the next
-    /// `DLE 'C'`, `DLE 'D'`, `DLE 'F'` or `DLE 'H'`, so that RSP bytes
-    /// whose switch was damaged never reach the console (nor console text
-    /// the debugger).
+    /// mode (a `DLE` and a byte that means nothing, most likely a damaged
+    /// byte) is reported and both bytes are dropped; the channel stays as it
+    /// was (the stub marks only changes of channel, so a stop's whole RSP
+    /// traffic may follow one `DLE 'D'`). RSP that a damaged switch left in
+    /// the console is the caller's to recognise
+    /// ([`crate::reliable::Scrubber`]).
     pub fn resynchronising() -> Self {
         Self { resync: true, ..Self::new() }
     }
@@ -265,16 +263,12 @@ impl Demux {
             if byte == DLE {
                 self.pending_dle = true;
                 self.stop_due = stop_due;
-            } else if !self.lost {
+            } else {
                 payload(out, self.channel(), byte);
             }
             return;
         }
         // `byte` is the second byte of a DLE sequence.
-        match byte {
-            SYNC | HELLO | CONSOLE | DEBUGGER => self.lost = false,
-            _ => {}
-        }
         match byte {
             SYNC => {
                 self.framed = true;
@@ -318,12 +312,8 @@ impl Demux {
                 self.channel = Channel::Debugger;
                 out.push(Event::Switch(Channel::Debugger));
             }
-            DLE if self.lost => {}
             DLE => payload(out, self.channel, DLE),
-            other if self.resync => {
-                out.push(Event::FramingError(other));
-                self.lost = true;
-            }
+            other if self.resync => out.push(Event::FramingError(other)),
             other => {
                 out.push(Event::FramingError(other));
                 payload(out, Channel::Console, DLE);
@@ -688,24 +678,23 @@ mod tests {
     }
 
     #[test]
-    fn a_resynchronising_parser_drops_everything_up_to_the_next_switch() {
+    fn a_resynchronising_parser_drops_a_damaged_escape_and_keeps_the_channel() {
         let mut demux = Demux::resynchronising();
         let mut line = vec![D, SYNC];
         line.extend_from_slice(b"con");
-        // A damaged `DLE 'D'`: the packet after it is lost, not console.
         line.extend_from_slice(&[D, b'd']);
         line.extend_from_slice(b"+$OK#9a");
-        line.extend_from_slice(&[D, DLE]);
-        line.extend_from_slice(&[D, CONSOLE]);
-        line.extend_from_slice(b"sole");
         line.extend_from_slice(&[D, DEBUGGER]);
-        line.extend_from_slice(b"$g#67");
+        line.extend_from_slice(b"$g#");
+        line.extend_from_slice(&[D, b'x']);
+        line.extend_from_slice(b"67");
         let events = demux.feed(&line);
-        assert_eq!(streams(&events), (b"console".to_vec(), b"$g#67".to_vec()));
+        assert_eq!(streams(&events), (b"con+$OK#9a".to_vec(), b"$g#67".to_vec()));
         assert!(events.contains(&Event::FramingError(b'd')));
+        assert!(events.contains(&Event::FramingError(b'x')));
         // The default parser keeps it as console text.
         let (console, _) = streams(&run(&line));
-        assert_eq!(console, b"con\x10d+$OK#9a\x10sole".to_vec());
+        assert_eq!(console, b"con\x10d+$OK#9a\x10x".to_vec());
     }
 
     #[test]

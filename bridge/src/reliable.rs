@@ -308,16 +308,17 @@ impl Link {
 }
 
 /// Keeps RSP packets out of the console on a noisy line: when a damaged
-/// `DLE 'D'` leaves a packet in the console channel, it is recognised and
-/// dropped. Console text from a `$` on is held until it either ends a
-/// packet (`#` and two hex digits, no line break: dropped) or cannot be one
-/// (a line break, or [`SCRUB_LIMIT`] bytes: passed on).
+/// switch leaves a packet in the console channel, it is recognised and
+/// handed to the debugger stream instead (where the link checks it).
+/// Console text from a `$` on is held until it either ends a packet (`#`
+/// and two hex digits, no line break: taken out) or cannot be one (a line
+/// break, or [`SCRUB_LIMIT`] bytes: passed on).
 #[derive(Debug, Default)]
 pub struct Scrubber {
     held: Vec<u8>,
     /// Hex digits seen after the held `#` (0, 1), when one was seen.
     hash: Option<u8>,
-    /// Packets dropped so far.
+    /// Packets taken out of the console so far.
     pub dropped: u64,
 }
 
@@ -325,8 +326,9 @@ pub struct Scrubber {
 pub const SCRUB_LIMIT: usize = 64 * 1024;
 
 impl Scrubber {
-    /// Console bytes in; the console text to print appended to `out`.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+    /// Console bytes in; the console text to print appended to `out`, the
+    /// packets found in it to `packets`.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>, packets: &mut Vec<u8>) {
         for &b in bytes {
             if self.held.is_empty() {
                 if b == b'$' {
@@ -350,7 +352,7 @@ impl Scrubber {
                 None => {}
                 Some(n) if b.is_ascii_hexdigit() => {
                     if n == 1 {
-                        self.held.clear();
+                        packets.append(&mut self.held);
                         self.hash = None;
                         self.dropped += 1;
                     } else {
@@ -542,10 +544,11 @@ mod tests {
     #[test]
     fn packets_in_the_console_are_scrubbed_text_is_not() {
         let mut scrub = Scrubber::default();
-        let mut out = Vec::new();
-        scrub.feed(b"line 1 $5 #1\nD+$T05thread:01;#", &mut out);
+        let (mut out, mut packets) = (Vec::new(), Vec::new());
+        scrub.feed(b"line 1 $5 #1\nD+$T05thread:01;#", &mut out, &mut packets);
         assert_eq!(out, b"line 1 $5 #1\nD+");
-        scrub.feed(b"4fline 2 costs $3\n$", &mut out);
+        scrub.feed(b"4fline 2 costs $3\n$", &mut out, &mut packets);
+        assert_eq!(packets, b"$T05thread:01;#4f");
         assert_eq!(out, b"line 1 $5 #1\nD+line 2 costs $3\n");
         assert_eq!(scrub.dropped, 1);
         scrub.release(&mut out);

@@ -660,13 +660,17 @@ async fn pump_from_stub(
                 demux::Event::Console(mut bytes) => {
                     if let Some(scrubber) = scrubber.as_mut() {
                         let mut text = Vec::with_capacity(bytes.len());
-                        let before = scrubber.dropped;
-                        scrubber.feed(&bytes, &mut text);
-                        if scrubber.dropped > before {
-                            debug!("an RSP packet in the console channel (damaged switch); dropped");
-                        }
+                        let mut packets = Vec::new();
+                        scrubber.feed(&bytes, &mut text, &mut packets);
                         if closed.is_some() {
                             scrubber.release(&mut text);
+                        }
+                        if !packets.is_empty() {
+                            debug!(
+                                "RSP in the console channel (a damaged switch): {}",
+                                Escaped(&packets)
+                            );
+                            shared.to_client(packets);
                         }
                         bytes = text;
                     }

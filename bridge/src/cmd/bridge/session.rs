@@ -73,6 +73,10 @@ pub fn set_noisy_line(on: bool) {
     NOISY_LINE.store(on, Ordering::Relaxed);
 }
 
+/// How long a request may stay outstanding on a noisy line before the
+/// next one is forwarded anyway.
+const NOISY_REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Whether `--noisy-line` is on.
 pub fn noisy_line() -> bool {
     NOISY_LINE.load(Ordering::Relaxed)
@@ -232,8 +236,14 @@ impl Shared {
                 acks_outstanding: 0,
                 acks_since: None,
                 ack_warned: false,
-                pacer: Pacer::default(),
-                link: NOISY_LINE.load(Ordering::Relaxed).then(Link::new),
+                // On a noisy line the link retries a request for longer than
+                // the pacer's usual timeout: the next one must not overtake it.
+                pacer: if noisy_line() {
+                    Pacer::new(NOISY_REPLY_TIMEOUT, HELD_LIMIT)
+                } else {
+                    Pacer::default()
+                },
+                link: noisy_line().then(Link::new),
             }),
             trace,
             queued: Notify::new(),

@@ -126,8 +126,8 @@ fn session(one_in: u64, seed: u64) -> Duration {
 
     // The read: whole, the two reads alike, code and constants as in the
     // image.
-    let r1 = std::fs::read(&first).unwrap();
-    let r2 = std::fs::read(&second).unwrap();
+    let read = |f: &Path| std::fs::read(f).unwrap_or_else(|e| panic!("{e}: gdb:\n{text}"));
+    let (r1, r2) = (read(&first), read(&second));
     assert_eq!(r1.len() as u64, len);
     assert!(r1 == r2, "two reads of the same stopped memory differ");
     let mut checked = 0;

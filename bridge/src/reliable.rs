@@ -34,6 +34,12 @@
 //!   budget that adapts to the line: halved on each damaged reply, grown by
 //!   1/16 on each clean first answer, between [`MIN_BUDGET`] and
 //!   [`MAX_BUDGET`] bytes.
+//! * **Confirmed replies.** RSP's checksum is a byte sum: two faults in one
+//!   reply (a `0` dropped, another `0` doubled) pass it unseen. Once the
+//!   line has shown damage, each reply is taken only when two copies agree:
+//!   the first is kept and the stub is asked for it again (`-`; the stub
+//!   resends the same bytes). Not for a detach or kill, after which the stub
+//!   has no session to resend from.
 //! * **Duplicates.** A packet arriving with no request outstanding is a
 //!   duplicate (a resend the bridge asked for while the original was on its
 //!   way) and is dropped, as is a packet identical to the previous reply
@@ -83,6 +89,8 @@ pub struct Stats {
     pub bad_replies: u64,
     /// Stub packets dropped as duplicates.
     pub duplicates: u64,
+    /// Replies asked for again to confirm them.
+    pub confirmations: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +109,10 @@ struct Outstanding {
     /// beyond the checksum, which misses one damage in 256 when a reply
     /// was hit twice).
     m_len: Option<u64>,
+    /// A reply received and waiting for a second copy to agree.
+    first: Option<Vec<u8>>,
+    /// Its reply may be confirmed by a resend.
+    confirmable: bool,
 }
 
 /// One debugger's acknowledgements and the stub's, terminated in the
@@ -114,6 +126,8 @@ pub struct Link {
     stats: Stats,
     /// How many bytes of reply data a read may ask for.
     budget: u64,
+    /// Replies are confirmed once the line has shown damage.
+    confirm: bool,
 }
 
 impl Default for Link {
@@ -142,6 +156,7 @@ impl Link {
             last_reply: Vec::new(),
             stats: Stats::default(),
             budget: FIRST_BUDGET,
+            confirm: true,
         }
     }
 
@@ -188,6 +203,9 @@ impl Link {
             tries: 0,
             probes: 0,
             m_len: m_len(packet),
+            first: None,
+            confirmable: !matches!(packet.get(1), Some(b'D' | b'k'))
+                && !packet.starts_with(b"$vKill"),
         });
     }
 
@@ -263,6 +281,15 @@ impl Link {
             }
             return;
         }
+        let noisy = self.stats.bad_replies > 0 || self.stats.naks > 0;
+        if noisy && self.confirm && o.confirmable && o.first.as_ref() != Some(&packet) {
+            // A first copy (or one that disagrees with the first): ask again.
+            o.first = Some(packet);
+            o.acked = true;
+            self.stats.confirmations += 1;
+            to_stub.push(b'-');
+            return;
+        }
         if o.tries == 0 && o.acked {
             self.budget = (self.budget + self.budget / 16 + 1).min(MAX_BUDGET);
         }
@@ -311,10 +338,11 @@ impl Link {
     /// The session ended or the stub restarted: nothing is outstanding and
     /// the next debugger starts in ack mode.
     pub fn reset(&mut self) {
-        let (stats, budget) = (self.stats, self.budget);
+        let (stats, budget, confirm) = (self.stats, self.budget, self.confirm);
         *self = Self::new();
         self.stats = stats;
         self.budget = budget;
+        self.confirm = confirm;
     }
 }
 
@@ -451,6 +479,10 @@ mod tests {
         format!("${body}#{sum:02x}").into_bytes()
     }
 
+    fn unconfirmed() -> Link {
+        Link { confirm: false, ..Link::new() }
+    }
+
     /// Feeds `bytes` from the stub; returns (to stub, to client).
     fn stub(link: &mut Link, bytes: &[u8], now: Instant) -> (Vec<u8>, Vec<u8>) {
         let (mut s, mut c) = (Vec::new(), Vec::new());
@@ -460,7 +492,7 @@ mod tests {
 
     #[test]
     fn no_ack_mode_is_answered_by_the_bridge() {
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         let r = link.from_debugger(&pkt("QStartNoAckMode"));
         assert_eq!(r, FromDebugger { answer: b"+$OK#9a".to_vec(), forward: None });
         let r = link.from_debugger(&pkt("g"));
@@ -471,7 +503,7 @@ mod tests {
 
     #[test]
     fn a_damaged_debugger_packet_is_naked_in_ack_mode_only() {
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         let bad = FromDebugger { answer: b"-".to_vec(), forward: None };
         assert_eq!(link.from_debugger(b"$g#00"), bad);
         assert_eq!(link.from_debugger(&pkt("g")).answer, b"+");
@@ -480,7 +512,7 @@ mod tests {
     #[test]
     fn a_good_reply_is_acked_and_forwarded_a_bad_one_naked() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("m0,4"), t);
         assert_eq!(stub(&mut link, b"+$0000000#00", t), (b"-".to_vec(), vec![]));
         let good = pkt("00000000");
@@ -494,7 +526,7 @@ mod tests {
     #[test]
     fn a_nak_from_the_stub_retransmits_the_request() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("g"), t);
         assert_eq!(stub(&mut link, b"-", t), (pkt("g"), vec![]));
         assert_eq!(link.stats().retransmits, 1);
@@ -503,7 +535,7 @@ mod tests {
     #[test]
     fn no_ack_in_time_retransmits_no_reply_in_time_naks() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("g"), t);
         assert_eq!(link.deadline(), Some(t + ACK_TIMEOUT));
         let mut out = Vec::new();
@@ -532,7 +564,7 @@ mod tests {
     #[test]
     fn a_continue_is_never_retransmitted_by_timeout() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("vCont;c:p1.-1"), t);
         assert_eq!(link.deadline(), None);
         // But a reply whose `$` was lost is asked for again.
@@ -544,7 +576,7 @@ mod tests {
     #[test]
     fn a_probe_answered_with_the_previous_reply_retransmits() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("m0,1"), t);
         assert_eq!(stub(&mut link, b"+", t), (vec![], vec![]));
         assert_eq!(stub(&mut link, &pkt("00"), t).1, pkt("00"));
@@ -563,7 +595,7 @@ mod tests {
     #[test]
     fn a_stale_copy_of_the_previous_reply_is_dropped() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("Z0,1000,1"), t);
         let ok = pkt("OK");
         assert_eq!(stub(&mut link, &ok, t).1, ok);
@@ -593,7 +625,7 @@ mod tests {
     #[test]
     fn reads_are_shortened_to_a_budget_that_follows_the_line() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         assert_eq!(link.budget(), FIRST_BUDGET);
         assert_eq!(link.from_debugger(&pkt("m1000,4000")).forward, Some(pkt("m1000,200")));
         link.sent(&pkt("m1000,200"), t);
@@ -623,7 +655,7 @@ mod tests {
     #[test]
     fn a_memory_reply_that_cannot_be_one_is_naked() {
         let t = Instant::now();
-        let mut link = Link::new();
+        let mut link = unconfirmed();
         link.sent(&pkt("m1000,2"), t);
         // Good checksums, impossible replies: too long, odd, not hex.
         for bad in ["001122", "001", "0T1c"] {
@@ -632,6 +664,26 @@ mod tests {
         assert_eq!(stub(&mut link, &pkt("E0e"), t).1, pkt("E0e"));
         link.sent(&pkt("m1000,2"), t);
         assert_eq!(stub(&mut link, &pkt("0011"), t).1, pkt("0011"));
+    }
+
+    #[test]
+    fn on_a_damaged_line_replies_are_taken_when_two_copies_agree() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        link.sent(&pkt("m0,2"), t);
+        // Clean so far: taken at once.
+        assert_eq!(stub(&mut link, b"+", t).1, b"");
+        assert_eq!(stub(&mut link, &pkt("0011"), t).1, pkt("0011"));
+        link.sent(&pkt("m2,2"), t);
+        assert_eq!(stub(&mut link, b"+$2233#00", t), (b"-".to_vec(), vec![]));
+        // Damage seen: a copy, then one that disagrees, then two that agree.
+        assert_eq!(stub(&mut link, &pkt("2033"), t), (b"+-".to_vec(), vec![]));
+        assert_eq!(stub(&mut link, &pkt("2233"), t), (b"+-".to_vec(), vec![]));
+        assert_eq!(stub(&mut link, &pkt("2233"), t), (b"+".to_vec(), pkt("2233")));
+        assert_eq!(link.stats().confirmations, 2);
+        // Not for a detach.
+        link.sent(&pkt("D"), t);
+        assert_eq!(stub(&mut link, &pkt("OK"), t), (b"+".to_vec(), pkt("OK")));
     }
 
     #[test]

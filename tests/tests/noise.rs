@@ -129,7 +129,15 @@ fn session(one_in: u64, seed: u64) -> Duration {
     let read = |f: &Path| std::fs::read(f).unwrap_or_else(|e| panic!("{e}: gdb:\n{text}"));
     let (r1, r2) = (read(&first), read(&second));
     assert_eq!(r1.len() as u64, len);
-    assert!(r1 == r2, "two reads of the same stopped memory differ");
+    if let Some(at) = r1.iter().zip(&r2).position(|(a, b)| a != b) {
+        let end = (at + 16).min(r1.len());
+        panic!(
+            "two reads of the same stopped memory differ at {:#x}: {:02x?} vs {:02x?}",
+            start + at as u64,
+            &r1[at..end],
+            &r2[at..end]
+        );
+    }
     let mut checked = 0;
     for (off, bytes) in image_bytes(&a.image, start, len) {
         assert!(r1[off..off + bytes.len()] == bytes[..], "memory at +{off:#x} differs from the image");

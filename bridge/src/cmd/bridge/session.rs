@@ -316,8 +316,9 @@ impl Shared {
             logs.push(
                 Level::Info,
                 format!(
-                    "noisy line: {} retransmits, {} naks, {} bad replies, {} duplicates",
-                    s.retransmits, s.naks, s.bad_replies, s.duplicates
+                    "noisy line: {} retransmits, {} naks, {} bad replies, {} duplicates, {} \
+                     confirmations",
+                    s.retransmits, s.naks, s.bad_replies, s.duplicates, s.confirmations
                 ),
             );
             link.reset();

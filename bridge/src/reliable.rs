@@ -254,8 +254,8 @@ impl Link {
 
     fn packet(&mut self, packet: Vec<u8>, to_stub: &mut Vec<u8>, to_client: &mut Vec<u8>) {
         let m_len = self.outstanding.as_ref().and_then(|o| o.m_len);
-        let plausible = m_len.is_none_or(|len| m_reply_plausible(&packet, len))
-            || packet == self.last_reply;
+        let plausible =
+            m_len.is_none_or(|len| m_reply_plausible(&packet, len)) || packet == self.last_reply;
         if rsp::checksum_ok(&packet) != Some(true) || !plausible {
             self.stats.bad_replies += 1;
             self.budget = (self.budget / 2).max(MIN_BUDGET);
@@ -450,7 +450,8 @@ fn m_len(packet: &[u8]) -> Option<u64> {
 /// error (`E` and two hex digits), or an even number of hex digits, at
 /// most `2 * len`.
 fn m_reply_plausible(packet: &[u8], len: u64) -> bool {
-    let Some(body) = packet.strip_prefix(b"$").and_then(|b| b.len().checked_sub(3).map(|n| &b[..n]))
+    let Some(body) =
+        packet.strip_prefix(b"$").and_then(|b| b.len().checked_sub(3).map(|n| &b[..n]))
     else {
         return false;
     };

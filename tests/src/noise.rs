@@ -90,7 +90,7 @@ impl Injector {
         self.counters.bytes.fetch_add(input.len() as u64, Ordering::Relaxed);
         for &byte in input {
             let r = self.rng.next_u64();
-            if self.one_in == 0 || r % self.one_in != 0 {
+            if self.one_in == 0 || !r.is_multiple_of(self.one_in) {
                 out.push(byte);
                 continue;
             }

@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ukdb_tests::noise::NoiseProxy;
@@ -32,7 +31,10 @@ fn image_bytes(image: &Path, addr: u64, len: u64) -> Vec<(usize, Vec<u8>)> {
     let mut out = Vec::new();
     for s in file.sections() {
         // Code and constants only: the unikernel writes its data.
-        if !matches!(s.kind(), SectionKind::Text | SectionKind::ReadOnlyData | SectionKind::ReadOnlyString) {
+        if !matches!(
+            s.kind(),
+            SectionKind::Text | SectionKind::ReadOnlyData | SectionKind::ReadOnlyString
+        ) {
             continue;
         }
         let (start, end) = (s.address(), s.address() + s.size());
@@ -67,9 +69,7 @@ fn session(one_in: u64, seed: u64) -> Duration {
     let vm = Vm::boot("q35", &a.image, "");
     let proxy = NoiseProxy::start(&vm.sock, vm.dir(), one_in, seed);
     let mut bridge = Bridge::start_unsynced_at(&proxy.sock, &["--noisy-line"]);
-    bridge
-        .stderr
-        .wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
+    bridge.stderr.wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
     bridge.wait_more_lines(2);
 
     let start = text_start(&a.image);
@@ -140,7 +140,10 @@ fn session(one_in: u64, seed: u64) -> Duration {
     }
     let mut checked = 0;
     for (off, bytes) in image_bytes(&a.image, start, len) {
-        assert!(r1[off..off + bytes.len()] == bytes[..], "memory at +{off:#x} differs from the image");
+        assert!(
+            r1[off..off + bytes.len()] == bytes[..],
+            "memory at +{off:#x} differs from the image"
+        );
         checked += bytes.len();
     }
     assert!(checked > 64 * 1024, "only {checked} bytes checked against the image");
@@ -152,14 +155,13 @@ fn session(one_in: u64, seed: u64) -> Duration {
     let leaked = rsp_packets(&console);
     assert!(leaked.is_empty(), "RSP packets on the console: {leaked:?}");
     let stderr = bridge.stderr.text();
-    let stats = stderr.lines().filter(|l| l.contains("noisy line:")).last().unwrap_or("").to_owned();
+    let stats = stderr.lines().rfind(|l| l.contains("noisy line:")).unwrap_or("").to_owned();
     eprintln!(
         "noise 1/{one_in} seed {seed}: gdb session {:.1}s; {}; bridge {}",
         took.as_secs_f64(),
         proxy.summary(),
         stats.trim()
     );
-    let _ = Arc::clone(&bridge.console);
     took
 }
 

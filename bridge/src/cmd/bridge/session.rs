@@ -550,7 +550,8 @@ impl Shared {
             match event {
                 rsp::Event::Packet(mut packet) => {
                     if let Some(link) = state.link.as_mut() {
-                        let reliable::FromDebugger { answer, forward } = link.from_debugger(&packet);
+                        let reliable::FromDebugger { answer, forward } =
+                            link.from_debugger(&packet);
                         Self::answer_client(state, answer);
                         let Some(forward) = forward else {
                             return true;

@@ -1,79 +1,79 @@
-//! A reliable serial hop (sans-I/O): the bridge keeps the stub in ack mode
-//! and acknowledges, checks and retransmits on the line itself, whatever
-//! mode the debugger asked for.
+//! A reliable serial hop (sans-I/O) for `ukdb bridge --noisy-line`: every
+//! request crosses the line as a checked packet and every reply comes back
+//! in checked pieces (`ukdb_stub::checked`, `docs/wire-protocol.md`
+//! "Checked packets"), whatever the line does to single bytes.
 //!
-//! The debugger's hop (TCP) never corrupts a byte; the serial line may. So
-//! [`Link`] terminates RSP's acknowledgements on both hops:
+//! * **Debugger side.** The debugger's hop (TCP) never damages a byte. A
+//!   `QStartNoAckMode` is answered here (`OK`) and never reaches the stub;
+//!   while the debugger is in ack mode its packets get `+` from the bridge
+//!   at once, and its own `+`/`-` are dropped: the bridge hands it only
+//!   whole, checked replies.
+//! * **Requests.** Each request gets the next number and goes out as
+//!   `$@SEQ,LIMIT,0:BODY CRC#xx`. The stub acts on a number once and keeps
+//!   its reply, so a request is sent again whenever its answer is late or
+//!   damaged: it can never be acted on twice (a step, a write, a continue).
+//! * **Replies.** The stub answers with the first piece of its reply (at
+//!   most `LIMIT` bytes); the bridge asks for each further piece with the
+//!   same number and an empty body. A damaged piece (RSP checksum or CRC-32)
+//!   is asked for again at once; so is a request the stub NAKed. When the
+//!   reply is whole it goes to the debugger as the stub wrote it.
+//! * **Timeouts.** An unanswered request or piece is asked for again after
+//!   a retransmission timeout that follows the measured round trip (four
+//!   times the smoothed round trip, at least [`MIN_RTO`]), doubling with
+//!   each timeout in a row up to [`MAX_RTO`]. A request that resumed the
+//!   unikernel is answered `running` and then asked again every
+//!   [`POLL`] until the stop reply comes (a stop reply lost on the line is
+//!   fetched that way); a Ctrl-C from the debugger is repeated with each
+//!   poll until then.
+//! * **Piece size.** A piece of `n` bytes crosses a line that damages one
+//!   byte in `k` whole with probability `(1 - 1/k)^n`; the most reply text
+//!   per byte sent comes with pieces of about `k` bytes, which arrive damaged
+//!   about 60% of the time. So the piece limit shrinks by a tenth on each
+//!   damaged piece and grows by a sixth on each clean one (settling where
+//!   about 60% are damaged), between [`MIN_PIECE`] and [`MAX_PIECE`].
+//!   Lost requests do not count: they say nothing about the piece size.
+//! * **Damage seen.** The stub writes only checked packets and `-` to a
+//!   debugger that sends checked packets, so anything else on its stream
+//!   (the rest of a packet whose `$` was damaged) means an answer was lost:
+//!   it is asked for again when that packet's `#xx` has passed, without
+//!   waiting for the timeout.
 //!
-//! * **Debugger side.** A `QStartNoAckMode` is answered by the bridge (`OK`)
-//!   and never reaches the stub, which stays in ack mode. While the debugger
-//!   is in ack mode, each of its packets gets `+` (or `-` for a bad
-//!   checksum, which is not forwarded) from the bridge at once; its own `+`
-//!   and `-` are dropped (the bridge only hands it checked packets).
-//! * **Stub side.** Each stub packet's checksum is checked: a good one gets
-//!   `+` and, when it answers the outstanding request, goes to the
-//!   debugger; a bad one gets `-` (the stub resends its last reply). A `-`
-//!   from the stub makes the bridge retransmit the outstanding request.
-//! * **Timeouts.** A request is sent again only when the stub cannot have
-//!   acted on it (a step or a write must not happen twice). One that got
-//!   neither `+` nor a reply within [`ACK_TIMEOUT`] of the last byte from the
-//!   stub gets a probe, `-`: a stub that has the request answers with its
-//!   reply to it; one that does not have it resends its previous reply,
-//!   which tells the link to retransmit (after [`BLIND_PROBES`] unanswered
-//!   probes it retransmits anyway: a stub with no previous reply says
-//!   nothing). One acknowledged whose reply does not come within
-//!   [`REPLY_TIMEOUT`] of silence gets `-` (reply again). A continue (`c`, `C`, `vCont;c`,
-//!   `vCont;C`) is answered only when the unikernel stops, so it is neither
-//!   retransmitted (a packet that reaches a running stub ends its session)
-//!   nor asked again by timeout; a `#` seen outside a packet while one is
-//!   outstanding means a reply lost its `$`, and gets `-` at once.
-//! * **Short reads.** A reply of `n` bytes crosses a line that damages one
-//!   byte in `k` whole with probability `(1 - 1/k)^n`, so long replies never
-//!   would. The link caps the length of `m` reads and `qXfer` reads (both
-//!   allow short answers: the debugger asks again for the rest) to a reply
-//!   budget that adapts to the line: halved on each damaged reply, grown by
-//!   1/16 on each clean first answer, between [`MIN_BUDGET`] and
-//!   [`MAX_BUDGET`] bytes.
-//! * **Confirmed replies.** RSP's checksum is a byte sum: two faults in one
-//!   reply (a `0` dropped, another `0` doubled) pass it unseen. Once the
-//!   line has shown damage, each reply is taken only when two copies agree:
-//!   the first is kept and the stub is asked for it again (`-`; the stub
-//!   resends the same bytes). Not for a detach or kill, after which the stub
-//!   has no session to resend from.
-//! * **Duplicates.** A packet arriving with no request outstanding is a
-//!   duplicate (a resend the bridge asked for while the original was on its
-//!   way) and is dropped, as is a packet identical to the previous reply
-//!   that arrives before the stub acknowledged the current request (the
-//!   stub writes its `+` before it reads further, so such a packet was sent
-//!   before the request reached it).
+//! [`Scrubber`] keeps checked packets out of the console: a damaged
+//! channel switch can leave one there.
 
 use std::time::{Duration, Instant};
 
-use crate::rsp::{self, Event, Tracker};
+use ukdb_stub::checked::{self, Answer, Envelope};
 
-/// How long a request waits for the stub's `+` (or its reply) after the
-/// last byte from the stub before it is sent again.
-pub const ACK_TIMEOUT: Duration = Duration::from_millis(500);
+/// The smallest piece limit (bytes of reply text).
+pub const MIN_PIECE: u32 = 24;
 
-/// How long an acknowledged request waits in silence for its reply before
-/// the bridge asks for it again with `-`.
-pub const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+/// The largest piece limit.
+pub const MAX_PIECE: u32 = 0x4000;
 
-/// How many probes may go unanswered before a request is retransmitted.
-pub const BLIND_PROBES: u32 = 3;
+/// The first piece limit.
+pub const FIRST_PIECE: u32 = 512;
 
-/// How many times one request is retried before the link gives up on it
-/// (the pacer's own timeout then lets the next one through).
-pub const MAX_TRIES: u32 = 200;
+/// The shortest retransmission timeout.
+pub const MIN_RTO: Duration = Duration::from_millis(4);
 
-/// The smallest reply budget (bytes of reply data).
-pub const MIN_BUDGET: u64 = 64;
+/// The longest retransmission timeout.
+pub const MAX_RTO: Duration = Duration::from_secs(2);
 
-/// The largest reply budget.
-pub const MAX_BUDGET: u64 = 0x4000;
+/// How often a request that resumed the unikernel is asked for its stop
+/// reply.
+pub const POLL: Duration = Duration::from_millis(500);
 
-/// The first reply budget.
-pub const FIRST_BUDGET: u64 = 0x400;
+/// How many times one request (or piece) is sent before the link gives up
+/// on it (the pacer's own timeout then lets the next request through).
+pub const MAX_TRIES: u32 = 1000;
+
+/// The longest checked packet the bridge takes from the stub: a piece of
+/// [`MAX_PIECE`] bytes, every one escaped, and its envelope.
+pub const MAX_FRAME: usize = 2 * MAX_PIECE as usize + 64;
+
+/// The body of a checked Ctrl-C (see [`Link::interrupted`]).
+pub const INTERRUPT: &[u8] = b"vCtrlC";
 
 /// The bridge's answer to a debugger's `QStartNoAckMode`.
 const OK: &[u8] = b"$OK#9a";
@@ -81,59 +81,80 @@ const OK: &[u8] = b"$OK#9a";
 /// What the link has done so far (for logs and the test report).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
-    /// Requests sent to the stub again (NAKed or timed out).
-    pub retransmits: u64,
-    /// `-` sent to the stub (a damaged or missing reply).
+    /// Requests answered whole.
+    pub requests: u64,
+    /// Pieces received whole.
+    pub pieces: u64,
+    /// Requests and pieces asked for again after a timeout.
+    pub timeouts: u64,
+    /// Checked packets from the stub that failed their checks.
+    pub damaged: u64,
+    /// NAKs from the stub (a request it received damaged).
     pub naks: u64,
-    /// Stub packets whose checksum was wrong.
-    pub bad_replies: u64,
-    /// Stub packets dropped as duplicates.
-    pub duplicates: u64,
-    /// Replies asked for again to confirm them.
-    pub confirmations: u64,
+    /// Answers for another request or piece (late duplicates).
+    pub stale: u64,
+    /// Requests given up after [`MAX_TRIES`].
+    pub abandoned: u64,
+}
+
+/// What a request does to the unikernel, for how its answer is awaited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Answered at once.
+    Plain,
+    /// Resumes the unikernel: answered `running`, then by the next stop.
+    Resume,
+    /// Answered by nothing (`k`): `running` or any piece ends it.
+    NoReply,
+}
+
+fn kind(body: &[u8]) -> Kind {
+    match body.first() {
+        Some(b'c' | b'C' | b's' | b'S') => Kind::Resume,
+        Some(b'k') => Kind::NoReply,
+        _ if body.starts_with(b"vCont;") => Kind::Resume,
+        _ => Kind::Plain,
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Outstanding {
-    packet: Vec<u8>,
-    /// The stub sent `+` for it.
-    acked: bool,
-    /// A continue: answered only by the next stop.
-    resume: bool,
-    /// The last time the stub sent anything (or the request was sent).
-    since: Instant,
+    seq: u32,
+    /// The debugger's packet body, as on the wire.
+    body: Vec<u8>,
+    kind: Kind,
+    /// The reply text so far.
+    text: Vec<u8>,
+    /// The stub answered (a piece or `running`): it has the request.
+    answered: bool,
+    /// The stub said `running`.
+    running: bool,
+    /// When the last request or piece request went out.
+    asked: Instant,
+    /// When to ask again.
+    deadline: Instant,
+    /// Times asked for the current piece.
     tries: u32,
-    /// Probes (`-` before the `+`) sent and not answered.
-    probes: u32,
-    /// For an `m` read: how many bytes it asked for (its reply is checked
-    /// beyond the checksum, which misses one damage in 256 when a reply
-    /// was hit twice).
-    m_len: Option<u64>,
-    /// A reply received and waiting for a second copy to agree.
-    first: Option<Vec<u8>>,
-    /// Its reply may be confirmed by a resend.
-    confirmable: bool,
+    /// Timeouts in a row.
+    backoff: u32,
 }
 
-/// One debugger's acknowledgements and the stub's, terminated in the
-/// bridge. See the [module docs](self).
+/// One debugger's requests over the noisy hop. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct Link {
     debugger_ack: bool,
-    stub: Tracker,
+    next_seq: u32,
     outstanding: Option<Outstanding>,
-    last_reply: Vec<u8>,
+    /// A checked packet from the stub being received.
+    frame: Option<Vec<u8>>,
+    /// Bytes outside a packet since the last `#` there (`None`: no `#`
+    /// seen): the tail of a packet whose `$` was damaged.
+    junk_hash: Option<u8>,
+    piece: u32,
+    srtt: Option<Duration>,
+    /// The debugger sent Ctrl-C while a resume was outstanding.
+    interrupt: bool,
     stats: Stats,
-    /// How many bytes of reply data a read may ask for.
-    budget: u64,
-    /// Replies are confirmed once the line has shown damage.
-    confirm: bool,
-}
-
-impl Default for Link {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// What to do with a debugger's packet.
@@ -141,28 +162,33 @@ impl Default for Link {
 pub struct FromDebugger {
     /// Bytes for the debugger at once (its `+`/`-`, or `OK`).
     pub answer: Vec<u8>,
-    /// The packet to send on to the stub (through the pacer), if any: the
-    /// debugger's, or a read shortened to the line's budget.
-    pub forward: Option<Vec<u8>>,
+    /// Whether the packet goes on to the stub (through the pacer, then
+    /// [`Link::send`]).
+    pub forward: bool,
 }
 
 impl Link {
-    /// A link for a new debugger (in ack mode) with nothing outstanding.
-    pub fn new() -> Self {
+    /// A link for a new debugger (in ack mode) with nothing outstanding;
+    /// its request numbers start at `first_seq` (a bridge starts at a
+    /// random one, so that a stub that kept the last number of an earlier
+    /// bridge does not take a new request for a retransmission).
+    pub fn new(first_seq: u32) -> Self {
         Self {
             debugger_ack: true,
-            stub: Tracker::new(rsp::DEFAULT_MAX_PACKET),
+            next_seq: first_seq,
             outstanding: None,
-            last_reply: Vec::new(),
+            frame: None,
+            junk_hash: None,
+            piece: FIRST_PIECE,
+            srtt: None,
+            interrupt: false,
             stats: Stats::default(),
-            budget: FIRST_BUDGET,
-            confirm: true,
         }
     }
 
-    /// The current reply budget (bytes of reply data a read may ask for).
-    pub fn budget(&self) -> u64 {
-        self.budget
+    /// The current piece limit.
+    pub fn piece(&self) -> u32 {
+        self.piece
     }
 
     /// What the link has done so far.
@@ -173,232 +199,346 @@ impl Link {
     /// A whole packet from the debugger.
     pub fn from_debugger(&mut self, packet: &[u8]) -> FromDebugger {
         let ack = self.debugger_ack;
-        if rsp::checksum_ok(packet) != Some(true) {
+        if crate::rsp::checksum_ok(packet) != Some(true) {
             let answer = if ack { b"-".to_vec() } else { Vec::new() };
-            return FromDebugger { answer, forward: None };
+            return FromDebugger { answer, forward: false };
         }
         let mut answer = if ack { b"+".to_vec() } else { Vec::new() };
         if packet.starts_with(b"$QStartNoAckMode#") {
             answer.extend_from_slice(OK);
             self.debugger_ack = false;
-            return FromDebugger { answer, forward: None };
+            return FromDebugger { answer, forward: false };
         }
-        let forward = Some(shorten(packet, self.budget).unwrap_or_else(|| packet.to_vec()));
-        FromDebugger { answer, forward }
+        FromDebugger { answer, forward: true }
     }
 
     /// Whether a byte the debugger sent between packets goes to the stub:
-    /// only `0x03` does (its acknowledgements are the bridge's business).
+    /// only `0x03` does (acknowledgements are the bridge's business).
     pub fn forward_byte(byte: u8) -> bool {
         byte == 0x03
     }
 
-    /// The request `packet` was written to the stub at `now`.
-    pub fn sent(&mut self, packet: &[u8], now: Instant) {
-        self.outstanding = Some(Outstanding {
-            packet: packet.to_vec(),
-            acked: false,
-            resume: is_continue(packet),
-            since: now,
-            tries: 0,
-            probes: 0,
-            m_len: m_len(packet),
-            first: None,
-            confirmable: !matches!(packet.get(1), Some(b'D' | b'k'))
-                && !packet.starts_with(b"$vKill"),
-        });
+    /// The debugger's Ctrl-C (`0x03`, which is not sent on as it is: line
+    /// noise can make that byte, so the stub ignores it from a debugger that
+    /// sends checked packets). While a resume the stub has is outstanding,
+    /// it goes to the stub as the resume's number with the body `vCtrlC`,
+    /// at once and with each poll until the stop reply.
+    pub fn interrupted(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let Some(o) = self.outstanding.as_mut() else { return };
+        if o.kind != Kind::Resume {
+            return;
+        }
+        self.interrupt = true;
+        if o.answered {
+            self.ask(now, out);
+        }
     }
 
-    /// Bytes of the stub's debugger stream at `now`: what the link sends the
-    /// stub is appended to `to_stub`, the checked reply for the debugger to
-    /// `to_client`.
+    /// Sends the debugger's request `packet` (`$body#xx`) to the stub:
+    /// appends its checked form to `out`.
+    pub fn send(&mut self, packet: &[u8], now: Instant, out: &mut Vec<u8>) {
+        let body = packet
+            .strip_prefix(b"$")
+            .and_then(|b| b.get(..b.len().saturating_sub(3)))
+            .unwrap_or_default()
+            .to_vec();
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.interrupt = false;
+        self.outstanding = Some(Outstanding {
+            seq,
+            kind: kind(&body),
+            body,
+            text: Vec::new(),
+            answered: false,
+            running: false,
+            asked: now,
+            deadline: now + self.rto(0),
+            tries: 1,
+            backoff: 0,
+        });
+        self.ask(now, out);
+    }
+
+    /// The retransmission timeout after `backoff` timeouts in a row.
+    fn rto(&self, backoff: u32) -> Duration {
+        let base = self.srtt.map_or(Duration::from_millis(200), |s| s * 4).max(MIN_RTO);
+        base.saturating_mul(1 << backoff.min(8)).min(MAX_RTO)
+    }
+
+    /// Asks the stub for the outstanding request's next piece (the whole
+    /// request while the stub may not have it).
+    fn ask(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let piece = self.piece;
+        let Some(o) = self.outstanding.as_mut() else { return };
+        let env = Envelope {
+            seq: o.seq,
+            limit: piece,
+            offset: u32::try_from(o.text.len()).unwrap_or(u32::MAX),
+        };
+        let body: &[u8] = match (o.answered, self.interrupt) {
+            (false, _) => &o.body,
+            (true, true) => INTERRUPT,
+            (true, false) => b"",
+        };
+        checked::write_request(env, body, |b| out.extend_from_slice(b));
+        o.asked = now;
+    }
+
+    /// When [`Link::expire`] has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.outstanding.as_ref().map(|o| o.deadline)
+    }
+
+    /// Asks again for what is overdue at `now` (into `out`).
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let Some(o) = self.outstanding.as_mut() else { return };
+        if now < o.deadline {
+            return;
+        }
+        if o.running {
+            // A poll: the stop reply, once there is one (and the Ctrl-C
+            // again, if the debugger sent one).
+            o.deadline = now + POLL;
+            self.ask(now, out);
+            return;
+        }
+        o.tries += 1;
+        o.backoff += 1;
+        self.stats.timeouts += 1;
+        if o.tries > MAX_TRIES {
+            self.stats.abandoned += 1;
+            self.outstanding = None;
+            return;
+        }
+        let backoff = o.backoff;
+        let rto = self.rto(backoff);
+        if let Some(o) = self.outstanding.as_mut() {
+            o.deadline = now + rto;
+        }
+        self.ask(now, out);
+    }
+
+    /// Debugger-stream bytes from the stub; requests for further pieces go
+    /// to `out`, whole replies to `reply` (for the debugger).
     pub fn from_stub(
         &mut self,
         bytes: &[u8],
         now: Instant,
-        to_stub: &mut Vec<u8>,
-        to_client: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        reply: &mut Vec<u8>,
     ) {
-        let mut events = Vec::new();
-        if self.stub.push(bytes, &mut events).is_err() {
-            self.stub.reset();
-        }
-        if let Some(o) = &mut self.outstanding {
-            o.since = now;
-        }
-        for event in events {
-            match event {
-                Event::Byte(b'+') => {
-                    if let Some(o) = &mut self.outstanding {
-                        o.acked = true;
+        for &b in bytes {
+            if b == b'$' {
+                self.frame = Some(vec![b]);
+                self.junk_hash = None;
+                continue;
+            }
+            let Some(frame) = self.frame.as_mut() else {
+                match (b, self.junk_hash) {
+                    (b'-', None) => {
+                        // The stub received a damaged request: send it
+                        // again.
+                        self.stats.naks += 1;
+                        self.again(now, out);
                     }
-                }
-                Event::Byte(b'-') => {
-                    if let Some(o) = &mut self.outstanding {
-                        o.acked = false;
-                        o.tries += 1;
-                        self.stats.retransmits += 1;
-                        to_stub.extend_from_slice(&o.packet);
+                    (b'+', None) => {}
+                    (b'#', _) => self.junk_hash = Some(0),
+                    (_, Some(0)) => self.junk_hash = Some(1),
+                    (_, Some(_)) => {
+                        // The end of a packet that lost its `$`.
+                        self.junk_hash = None;
+                        self.damaged(now, out);
                     }
+                    (_, None) => {}
                 }
-                Event::Byte(b'#') if self.outstanding.is_some() => {
-                    // The tail of a packet whose `$` was lost.
-                    self.stats.naks += 1;
-                    to_stub.push(b'-');
-                }
-                Event::Byte(_) | Event::Restarted(_) => {}
-                Event::Packet(packet) => self.packet(packet, to_stub, to_client),
+                continue;
+            };
+            frame.push(b);
+            let n = frame.len();
+            if n > MAX_FRAME {
+                self.frame = None;
+                self.damaged(now, out);
+            } else if n >= 4 && frame[n - 3] == b'#' {
+                let frame = self.frame.take().unwrap_or_default();
+                self.on_frame(&frame, now, out, reply);
             }
         }
     }
 
-    fn packet(&mut self, packet: Vec<u8>, to_stub: &mut Vec<u8>, to_client: &mut Vec<u8>) {
-        let m_len = self.outstanding.as_ref().and_then(|o| o.m_len);
-        let plausible =
-            m_len.is_none_or(|len| m_reply_plausible(&packet, len)) || packet == self.last_reply;
-        if rsp::checksum_ok(&packet) != Some(true) || !plausible {
-            self.stats.bad_replies += 1;
-            self.budget = (self.budget / 2).max(MIN_BUDGET);
-            if self.outstanding.is_some() {
-                self.stats.naks += 1;
-                to_stub.push(b'-');
-            }
-            return;
-        }
-        to_stub.push(b'+');
-        let Some(o) = &mut self.outstanding else {
-            self.stats.duplicates += 1;
-            return;
-        };
-        if !o.acked && packet == self.last_reply {
-            self.stats.duplicates += 1;
-            if o.probes > 0 {
-                // The answer to a probe: the stub does not have the request.
-                o.probes = 0;
-                o.tries += 1;
-                self.stats.retransmits += 1;
-                to_stub.extend_from_slice(&o.packet);
-            }
-            return;
-        }
-        let noisy = self.stats.bad_replies > 0 || self.stats.naks > 0;
-        if noisy && self.confirm && o.confirmable && o.first.as_ref() != Some(&packet) {
-            // A first copy (or one that disagrees with the first): ask again.
-            o.first = Some(packet);
-            o.acked = true;
-            self.stats.confirmations += 1;
-            to_stub.push(b'-');
-            return;
-        }
-        if o.tries == 0 && o.acked {
-            self.budget = (self.budget + self.budget / 16 + 1).min(MAX_BUDGET);
-        }
-        self.outstanding = None;
-        to_client.extend_from_slice(&packet);
-        self.last_reply = packet;
+    /// A damaged answer: a smaller piece, asked for again at once.
+    fn damaged(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.stats.damaged += 1;
+        self.piece = (self.piece - self.piece / 10).max(MIN_PIECE);
+        self.again(now, out);
     }
 
-    /// When [`Link::expire`] has something to do, if ever.
-    pub fn deadline(&self) -> Option<Instant> {
-        let o = self.outstanding.as_ref()?;
-        match (o.acked, o.resume) {
-            (_, true) => None,
-            (false, false) => Some(o.since + ACK_TIMEOUT),
-            (true, false) => Some(o.since + REPLY_TIMEOUT),
-        }
-    }
-
-    /// Retries the outstanding request if its time has come at `now`:
-    /// appends the retransmission (or a `-`) to `to_stub`.
-    pub fn expire(&mut self, now: Instant, to_stub: &mut Vec<u8>) {
-        let Some(deadline) = self.deadline() else { return };
-        if now < deadline {
+    /// Asks again at once for what is outstanding (not while the
+    /// unikernel runs: polls do that).
+    fn again(&mut self, now: Instant, out: &mut Vec<u8>) {
+        let rto = self.rto(0);
+        let Some(o) = self.outstanding.as_mut() else { return };
+        if o.running {
             return;
         }
-        let Some(o) = &mut self.outstanding else { return };
         o.tries += 1;
-        o.since = now;
         if o.tries > MAX_TRIES {
+            self.stats.abandoned += 1;
             self.outstanding = None;
             return;
         }
-        if o.acked || o.probes < BLIND_PROBES {
-            if !o.acked {
-                o.probes += 1;
+        o.deadline = now + rto;
+        self.ask(now, out);
+    }
+
+    fn on_frame(&mut self, frame: &[u8], now: Instant, out: &mut Vec<u8>, reply: &mut Vec<u8>) {
+        let answer = (crate::rsp::checksum_ok(frame) == Some(true))
+            .then(|| frame.get(1..frame.len() - 3))
+            .flatten()
+            .and_then(checked::parse_answer);
+        let Some(answer) = answer else {
+            self.damaged(now, out);
+            return;
+        };
+        let Some(o) = self.outstanding.as_mut() else {
+            self.stats.stale += 1;
+            return;
+        };
+        match answer {
+            Answer::Running { seq } if seq == o.seq => {
+                o.answered = true;
+                if o.kind == Kind::NoReply {
+                    self.complete(now, reply);
+                    return;
+                }
+                if !o.running {
+                    o.running = true;
+                    o.deadline = now + POLL;
+                }
             }
-            self.stats.naks += 1;
-            to_stub.push(b'-');
-        } else {
-            o.probes = 0;
-            self.stats.retransmits += 1;
-            to_stub.extend_from_slice(&o.packet);
+            Answer::Piece { seq, offset, total, escaped } if seq == o.seq => {
+                let at = usize::try_from(offset).unwrap_or(usize::MAX);
+                if at != o.text.len() {
+                    self.stats.stale += 1;
+                    return;
+                }
+                let before = o.text.len();
+                if checked::unescape(escaped, |b| o.text.push(b)).is_none()
+                    || o.text.len() > usize::try_from(total).unwrap_or(usize::MAX)
+                {
+                    o.text.truncate(before);
+                    self.damaged(now, out);
+                    return;
+                }
+                self.stats.pieces += 1;
+                let clean = o.tries == 1;
+                o.answered = true;
+                o.running = false;
+                o.tries = 1;
+                o.backoff = 0;
+                let asked = o.asked;
+                let whole = o.text.len() == usize::try_from(total).unwrap_or(usize::MAX);
+                if clean {
+                    self.sample(now.saturating_duration_since(asked));
+                    self.piece = (self.piece + self.piece / 6).min(MAX_PIECE);
+                }
+                if whole {
+                    self.complete(now, reply);
+                } else if o_grew(before, &self.outstanding) {
+                    let rto = self.rto(0);
+                    if let Some(o) = self.outstanding.as_mut() {
+                        o.deadline = now + rto;
+                    }
+                    self.ask(now, out);
+                } else {
+                    // An empty piece of an unfinished reply: ask again.
+                    self.again(now, out);
+                }
+            }
+            _ => self.stats.stale += 1,
         }
     }
 
-    /// The session ended or the stub restarted: nothing is outstanding and
-    /// the next debugger starts in ack mode.
+    /// The outstanding request is answered: its reply text goes to the
+    /// debugger.
+    fn complete(&mut self, _now: Instant, reply: &mut Vec<u8>) {
+        if let Some(o) = self.outstanding.take() {
+            reply.extend_from_slice(&o.text);
+            self.stats.requests += 1;
+        }
+        self.interrupt = false;
+    }
+
+    /// A round-trip sample.
+    fn sample(&mut self, rtt: Duration) {
+        self.srtt = Some(match self.srtt {
+            None => rtt,
+            Some(s) => (s * 7 + rtt) / 8,
+        });
+    }
+
+    /// Forgets the outstanding request (the session ended or the stub
+    /// restarted); statistics, the piece limit and the round trip stay.
     pub fn reset(&mut self) {
-        let (stats, budget, confirm) = (self.stats, self.budget, self.confirm);
-        *self = Self::new();
-        self.stats = stats;
-        self.budget = budget;
-        self.confirm = confirm;
+        self.outstanding = None;
+        self.frame = None;
+        self.junk_hash = None;
+        self.interrupt = false;
+        self.debugger_ack = true;
     }
 }
 
-/// Keeps RSP packets out of the console on a noisy line: when a damaged
-/// switch leaves a packet in the console channel, it is recognised and
-/// handed to the debugger stream instead (where the link checks it).
-/// Console text from a `$` on is held until it either ends a packet (`#`
-/// and two hex digits, no line break: taken out) or cannot be one (a line
-/// break, or [`SCRUB_LIMIT`] bytes: passed on).
+/// Whether the outstanding request's text grew past `before`.
+fn o_grew(before: usize, o: &Option<Outstanding>) -> bool {
+    o.as_ref().is_some_and(|o| o.text.len() > before)
+}
+
+/// Keeps checked packets out of the console: when a damaged switch leaves
+/// one in the console channel, it is taken out and handed to the debugger
+/// stream (where the link checks it). Console text from `$@` on is held
+/// until it ends such a packet (`#` and two hex digits: taken out, whole
+/// or damaged) or cannot be one ([`MAX_FRAME`] bytes: passed on).
 #[derive(Debug, Default)]
 pub struct Scrubber {
     held: Vec<u8>,
     /// Hex digits seen after the held `#` (0, 1), when one was seen.
     hash: Option<u8>,
-    /// Packets taken out of the console so far.
-    pub dropped: u64,
+    /// Checked packets taken out of the console so far.
+    pub taken: u64,
 }
-
-/// The longest text held as a possible packet.
-pub const SCRUB_LIMIT: usize = 64 * 1024;
 
 impl Scrubber {
     /// Console bytes in; the console text to print appended to `out`, the
-    /// packets found in it to `packets`.
+    /// checked packets found in it to `packets`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>, packets: &mut Vec<u8>) {
         for &b in bytes {
-            if self.held.is_empty() {
-                if b == b'$' {
-                    self.held.push(b);
-                } else {
-                    out.push(b);
+            match self.held.len() {
+                0 if b == b'$' => self.held.push(b),
+                0 => out.push(b),
+                1 if b == checked::MARK => self.held.push(b),
+                1 => {
+                    self.release(out);
+                    self.feed(&[b], out, packets);
                 }
-                continue;
-            }
-            if b == b'$' {
-                // A new packet may start here.
-                out.append(&mut self.held);
-                self.hash = None;
-                self.held.push(b);
-                continue;
-            }
-            self.held.push(b);
-            match self.hash {
-                None if b == b'#' => self.hash = Some(0),
-                None if b == b'\n' || self.held.len() >= SCRUB_LIMIT => self.release(out),
-                None => {}
-                Some(n) if b.is_ascii_hexdigit() => {
-                    if n == 1 {
-                        packets.append(&mut self.held);
-                        self.hash = None;
-                        self.dropped += 1;
-                    } else {
-                        self.hash = Some(n + 1);
+                _ if b == b'$' => {
+                    // A new packet may start here.
+                    self.release(out);
+                    self.held.push(b);
+                }
+                _ => {
+                    self.held.push(b);
+                    match self.hash {
+                        None if b == b'#' => self.hash = Some(0),
+                        None if self.held.len() >= MAX_FRAME => self.release(out),
+                        None => {}
+                        Some(0) => self.hash = Some(1),
+                        Some(_) => {
+                            packets.append(&mut self.held);
+                            self.hash = None;
+                            self.taken += 1;
+                        }
                     }
                 }
-                Some(_) => self.release(out),
             }
         }
     }
@@ -410,67 +550,6 @@ impl Scrubber {
     }
 }
 
-/// `packet` (`$m ADDR,LEN#xx` or `$qXfer:...:read:ANNEX:OFF,LEN#xx`) with
-/// its length cut so that the reply carries at most `budget` bytes of data;
-/// `None` when it is not such a read or asks for no more than that.
-fn shorten(packet: &[u8], budget: u64) -> Option<Vec<u8>> {
-    let body = packet.strip_prefix(b"$")?;
-    let body = &body[..body.len().checked_sub(3)?];
-    let (head, len, max) = if let Some(rest) = body.strip_prefix(b"m") {
-        let comma = rest.iter().position(|&b| b == b',')?;
-        (&body[..comma + 2], &rest[comma + 1..], budget / 2)
-    } else if body.starts_with(b"qXfer:") && body.windows(6).any(|w| w == b":read:") {
-        let comma = body.iter().rposition(|&b| b == b',')?;
-        (&body[..comma + 1], &body[comma + 1..], budget)
-    } else {
-        return None;
-    };
-    let len = u64::from_str_radix(std::str::from_utf8(len).ok()?, 16).ok()?;
-    let max = max.max(1);
-    if len <= max {
-        return None;
-    }
-    let mut out = b"$".to_vec();
-    out.extend_from_slice(head);
-    out.extend_from_slice(format!("{max:x}").as_bytes());
-    let sum = out[1..].iter().fold(0u8, |a, &b| a.wrapping_add(b));
-    out.extend_from_slice(format!("#{sum:02x}").as_bytes());
-    Some(out)
-}
-
-/// How many bytes an `m` request asks for.
-fn m_len(packet: &[u8]) -> Option<u64> {
-    let body = packet.strip_prefix(b"$m")?;
-    let body = &body[..body.len().checked_sub(3)?];
-    let comma = body.iter().position(|&b| b == b',')?;
-    u64::from_str_radix(std::str::from_utf8(&body[comma + 1..]).ok()?, 16).ok()
-}
-
-/// Whether `packet` can be the reply to an `m` read of `len` bytes: an
-/// error (`E` and two hex digits), or an even number of hex digits, at
-/// most `2 * len`.
-fn m_reply_plausible(packet: &[u8], len: u64) -> bool {
-    let Some(body) =
-        packet.strip_prefix(b"$").and_then(|b| b.len().checked_sub(3).map(|n| &b[..n]))
-    else {
-        return false;
-    };
-    if let [b'E', a, b] = body {
-        return a.is_ascii_hexdigit() && b.is_ascii_hexdigit();
-    }
-    body.len() % 2 == 0
-        && (body.len() as u64) <= len.saturating_mul(2)
-        && body.iter().all(|&b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Whether `packet` resumes the unikernel until it stops by itself.
-fn is_continue(packet: &[u8]) -> bool {
-    let body = packet.strip_prefix(b"$").unwrap_or(packet);
-    matches!(body.first(), Some(b'c' | b'C'))
-        || body.starts_with(b"vCont;c")
-        || body.starts_with(b"vCont;C")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,220 +559,221 @@ mod tests {
         format!("${body}#{sum:02x}").into_bytes()
     }
 
-    fn unconfirmed() -> Link {
-        Link { confirm: false, ..Link::new() }
+    /// A stub that acts on checked requests (`ukdb_stub::checked`): the
+    /// reply text to each new request is `reply(body)`; resumes are
+    /// answered `running` until [`FakeStub::stop`].
+    struct FakeStub {
+        last: Option<u32>,
+        kept: Option<Vec<u8>>,
+        acted: Vec<Vec<u8>>,
+        reply: fn(&[u8]) -> Option<Vec<u8>>,
     }
 
-    /// Feeds `bytes` from the stub; returns (to stub, to client).
-    fn stub(link: &mut Link, bytes: &[u8], now: Instant) -> (Vec<u8>, Vec<u8>) {
-        let (mut s, mut c) = (Vec::new(), Vec::new());
-        link.from_stub(bytes, now, &mut s, &mut c);
-        (s, c)
-    }
-
-    #[test]
-    fn no_ack_mode_is_answered_by_the_bridge() {
-        let mut link = unconfirmed();
-        let r = link.from_debugger(&pkt("QStartNoAckMode"));
-        assert_eq!(r, FromDebugger { answer: b"+$OK#9a".to_vec(), forward: None });
-        let r = link.from_debugger(&pkt("g"));
-        assert_eq!(r, FromDebugger { answer: vec![], forward: Some(pkt("g")) });
-        assert!(!Link::forward_byte(b'+') && !Link::forward_byte(b'-'));
-        assert!(Link::forward_byte(0x03));
-    }
-
-    #[test]
-    fn a_damaged_debugger_packet_is_naked_in_ack_mode_only() {
-        let mut link = unconfirmed();
-        let bad = FromDebugger { answer: b"-".to_vec(), forward: None };
-        assert_eq!(link.from_debugger(b"$g#00"), bad);
-        assert_eq!(link.from_debugger(&pkt("g")).answer, b"+");
-    }
-
-    #[test]
-    fn a_good_reply_is_acked_and_forwarded_a_bad_one_naked() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("m0,4"), t);
-        assert_eq!(stub(&mut link, b"+$0000000#00", t), (b"-".to_vec(), vec![]));
-        let good = pkt("00000000");
-        assert_eq!(stub(&mut link, &good, t), (b"+".to_vec(), good.clone()));
-        // A resend arriving afterwards is a duplicate.
-        assert_eq!(stub(&mut link, &good, t), (b"+".to_vec(), vec![]));
-        assert_eq!(link.stats().duplicates, 1);
-        assert_eq!(link.stats().bad_replies, 1);
-    }
-
-    #[test]
-    fn a_nak_from_the_stub_retransmits_the_request() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("g"), t);
-        assert_eq!(stub(&mut link, b"-", t), (pkt("g"), vec![]));
-        assert_eq!(link.stats().retransmits, 1);
-    }
-
-    #[test]
-    fn no_ack_in_time_retransmits_no_reply_in_time_naks() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("g"), t);
-        assert_eq!(link.deadline(), Some(t + ACK_TIMEOUT));
-        let mut out = Vec::new();
-        link.expire(t + ACK_TIMEOUT / 2, &mut out);
-        assert!(out.is_empty());
-        // A probe, answered by a stub without a previous reply: nothing,
-        // so after the blind probes the request goes again.
-        let mut now = t;
-        for _ in 0..BLIND_PROBES {
-            now += ACK_TIMEOUT;
-            link.expire(now, &mut out);
-            assert_eq!(out, b"-");
-            out.clear();
+    impl FakeStub {
+        fn new(reply: fn(&[u8]) -> Option<Vec<u8>>) -> Self {
+            Self { last: None, kept: None, acted: Vec::new(), reply }
         }
-        now += ACK_TIMEOUT;
-        link.expire(now, &mut out);
-        assert_eq!(out, pkt("g"));
-        let t2 = now;
-        stub(&mut link, b"+", t2);
-        assert_eq!(link.deadline(), Some(t2 + REPLY_TIMEOUT));
+
+        /// The stub's answers to the bytes the bridge wrote.
+        fn receive(&mut self, line: &[u8]) -> Vec<u8> {
+            let mut answers = Vec::new();
+            for packet in split(line) {
+                let body = &packet[1..packet.len() - 3];
+                if crate::rsp::checksum_ok(&packet) != Some(true) {
+                    answers.push(b'-');
+                    continue;
+                }
+                let Some((env, range)) = checked::parse_request(body) else {
+                    answers.push(b'-');
+                    continue;
+                };
+                if self.last != Some(env.seq) {
+                    self.last = Some(env.seq);
+                    self.acted.push(body[range.clone()].to_vec());
+                    self.kept = (self.reply)(&body[range]);
+                }
+                match &self.kept {
+                    Some(text) => checked::write_piece(env, text, |b| answers.extend_from_slice(b)),
+                    None => checked::write_running(env.seq, |b| answers.extend_from_slice(b)),
+                }
+            }
+            answers
+        }
+    }
+
+    /// The `$...#xx` packets in `line`.
+    fn split(line: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut cur: Option<Vec<u8>> = None;
+        for &b in line {
+            if b == b'$' {
+                cur = Some(vec![b]);
+            } else if let Some(c) = cur.as_mut() {
+                c.push(b);
+                if c.len() >= 4 && c[c.len() - 3] == b'#' {
+                    out.push(cur.take().unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn memory_reply(body: &[u8]) -> Option<Vec<u8>> {
+        if body.starts_with(b"c") {
+            return None;
+        }
+        let hex: String = (0..300).map(|i| format!("{:02x}", i as u8)).collect();
+        Some(if body.starts_with(b"m") { pkt(&hex) } else { pkt("OK") })
+    }
+
+    /// Runs one request through the link and the fake stub over a line
+    /// that damages what `damage` says (by round), until the reply is
+    /// whole; returns it.
+    fn exchange(
+        link: &mut Link,
+        stub: &mut FakeStub,
+        request: &[u8],
+        mut damage: impl FnMut(usize, &mut Vec<u8>),
+    ) -> Vec<u8> {
+        let mut now = Instant::now();
+        let mut out = Vec::new();
+        link.send(request, now, &mut out);
+        let mut reply = Vec::new();
+        for round in 0..10_000 {
+            if !reply.is_empty() {
+                return reply;
+            }
+            if out.is_empty() {
+                now = link.deadline().expect("something outstanding");
+                link.expire(now, &mut out);
+                continue;
+            }
+            let mut to_stub = std::mem::take(&mut out);
+            damage(round * 2, &mut to_stub);
+            let mut answers = stub.receive(&to_stub);
+            damage(round * 2 + 1, &mut answers);
+            now += Duration::from_millis(1);
+            link.from_stub(&answers, now, &mut out, &mut reply);
+        }
+        panic!("no reply");
+    }
+
+    #[test]
+    fn a_reply_longer_than_a_piece_comes_in_pieces() {
+        let mut link = Link::new(5);
+        let mut stub = FakeStub::new(memory_reply);
+        let reply = exchange(&mut link, &mut stub, &pkt("m1000,12c"), |_, _| {});
+        assert_eq!(reply, memory_reply(b"m").unwrap());
+        assert_eq!(stub.acted, vec![b"m1000,12c".to_vec()]);
+        assert_eq!(link.stats().pieces, 2, "{:?}", link.stats());
+    }
+
+    #[test]
+    fn damaged_requests_and_pieces_are_asked_again_and_acted_on_once() {
+        let mut link = Link::new(1);
+        let mut stub = FakeStub::new(memory_reply);
+        // Damage every third crossing: a flipped bit in its middle.
+        let reply = exchange(&mut link, &mut stub, &pkt("M1000,1:cc"), |round, bytes| {
+            if round % 3 == 0 && !bytes.is_empty() {
+                let at = bytes.len() / 2;
+                bytes[at] ^= 4;
+            }
+        });
+        assert_eq!(reply, pkt("OK"));
+        assert_eq!(stub.acted, vec![b"M1000,1:cc".to_vec()]);
+        let reply = exchange(&mut link, &mut stub, &pkt("m1000,12c"), |round, bytes| {
+            if round % 3 == 1 && bytes.len() > 10 {
+                bytes.remove(7);
+            }
+        });
+        assert_eq!(reply, memory_reply(b"m").unwrap());
+        assert_eq!(stub.acted.len(), 2);
+        assert!(link.stats().damaged > 0);
+        assert!(link.piece() < FIRST_PIECE);
+    }
+
+    #[test]
+    fn a_lost_answer_times_out_and_the_retransmission_is_not_acted_on() {
+        let mut link = Link::new(1);
+        let mut stub = FakeStub::new(memory_reply);
+        let reply = exchange(&mut link, &mut stub, &pkt("s"), |round, bytes| {
+            // The first answer vanishes.
+            if round == 1 {
+                bytes.clear();
+            }
+        });
+        assert_eq!(reply, pkt("OK"));
+        assert_eq!(stub.acted, vec![b"s".to_vec()]);
+        assert_eq!(link.stats().timeouts, 1);
+    }
+
+    #[test]
+    fn a_resume_is_polled_until_the_stop_and_ctrl_c_is_repeated() {
+        let mut link = Link::new(1);
+        let mut stub = FakeStub::new(memory_reply);
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        link.send(&pkt("c"), t0, &mut out);
+        let answers = stub.receive(&out);
         out.clear();
-        link.expire(t2 + REPLY_TIMEOUT, &mut out);
-        assert_eq!(out, b"-");
-    }
-
-    #[test]
-    fn a_continue_is_never_retransmitted_by_timeout() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("vCont;c:p1.-1"), t);
+        let mut reply = Vec::new();
+        link.from_stub(&answers, t0, &mut out, &mut reply);
+        assert!(out.is_empty() && reply.is_empty());
+        assert_eq!(link.deadline(), Some(t0 + POLL));
+        // A poll carries no body: the stub has the request.
+        link.expire(t0 + POLL, &mut out);
+        let polls = split(&out);
+        let body = &polls[0][1..polls[0].len() - 3];
+        let (env, range) = checked::parse_request(body).unwrap();
+        assert_eq!((env.offset, &body[range]), (0, &b""[..]));
+        out.clear();
+        // A Ctrl-C goes at once, and with every poll, as the resume's
+        // number with the body vCtrlC.
+        link.interrupted(t0 + POLL, &mut out);
+        link.expire(t0 + POLL * 2, &mut out);
+        let polls = split(&out);
+        assert_eq!(polls.len(), 2);
+        for p in &polls {
+            let body = &p[1..p.len() - 3];
+            let (env, range) = checked::parse_request(body).unwrap();
+            assert_eq!((env.seq, &body[range]), (stub.last.unwrap(), INTERRUPT));
+        }
+        // The unikernel stopped; the poll fetches the stop reply.
+        stub.kept = Some(pkt("T02"));
+        let answers = stub.receive(&out);
+        out.clear();
+        out.clear();
+        link.from_stub(&answers, t0 + POLL * 2, &mut out, &mut reply);
+        assert_eq!(reply, pkt("T02"));
+        assert_eq!(stub.acted, vec![b"c".to_vec()]);
         assert_eq!(link.deadline(), None);
-        // But a reply whose `$` was lost is asked for again.
-        assert_eq!(stub(&mut link, b"+T05thread:01;#ab", t).0, b"-");
-        let stop = pkt("T05thread:01;");
-        assert_eq!(stub(&mut link, &stop, t), (b"+".to_vec(), stop));
     }
 
     #[test]
-    fn a_probe_answered_with_the_previous_reply_retransmits() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("m0,1"), t);
-        assert_eq!(stub(&mut link, b"+", t), (vec![], vec![]));
-        assert_eq!(stub(&mut link, &pkt("00"), t).1, pkt("00"));
-        link.sent(&pkt("vCont;s:p1.-1"), t);
-        let mut out = Vec::new();
-        link.expire(t + ACK_TIMEOUT, &mut out);
-        assert_eq!(out, b"-");
-        let mut expected = b"+".to_vec();
-        expected.extend(pkt("vCont;s:p1.-1"));
-        assert_eq!(stub(&mut link, &pkt("00"), t), (expected, vec![]));
-        // The step's stop reply, its `+` lost: taken.
-        let stop = pkt("T05thread:01;");
-        assert_eq!(stub(&mut link, &stop, t).1, stop);
+    fn the_debugger_hop_is_acknowledged_here() {
+        let mut link = Link::new(1);
+        let got = link.from_debugger(&pkt("QStartNoAckMode"));
+        assert_eq!(got, FromDebugger { answer: b"+$OK#9a".to_vec(), forward: false });
+        assert_eq!(link.from_debugger(&pkt("g")), FromDebugger { answer: vec![], forward: true });
+        assert!(Link::forward_byte(3) && !Link::forward_byte(b'+'));
     }
 
     #[test]
-    fn a_stale_copy_of_the_previous_reply_is_dropped() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("Z0,1000,1"), t);
-        let ok = pkt("OK");
-        assert_eq!(stub(&mut link, &ok, t).1, ok);
-        link.sent(&pkt("Z0,2000,1"), t);
-        // Resends of the first OK, before the stub's `+` for the second.
-        assert_eq!(stub(&mut link, &ok, t).1, b"");
-        assert_eq!(stub(&mut link, &ok, t).1, b"");
-        // The real answer, after its `+`: taken.
-        assert_eq!(stub(&mut link, b"+", t).1, b"");
-        assert_eq!(stub(&mut link, &ok, t).1, ok);
-    }
-
-    #[test]
-    fn packets_in_the_console_are_scrubbed_text_is_not() {
-        let mut scrub = Scrubber::default();
+    fn checked_packets_are_taken_out_of_the_console() {
+        let mut s = Scrubber::default();
         let (mut out, mut packets) = (Vec::new(), Vec::new());
-        scrub.feed(b"line 1 $5 #1\nD+$T05thread:01;#", &mut out, &mut packets);
-        assert_eq!(out, b"line 1 $5 #1\nD+");
-        scrub.feed(b"4fline 2 costs $3\n$", &mut out, &mut packets);
-        assert_eq!(packets, b"$T05thread:01;#4f");
-        assert_eq!(out, b"line 1 $5 #1\nD+line 2 costs $3\n");
-        assert_eq!(scrub.dropped, 1);
-        scrub.release(&mut out);
-        assert!(out.ends_with(b"\n$"));
-    }
-
-    #[test]
-    fn reads_are_shortened_to_a_budget_that_follows_the_line() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        assert_eq!(link.budget(), FIRST_BUDGET);
-        assert_eq!(link.from_debugger(&pkt("m1000,4000")).forward, Some(pkt("m1000,200")));
-        link.sent(&pkt("m1000,200"), t);
-        stub(&mut link, b"+$00#00", t);
-        assert_eq!(link.budget(), FIRST_BUDGET / 2);
-        assert_eq!(link.from_debugger(&pkt("m1000,4000")).forward, Some(pkt("m1000,100")));
-        let xfer = "qXfer:features:read:target.xml:0,1ff";
-        assert_eq!(link.from_debugger(&pkt(xfer)).forward, Some(pkt(xfer)));
-        assert_eq!(link.from_debugger(&pkt("m10,8")).forward, Some(pkt("m10,8")));
-        // A clean first answer grows it again.
-        stub(&mut link, &pkt("00"), t);
-        link.sent(&pkt("m10,8"), t);
-        stub(&mut link, b"+", t);
-        stub(&mut link, &pkt("0011223344556677"), t);
-        let grow = |b: u64| b + b / 16 + 1;
-        assert_eq!(link.budget(), grow(grow(FIRST_BUDGET / 2)));
-        for _ in 0..20 {
-            stub(&mut link, b"$bad#00", t);
-        }
-        assert_eq!(link.budget(), MIN_BUDGET);
+        s.feed(b"tick 1\n$@1,0,6:$OK#9a", &mut out, &mut packets);
+        s.feed(b"01234567#ab tick 2 $5 and $", &mut out, &mut packets);
+        s.feed(b"x\n", &mut out, &mut packets);
         assert_eq!(
-            link.from_debugger(&pkt(xfer)).forward,
-            Some(pkt("qXfer:features:read:target.xml:0,40"))
+            String::from_utf8_lossy(&out),
+            "tick 1\n$@1,0,6:$OK#9a01234567#ab tick 2 $5 and $x\n"
         );
-    }
-
-    #[test]
-    fn a_memory_reply_that_cannot_be_one_is_naked() {
-        let t = Instant::now();
-        let mut link = unconfirmed();
-        link.sent(&pkt("m1000,2"), t);
-        // Good checksums, impossible replies: too long, odd, not hex.
-        for bad in ["001122", "001", "0T1c"] {
-            assert_eq!(stub(&mut link, &pkt(bad), t), (b"-".to_vec(), vec![]), "{bad}");
-        }
-        assert_eq!(stub(&mut link, &pkt("E0e"), t).1, pkt("E0e"));
-        link.sent(&pkt("m1000,2"), t);
-        assert_eq!(stub(&mut link, &pkt("0011"), t).1, pkt("0011"));
-    }
-
-    #[test]
-    fn on_a_damaged_line_replies_are_taken_when_two_copies_agree() {
-        let t = Instant::now();
-        let mut link = Link::new();
-        link.sent(&pkt("m0,2"), t);
-        // Clean so far: taken at once.
-        assert_eq!(stub(&mut link, b"+", t).1, b"");
-        assert_eq!(stub(&mut link, &pkt("0011"), t).1, pkt("0011"));
-        link.sent(&pkt("m2,2"), t);
-        assert_eq!(stub(&mut link, b"+$2233#00", t), (b"-".to_vec(), vec![]));
-        // Damage seen: a copy, then one that disagrees, then two that agree.
-        assert_eq!(stub(&mut link, &pkt("2033"), t), (b"+-".to_vec(), vec![]));
-        assert_eq!(stub(&mut link, &pkt("2233"), t), (b"+-".to_vec(), vec![]));
-        assert_eq!(stub(&mut link, &pkt("2233"), t), (b"+".to_vec(), pkt("2233")));
-        assert_eq!(link.stats().confirmations, 2);
-        // Not for a detach.
-        link.sent(&pkt("D"), t);
-        assert_eq!(stub(&mut link, &pkt("OK"), t), (b"+".to_vec(), pkt("OK")));
-    }
-
-    #[test]
-    fn continues_are_recognised() {
-        for p in ["c", "C05", "vCont;c", "vCont;c:p1.-1", "vCont;C05"] {
-            assert!(is_continue(&pkt(p)), "{p}");
-        }
-        for p in ["s", "vCont;s:p1.-1", "vCont?", "m0,1", "g"] {
-            assert!(!is_continue(&pkt(p)), "{p}");
-        }
+        assert!(packets.is_empty(), "the inner `$` restarted it");
+        let mut out = Vec::new();
+        s.feed(b"a$@1,0,2:}\x04x01234567#abb", &mut out, &mut packets);
+        assert_eq!(out, b"ab");
+        assert_eq!(packets, b"$@1,0,2:}\x04x01234567#ab");
+        assert_eq!(s.taken, 1);
     }
 }

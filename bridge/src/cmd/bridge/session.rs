@@ -77,6 +77,19 @@ pub fn set_noisy_line(on: bool) {
 /// next one is forwarded anyway.
 const NOISY_REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A random first request number for a link (see
+/// [`ukdb_bridge::reliable::Link::new`]).
+fn rand_seq() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
+}
+
 /// Whether `--noisy-line` is on.
 pub fn noisy_line() -> bool {
     NOISY_LINE.load(Ordering::Relaxed)
@@ -243,7 +256,7 @@ impl Shared {
                 } else {
                     Pacer::default()
                 },
-                link: noisy_line().then(Link::new),
+                link: noisy_line().then(|| Link::new(rand_seq())),
             }),
             trace,
             queued: Notify::new(),
@@ -286,11 +299,11 @@ impl Shared {
             let bad = if rsp::checksum_ok(packet) == Some(false) { " (bad checksum)" } else { "" };
             logs.push(Level::Info, format!("gdb -> stub: {}{bad}", Escaped(packet)));
         }
-        state.out.extend_from_slice(packet);
-        state.framing_last = false;
-        if let Some(link) = state.link.as_mut() {
-            link.sent(packet, Instant::now());
+        match state.link.as_mut() {
+            Some(link) => link.send(packet, Instant::now(), &mut state.out),
+            None => state.out.extend_from_slice(packet),
         }
+        state.framing_last = false;
         if let Some(client) = state.client.as_mut() {
             client.forwarded = true;
         }
@@ -316,9 +329,16 @@ impl Shared {
             logs.push(
                 Level::Info,
                 format!(
-                    "noisy line: {} retransmits, {} naks, {} bad replies, {} duplicates, {} \
-                     confirmations",
-                    s.retransmits, s.naks, s.bad_replies, s.duplicates, s.confirmations
+                    "noisy line: {} requests, {} pieces, piece limit {}, {} timeouts, {} damaged \
+                     answers, {} naks, {} stale answers, {} requests abandoned",
+                    s.requests,
+                    s.pieces,
+                    link.piece(),
+                    s.timeouts,
+                    s.damaged,
+                    s.naks,
+                    s.stale,
+                    s.abandoned
                 ),
             );
             link.reset();
@@ -548,15 +568,14 @@ impl Shared {
                 return false;
             }
             match event {
-                rsp::Event::Packet(mut packet) => {
+                rsp::Event::Packet(packet) => {
                     if let Some(link) = state.link.as_mut() {
                         let reliable::FromDebugger { answer, forward } =
                             link.from_debugger(&packet);
                         Self::answer_client(state, answer);
-                        let Some(forward) = forward else {
+                        if !forward {
                             return true;
-                        };
-                        packet = forward;
+                        }
                     }
                     let line = self.trace.then(|| format!("gdb -> bridge: {}", Escaped(&packet)));
                     match state.pacer.request(packet, Instant::now()) {
@@ -621,7 +640,10 @@ impl Shared {
                     if self.trace {
                         logs.push(Level::Info, format!("gdb -> stub: {}", describe_rsp_byte(byte)));
                     }
-                    state.out.push(byte);
+                    match state.link.as_mut() {
+                        Some(link) => link.interrupted(Instant::now(), &mut state.out),
+                        None => state.out.push(byte),
+                    }
                     state.framing_last = false;
                     if let Some(client) = state.client.as_mut() {
                         client.forwarded = true;

@@ -104,6 +104,9 @@ pub struct Demux {
     /// A crash stream's END record came last: the stream's `DLE 'Z'` is
     /// due (anywhere else a `DLE 'Z'` is an unknown escape).
     stop_due: bool,
+    /// On a noisy line a framing error's two bytes are dropped
+    /// ([`Demux::resynchronising`]).
+    resync: bool,
 }
 
 impl Default for Demux {
@@ -122,7 +125,19 @@ impl Demux {
             crash: None,
             skim: None,
             stop_due: false,
+            resync: false,
         }
+    }
+
+    /// A parser for a line that may damage bytes: a framing error in framed
+    /// mode (a `DLE` and a byte that means nothing, most likely a damaged
+    /// byte) is reported and both bytes are dropped; the channel stays as it
+    /// was (the stub marks only changes of channel, so a stop's whole RSP
+    /// traffic may follow one `DLE 'D'`). RSP that a damaged switch left in
+    /// the console is the caller's to recognise
+    /// ([`crate::reliable::Scrubber`]).
+    pub fn resynchronising() -> Self {
+        Self { resync: true, ..Self::new() }
     }
 
     /// `true` once the stub's sync (`DLE 'F'`) has been seen.
@@ -298,6 +313,7 @@ impl Demux {
                 out.push(Event::Switch(Channel::Debugger));
             }
             DLE => payload(out, self.channel, DLE),
+            other if self.resync => out.push(Event::FramingError(other)),
             other => {
                 out.push(Event::FramingError(other));
                 payload(out, Channel::Console, DLE);
@@ -659,6 +675,26 @@ mod tests {
         assert_eq!(demux.feed(b"\x10"), vec![]);
         assert_eq!(demux.feed(b"F"), vec![Event::Sync]);
         assert!(demux.is_framed());
+    }
+
+    #[test]
+    fn a_resynchronising_parser_drops_a_damaged_escape_and_keeps_the_channel() {
+        let mut demux = Demux::resynchronising();
+        let mut line = vec![D, SYNC];
+        line.extend_from_slice(b"con");
+        line.extend_from_slice(&[D, b'd']);
+        line.extend_from_slice(b"+$OK#9a");
+        line.extend_from_slice(&[D, DEBUGGER]);
+        line.extend_from_slice(b"$g#");
+        line.extend_from_slice(&[D, b'x']);
+        line.extend_from_slice(b"67");
+        let events = demux.feed(&line);
+        assert_eq!(streams(&events), (b"con+$OK#9a".to_vec(), b"$g#67".to_vec()));
+        assert!(events.contains(&Event::FramingError(b'd')));
+        assert!(events.contains(&Event::FramingError(b'x')));
+        // The default parser keeps it as console text.
+        let (console, _) = streams(&run(&line));
+        assert_eq!(console, b"con\x10d+$OK#9a\x10x".to_vec());
     }
 
     #[test]

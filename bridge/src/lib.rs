@@ -28,6 +28,7 @@ pub mod demux;
 pub mod escape;
 pub mod pace;
 pub mod ready;
+pub mod reliable;
 pub mod rsp;
 
 /// Bytes of the wire protocol shared by the stub and the bridge: the stub

@@ -5,15 +5,19 @@
 //! Invariants: no panic; the events do not depend on the chunking (after
 //! coalescing); without a crash stream (`DLE 'K'`) the console and debugger
 //! bytes are what a straightforward reference of `docs/wire-protocol.md`
-//! computes; the tracker's packets are whole and its partial packet bounded.
+//! computes; the tracker's packets are whole and its partial packet bounded;
+//! the noisy-line link (`bridge/src/reliable.rs`) and console scrubber take
+//! anything.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 use ukdb_bridge::demux::{Demux, Event};
 use ukdb_bridge::pace::Pacer;
+use ukdb_bridge::reliable::{Link, Scrubber, MAX_PIECE, MIN_PIECE};
 use ukdb_bridge::rsp::{Event as RspEvent, Tracker};
 use ukdb_bridge::wire::{CONSOLE, DEBUGGER, DLE, ENDED, HELLO, SYNC};
+use ukdb_stub::checked;
 use ukdb_stub::dumpwire::START as CRASH;
 
 /// Console and debugger bytes of a stream without crash streams, by the
@@ -133,4 +137,45 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = pacer.ended();
+
+    // The stub's side of a noisy line (`--noisy-line`): its stream, in
+    // pieces, into a link with a request outstanding, and into the console
+    // scrubber: no panic, every request the link writes is a well-formed
+    // checked one, the piece limit stays in its bounds, and the scrubber
+    // loses no byte.
+    let mut link = Link::new(u32::from(n));
+    let mut scrubber = Scrubber::default();
+    let (mut out, mut reply, mut text, mut packets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    link.send(b"$m1000,40#00", t0, &mut out);
+    for (i, piece) in input.chunks(usize::from(n % 11) + 1).enumerate() {
+        let now = t0 + Duration::from_millis(i as u64 * 3);
+        link.from_stub(piece, now, &mut out, &mut reply);
+        scrubber.feed(piece, &mut text, &mut packets);
+        if let Some(deadline) = link.deadline() {
+            link.expire(deadline, &mut out);
+        }
+        if i % 5 == 4 {
+            link.interrupted(now, &mut out);
+        }
+    }
+    scrubber.release(&mut text);
+    assert_eq!(text.len() + packets.len(), input.len());
+    assert!(link.piece() >= MIN_PIECE && link.piece() <= MAX_PIECE);
+    for_each_request(&out, |body| assert!(checked::parse_request(body).is_some()));
 });
+
+/// Calls `f` with the body of each `$...#xx` packet in `line`.
+fn for_each_request(line: &[u8], mut f: impl FnMut(&[u8])) {
+    let mut at = 0;
+    while let Some(start) = line[at..].iter().position(|&b| b == b'$') {
+        let start = at + start;
+        let Some(hash) = line[start..].iter().position(|&b| b == b'#') else { break };
+        let end = start + hash;
+        f(&line[start + 1..end]);
+        at = end + 3;
+        if at > line.len() {
+            break;
+        }
+    }
+}

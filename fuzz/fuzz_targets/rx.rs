@@ -3,8 +3,9 @@
 //! demultiplexer.
 //!
 //! Invariants: `Rx` never panics; every packet it passes on is `$body#xx`
-//! with a valid checksum and fits its buffer; every byte yields at most one
-//! event. Console and debugger runs encoded by `framing::Encoder` (framed)
+//! with a valid checksum and fits its buffer (a checked packet's inner one
+//! too, with its envelope; `ukdb_stub::checked`); every byte yields at most
+//! one event. Half the inputs run with junk NAKs on. Console and debugger runs encoded by `framing::Encoder` (framed)
 //! come out of `Demux` byte for byte, on each channel, in any chunking.
 #![no_main]
 
@@ -25,13 +26,19 @@ fn receive(data: &[u8]) {
     let size = SIZES[usize::from(sel) % SIZES.len()];
     let mut buf = vec![0u8; size];
     let mut rx = Rx::new(&mut buf);
+    rx.set_nak_junk(sel & 0x40 != 0);
     for (i, &byte) in stream.iter().enumerate() {
         // Now and then a silence: the partial packet is dropped.
         if sel & 0x80 != 0 && i % 97 == 96 && rx.in_packet() {
             rx.abandon();
             assert!(!rx.in_packet());
         }
-        if let Some(Event::Packet { bytes, .. }) = rx.push(byte) {
+        let mut envelope = None;
+        let event = rx.push_checked(byte, &mut envelope);
+        if envelope.is_some() {
+            assert!(matches!(event, Some(Event::Packet { .. } | Event::Reject(_))));
+        }
+        if let Some(Event::Packet { bytes, .. }) = event {
             assert!(bytes.len() >= 4 && bytes.len() <= size, "{} bytes in {size}", bytes.len());
             assert_eq!(bytes[0], b'$');
             let (body, sum) = bytes.split_at(bytes.len() - 3);

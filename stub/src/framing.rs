@@ -24,6 +24,9 @@ pub enum Stream {
 pub struct Encoder {
     framed: bool,
     selected: Stream,
+    /// Every console write is marked, selected or not (see
+    /// [`Encoder::set_remark`]).
+    remark: bool,
 }
 
 impl Default for Encoder {
@@ -35,7 +38,16 @@ impl Default for Encoder {
 impl Encoder {
     /// Raw, console selected.
     pub const fn new() -> Self {
-        Encoder { framed: false, selected: Stream::Console }
+        Encoder { framed: false, selected: Stream::Console, remark: false }
+    }
+
+    /// On a line that damages bytes a lost `DLE 'C'` would leave console
+    /// text in the debugger's stream until the next switch, which may not
+    /// come for as long as the unikernel runs. With `on`, every console
+    /// write is marked `DLE 'C'` when framed, so a damaged switch costs at
+    /// most one write's text.
+    pub fn set_remark(&mut self, on: bool) {
+        self.remark = on;
     }
 
     /// Turns framing on (writing the `DLE 'F'` sync, after which the console
@@ -51,7 +63,8 @@ impl Encoder {
     /// Selects `stream`, writing the switch marker when framed and the other
     /// stream was selected.
     pub fn switch_to(&mut self, stream: Stream, mut out: impl FnMut(&[u8])) {
-        if self.framed && self.selected != stream {
+        let remark = self.remark && stream == Stream::Console;
+        if self.framed && (self.selected != stream || remark) {
             self.selected = stream;
             out(&[
                 DLE,
@@ -113,6 +126,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn remarking_marks_every_console_write() {
+        let mut out = Vec::new();
+        let mut e = Encoder::new();
+        e.set_framed(true, |b| out.extend_from_slice(b));
+        e.set_remark(true);
+        for (stream, bytes) in [
+            (Stream::Console, &b"a"[..]),
+            (Stream::Console, b"b"),
+            (Stream::Debug, b"+"),
+            (Stream::Debug, b"-"),
+        ] {
+            e.write(stream, bytes, |b| out.extend_from_slice(b));
+        }
+        assert_eq!(out, b"\x10F\x10Ca\x10Cb\x10D+-");
+    }
 
     fn frame(f: &mut Encoder, stream: Stream, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -37,6 +37,7 @@ pub use nic::{Nic, MAX_FRAME};
 
 pub mod wire;
 
+pub mod checked;
 pub mod dumpwire;
 
 #[cfg(feature = "dump")]

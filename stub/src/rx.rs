@@ -162,6 +162,11 @@ pub struct Rx<'b> {
     state: State,
     /// The longest `m` passed on.
     m_max: u64,
+    /// Junk between packets that ends like a packet (`#` and two bytes) is
+    /// reported as [`Event::BadChecksum`] (see [`Rx::set_nak_junk`]).
+    nak_junk: bool,
+    /// Junk bytes seen since a `#` between packets (`None`: no `#`).
+    junk_hash: Option<u8>,
 }
 
 impl<'b> Rx<'b> {
@@ -171,7 +176,18 @@ impl<'b> Rx<'b> {
     /// reply fits a buffer as large (with room for `$`, `#xx` and an ack).
     pub fn new(buf: &'b mut [u8]) -> Self {
         let m_max = M_MAX.max((buf.len() / 2) as u64);
-        Rx { buf, len: 0, state: State::Between, m_max }
+        Rx { buf, len: 0, state: State::Between, m_max, nak_junk: false, junk_hash: None }
+    }
+
+    /// With `on`, junk between packets that ends like a packet (`#` and two
+    /// more bytes: the rest of a packet whose `$` was damaged) is a
+    /// [`Event::BadChecksum`], so the sender hears of the loss at once. For
+    /// a debugger that sends checked packets ([`crate::checked`]), which
+    /// sends nothing else between packets; a plain debugger would take a
+    /// NAK for its last good packet and send it again.
+    pub fn set_nak_junk(&mut self, on: bool) {
+        self.nak_junk = on;
+        self.junk_hash = None;
     }
 
     /// The longest memory read (`m`) passed on; longer ones are clamped.
@@ -193,7 +209,22 @@ impl<'b> Rx<'b> {
     }
 
     /// Feeds one byte; returns the event it completes, if any.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
     pub fn push(&mut self, byte: u8) -> Option<Event<'_>> {
+        self.push_checked(byte, &mut None)
+    }
+
+    /// [`Rx::push`] that also takes checked packets
+    /// ([`crate::checked`]): when the event is for one (a packet, or the
+    /// reply to send instead of one), its envelope is put in `envelope` and
+    /// the event is for the debugger's packet inside, as if it had come
+    /// plain. A checked packet whose CRC is wrong is a
+    /// [`Event::BadChecksum`].
+    pub fn push_checked(
+        &mut self,
+        byte: u8,
+        envelope: &mut Option<crate::checked::Envelope>,
+    ) -> Option<Event<'_>> {
         match self.state {
             State::Between => self.between(byte),
             State::Escape => {
@@ -234,7 +265,7 @@ impl<'b> Rx<'b> {
             State::Sum2 => {
                 self.put(byte);
                 self.state = State::Between;
-                Some(self.finish())
+                Some(self.finish(envelope))
             }
             State::Skip => {
                 if byte == b'#' {
@@ -260,6 +291,7 @@ impl<'b> Rx<'b> {
                 None
             }
             b'$' => {
+                self.junk_hash = None;
                 self.start();
                 None
             }
@@ -267,7 +299,22 @@ impl<'b> Rx<'b> {
             b'-' => Some(Event::Nak),
             0x03 => Some(Event::Interrupt),
             // Line noise, or the rest of a packet that was dropped.
-            _ => None,
+            _ if !self.nak_junk => None,
+            b'#' => {
+                self.junk_hash = Some(0);
+                None
+            }
+            _ => match self.junk_hash {
+                Some(0) => {
+                    self.junk_hash = Some(1);
+                    None
+                }
+                Some(_) => {
+                    self.junk_hash = None;
+                    Some(Event::BadChecksum)
+                }
+                None => None,
+            },
         }
     }
 
@@ -286,8 +333,8 @@ impl<'b> Rx<'b> {
     }
 
     /// A whole packet is in `buf[..len]`: `$`, body, `#`, two digits.
-    fn finish(&mut self) -> Event<'_> {
-        let len = core::mem::take(&mut self.len);
+    fn finish(&mut self, envelope: &mut Option<crate::checked::Envelope>) -> Event<'_> {
+        let mut len = core::mem::take(&mut self.len);
         let Some(packet) = self.buf.get_mut(..len) else {
             return Event::BadChecksum;
         };
@@ -297,6 +344,24 @@ impl<'b> Rx<'b> {
         if checksum(body) != sum {
             return Event::BadChecksum;
         }
+        if crate::checked::is_checked(body) {
+            let Some((env, inner)) = crate::checked::parse_request(body) else {
+                return Event::BadChecksum;
+            };
+            // The debugger's packet, rebuilt in place: `$`, its body (moved
+            // to the front; the body sits after `$`), `#xx`.
+            let Some(n) = unwrap_in_place(packet, inner) else {
+                return Event::BadChecksum;
+            };
+            *envelope = Some(env);
+            len = n;
+        }
+        let Some(packet) = self.buf.get_mut(..len) else {
+            return Event::BadChecksum;
+        };
+        let Some((body, _)) = split_packet(packet) else {
+            return Event::BadChecksum;
+        };
         match check_with(body, self.m_max) {
             Ok(Verdict::Pass(class)) => Event::Packet { bytes: packet, class },
             Ok(Verdict::ClampM { len_at }) => {
@@ -309,6 +374,23 @@ impl<'b> Rx<'b> {
         }
     }
 }
+
+/// Rewrites the checked packet in `packet` (`$@...#xx`) to the plain
+/// packet whose body is at `inner` in the checked packet's body; returns
+/// its length. The plain packet is shorter: it fits.
+fn unwrap_in_place(packet: &mut [u8], inner: core::ops::Range<usize>) -> Option<usize> {
+    // The checked body starts after `$`.
+    let from = inner.start.checked_add(1)?..inner.end.checked_add(1)?;
+    let n = from.len();
+    packet.get(from.clone())?;
+    packet.copy_within(from, 1);
+    let sum = checksum(packet.get(1..1 + n)?);
+    let [hi, lo] = [HEX[usize::from(sum >> 4)], HEX[usize::from(sum & 0xf)]];
+    packet.get_mut(1 + n..4 + n)?.copy_from_slice(&[b'#', hi, lo]);
+    Some(4 + n)
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// `$body#xx` -> (body, the checksum `xx` names), if `xx` is two hex digits.
 fn split_packet(packet: &[u8]) -> Option<(&[u8], u8)> {

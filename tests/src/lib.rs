@@ -6,6 +6,7 @@
 //! sleeps to synchronise.
 
 pub mod capture;
+pub mod noise;
 pub mod qmp;
 pub mod raw;
 

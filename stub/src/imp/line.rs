@@ -224,6 +224,12 @@ pub fn set_framed(on: bool) {
     });
 }
 
+/// Marks every console write (see `Encoder::set_remark`): on while a
+/// debugger sends checked packets (a line that damages bytes).
+pub fn set_remark(on: bool) {
+    with_line(|l| l.encoder.set_remark(on));
+}
+
 /// Answers the host's `DLE 'X'` with `DLE 'E'` (session only). A control
 /// sequence in both modes; it changes no stream selection.
 pub fn session_ended() {

@@ -151,10 +151,18 @@ pub struct Conn {
     expedite: Option<[u64; 3]>,
     /// The debugger speaks the multiprocess dialect (thread ids `pP.T`).
     multiprocess: bool,
+    /// The envelope of the checked request being answered
+    /// ([`crate::checked`]): replies go out as its pieces. `None`: plain.
+    checked: Option<crate::checked::Envelope>,
+    /// Where the reply text to the checked request is kept in `buf`, once
+    /// sent (further pieces and retransmissions come from it).
+    kept: Option<(usize, usize)>,
 }
 
 impl Conn {
     /// Sends what was gathered; it is the last reply until more is written.
+    /// For a checked request, what was gathered (from its first `$`) is the
+    /// reply text: it is kept, and the piece the request asked for is sent.
     fn send(&mut self) {
         if self.len == 0 {
             return;
@@ -163,6 +171,15 @@ impl Conn {
             self.expedite_into(regs);
         }
         let gathered = self.buf.get(..self.len).unwrap_or_default();
+        if let (Some(env), false) = (self.checked, self.spilled) {
+            // Bytes before the first packet (an ack) are not part of it;
+            // without a packet there is no reply (yet).
+            self.kept = gathered.iter().position(|&b| b == b'$').map(|start| (start, self.len));
+            self.reply = None;
+            self.len = 0;
+            self.send_piece(env);
+            return;
+        }
         line::write_debug(gathered);
         line::flush();
         self.reply = if self.spilled { None } else { gathered.iter().position(|&b| b == b'$') };
@@ -279,8 +296,23 @@ impl Conn {
         self.len = hash + n + 3;
     }
 
+    /// Sends the piece `env` asks for of the kept reply text; `false`: no
+    /// reply is kept (none sent yet for the checked request).
+    fn send_piece(&mut self, env: crate::checked::Envelope) -> bool {
+        let Some(text) = self.kept.and_then(|(start, end)| self.buf.get(start..end)) else {
+            return false;
+        };
+        crate::checked::write_piece(env, text, line::write_debug);
+        line::flush();
+        true
+    }
+
     /// Sends the last reply again (the debugger NAKed it).
     fn resend(&mut self) {
+        if let Some(env) = self.checked {
+            self.send_piece(crate::checked::Envelope { offset: 0, ..env });
+            return;
+        }
         if let Some(start) = self.reply {
             if let Some(packet) = self.buf.get(start..) {
                 let end = packet.iter().position(|&b| b == b'#').map(|i| i + 3);
@@ -303,6 +335,7 @@ impl Connection for Conn {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
         if self.len == 0 {
             self.reply = None;
+            self.kept = None;
         }
         for &b in bytes {
             if self.len == self.buf.len() {
@@ -321,7 +354,12 @@ impl Connection for Conn {
     }
 
     fn flush(&mut self) -> Result<(), Infallible> {
-        self.send();
+        // A checked request's reply text is everything the request makes
+        // the stub write (console packets and a reply, say): the session
+        // sends it once the request is handled.
+        if self.checked.is_none() {
+            self.send();
+        }
         Ok(())
     }
 }
@@ -356,6 +394,9 @@ struct Session {
     auth: Auth,
     /// Where nonces come from.
     nonces: Pool,
+    /// The number of the last checked request acted on
+    /// ([`crate::checked`]): the same number again is a retransmission.
+    checked_seq: Option<u32>,
 }
 
 // SAFETY: the session is reached only through SESSION's lock. Its
@@ -440,6 +481,7 @@ pub fn init<const N: usize>(config: Config, buffers: &'static mut Buffers<N>) ->
         last_byte: 0,
         auth: Auth::new(config.key, config.rokey),
         nonces: Pool::new(),
+        checked_seq: None,
     });
     session.fresh_machine();
     // Kept from the debugger's writes (see `crate::guard`).
@@ -689,6 +731,14 @@ fn enter_stub(
 impl Session {
     /// Drops the current state machine and starts a new one (idle, ack mode).
     fn fresh_machine(&mut self) {
+        // The reply to a checked request stays in the reply buffer, which
+        // the new connection reuses: a retransmission of the request (its
+        // reply was lost; a detach, say) is answered from it.
+        // What it gathered goes out first (a detach's `OK`).
+        let (checked, kept) = self.conn().map_or((None, None), |c| {
+            c.send();
+            (c.checked, c.kept)
+        });
         self.machine = None;
         // SAFETY: the buffers' only borrowers were the machine dropped above
         // (and its Conn), and SESSION's lock makes this the only code running
@@ -701,6 +751,8 @@ impl Session {
             spilled: false,
             expedite: None,
             multiprocess: false,
+            checked,
+            kept,
         };
         let Ok(stub) = GdbStubBuilder::new(conn).with_packet_buffer(buffer).build() else {
             return;
@@ -720,6 +772,7 @@ impl Session {
     }
 
     fn end_session(&mut self) {
+        self.checked_seq = None;
         self.auth.end_session();
         self.target.unsafe_writes = false;
         self.target.clear_breakpoints();
@@ -764,6 +817,11 @@ impl Session {
                 running.borrow_conn().expedite = self.target.expedited();
                 let next = running.report_stop(&mut self.target, reason);
                 self.settle(next);
+                // A checked request's reply text (console packets and the
+                // stop reply) is gathered until here.
+                if let Some(conn) = self.conn() {
+                    conn.send();
+                }
             }
             other => self.machine = other,
         }
@@ -838,10 +896,101 @@ impl Session {
         // The event borrows the receive buffer; a packet is copied out into
         // gdbstub byte by byte, so take the receiver out meanwhile.
         let mut rx = core::mem::replace(&mut self.rx, Rx::new(&mut []));
-        if let Some(event) = rx.push(byte) {
-            self.on_event(event);
+        let mut envelope = None;
+        if let Some(event) = rx.push_checked(byte, &mut envelope) {
+            let request = matches!(event, Event::Packet { .. } | Event::Reject(_));
+            match envelope {
+                Some(env) => {
+                    let interrupt = matches!(
+                        event,
+                        Event::Packet { bytes, .. } if bytes.starts_with(b"$vCtrlC#")
+                    );
+                    if !self.checked_duplicate(env, interrupt) {
+                        self.on_event(event);
+                        self.checked_handled();
+                    }
+                }
+                None => {
+                    // From a debugger that sends checked packets a plain
+                    // one is line noise that RSP's checksum let through (a
+                    // damaged byte that became `$` starts a packet in the
+                    // middle of another, whose checksum matches one time in
+                    // 256): dropped. Only a new debugger's opening packet is
+                    // taken (or any packet once `DLE 'X'` ended the
+                    // session).
+                    let opening =
+                        matches!(event, Event::Packet { class: PacketClass::Opening, .. });
+                    let noise = request && self.checked_seq.is_some() && !opening;
+                    if !noise {
+                        if request {
+                            self.plain_request();
+                        }
+                        self.on_event(event);
+                    }
+                }
+            }
         }
+        rx.set_nak_junk(self.checked_seq.is_some());
         self.rx = rx;
+    }
+
+    /// A checked request ([`crate::checked`]): `true` when it is the last
+    /// one again (a retransmission, or the bridge asking for a further
+    /// piece), answered here from the kept reply (or with `running` while
+    /// the unikernel runs on its behalf) and not acted on again. Otherwise
+    /// replies to it will be its pieces.
+    ///
+    /// The debugger's Ctrl-C comes the same way: the running request's
+    /// number with the body `vCtrlC` (`interrupt`). A bare `0x03` is
+    /// ignored from a debugger that sends checked packets: line noise
+    /// makes that byte.
+    fn checked_duplicate(&mut self, env: crate::checked::Envelope, interrupt: bool) -> bool {
+        let again = self.checked_seq == Some(env.seq);
+        self.checked_seq = Some(env.seq);
+        let running = matches!(self.machine, Some(GdbStubStateMachine::Running(_)));
+        if again && interrupt && running && !self.halted {
+            if let Some(conn) = self.conn() {
+                conn.checked = Some(env);
+            }
+            self.feed(&[0x03]);
+            self.checked_handled();
+            return true;
+        }
+        let Some(conn) = self.conn() else { return again };
+        if !again {
+            conn.checked = Some(env);
+            conn.kept = None;
+            line::set_remark(true);
+            return false;
+        }
+        conn.checked = Some(env);
+        if !conn.send_piece(env) {
+            crate::checked::write_running(env.seq, line::write_debug);
+            line::flush();
+        }
+        true
+    }
+
+    /// A checked request was handled: its reply goes out (gathered until
+    /// now), or, when it has none yet (it resumed the unikernel), `running`.
+    fn checked_handled(&mut self) {
+        let Some(conn) = self.conn() else { return };
+        conn.send();
+        if let (Some(env), None) = (conn.checked, conn.kept) {
+            crate::checked::write_running(env.seq, line::write_debug);
+            line::flush();
+        }
+    }
+
+    /// A plain request: replies are plain again.
+    fn plain_request(&mut self) {
+        if self.checked_seq.take().is_some() {
+            line::set_remark(false);
+        }
+        if let Some(conn) = self.conn() {
+            conn.checked = None;
+            conn.kept = None;
+        }
     }
 
     fn on_event(&mut self, event: Event<'_>) {
@@ -859,8 +1008,10 @@ impl Session {
                 }
             }
             Event::Interrupt => {
-                if self.auth.tier() == Tier::Locked {
-                    // A locked client cannot stop the unikernel.
+                if self.auth.tier() == Tier::Locked || self.checked_seq.is_some() {
+                    // A locked client cannot stop the unikernel; one that
+                    // sends checked packets interrupts with a checked one
+                    // (see `checked_duplicate`).
                     return;
                 }
                 if !self.active {
@@ -1151,9 +1302,12 @@ impl Session {
                     .interrupt_handled(&mut self.target, Some(StopReason::Signal(Signal::SIGINT)));
                 self.settle(next);
             }
-            Ok(GdbStubStateMachine::Disconnected(_)) => {
+            Ok(GdbStubStateMachine::Disconnected(gone)) => {
                 // Detached (or killed) by the debugger: the stop is let go,
-                // also for the `DLE 'X'` that follows on the line.
+                // also for the `DLE 'X'` that follows on the line. (The
+                // machine is kept until the new one replaces it: its reply
+                // to a checked request goes out then.)
+                self.machine = Some(GdbStubStateMachine::Disconnected(gone));
                 self.end_session();
                 self.halted = false;
                 self.hold = false;
@@ -1266,5 +1420,9 @@ fn send_console_packet(conn: &mut Conn, text: Option<&[u8]>) {
     }
     let [hi, lo] = hex_pair(sum);
     let _ = conn.write_all(&[b'#', hi, lo]);
-    conn.send();
+    // For a checked request it is part of the reply text, sent with the
+    // stop reply.
+    if conn.checked.is_none() {
+        conn.send();
+    }
 }

@@ -709,3 +709,73 @@ fn random_streams_yield_only_well_formed_events() {
 
 #[cfg(feature = "enabled")]
 mod against_gdbstub;
+
+/// Feeds `bytes` through [`Rx::push_checked`]: the events, each with the
+/// envelope it came in.
+fn feed_checked(rx: &mut Rx<'_>, bytes: &[u8]) -> Vec<(Option<crate::checked::Envelope>, Ev)> {
+    let mut out = Vec::new();
+    for &b in bytes {
+        let mut env = None;
+        if let Some(e) = rx.push_checked(b, &mut env) {
+            out.push((env, Ev::from(e)));
+        }
+    }
+    out
+}
+
+fn checked_request(seq: u32, limit: u32, body: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let env = crate::checked::Envelope { seq, limit, offset: 0 };
+    crate::checked::write_request(env, body, |b| wire.extend_from_slice(b));
+    wire
+}
+
+#[test]
+fn a_checked_packet_comes_out_plain_with_its_envelope() {
+    let mut buf = vec![0u8; SIZE];
+    let mut rx = Rx::new(&mut buf);
+    let env = crate::checked::Envelope { seq: 9, limit: 0x40, offset: 0 };
+    let events = feed_checked(&mut rx, &checked_request(9, 0x40, b"m1000,10"));
+    assert_eq!(events, vec![(Some(env), Ev::Packet(pkt(b"m1000,10"), PacketClass::Other))]);
+    // Checked like a plain packet: clamped, rejected, classified.
+    let events = feed_checked(&mut rx, &checked_request(10, 0x40, b"m1000,ffffffff"));
+    assert_eq!(events[0].1, Ev::Packet(pkt(b"m1000,2000"), PacketClass::Other));
+    let events = feed_checked(&mut rx, &checked_request(11, 0x40, b"vCont;x"));
+    assert_eq!(events[0].1, Ev::Reject(Reply::Einval));
+    assert_eq!(events[0].0.map(|e| e.seq), Some(11));
+    let events = feed_checked(&mut rx, &checked_request(12, 0x40, b"qSupported:xmlRegisters=i386"));
+    assert_eq!(events[0].1, Ev::Packet(pkt(b"qSupported:xmlRegisters=i386"), PacketClass::Opening));
+    // A plain packet has no envelope.
+    assert_eq!(
+        feed_checked(&mut rx, &pkt(b"g")),
+        vec![(None, Ev::Packet(pkt(b"g"), PacketClass::Other))]
+    );
+}
+
+#[test]
+fn a_damaged_checked_packet_is_a_bad_checksum_even_when_its_sum_holds() {
+    let mut buf = vec![0u8; SIZE];
+    let mut rx = Rx::new(&mut buf);
+    // Two faults that keep RSP's byte sum: '1' + 1 and '0' - 1.
+    let wire = checked_request(3, 0x40, b"M1000,2:0110");
+    let text = String::from_utf8(wire).unwrap();
+    let damaged = text.replacen(":0110", ":0200", 1);
+    assert_eq!(feed_checked(&mut rx, damaged.as_bytes()), vec![(None, Ev::BadChecksum)]);
+    // The receiver goes on.
+    assert_eq!(feed_checked(&mut rx, &pkt(b"?")).len(), 1);
+}
+
+#[test]
+fn junk_that_ends_like_a_packet_is_a_bad_checksum_only_when_asked() {
+    let mut buf = vec![0u8; SIZE];
+    let mut rx = Rx::new(&mut buf);
+    // The rest of a packet whose `$` was lost.
+    let junk = b"@1,18,0:0011aabb#4f";
+    assert_eq!(feed(&mut rx, junk), vec![]);
+    rx.set_nak_junk(true);
+    assert_eq!(feed(&mut rx, junk), vec![Ev::BadChecksum]);
+    // A packet after it is taken as usual; `+`, `-` and 0x03 still mean
+    // what they mean.
+    assert_eq!(feed(&mut rx, &pkt(b"g")), vec![Ev::Packet(pkt(b"g"), PacketClass::Other)]);
+    assert_eq!(feed(&mut rx, b"+-\x03"), vec![Ev::Ack, Ev::Nak, Ev::Interrupt]);
+}

@@ -149,6 +149,14 @@ pub struct Cmd {
     #[arg(long, conflicts_with = "net")]
     no_probe: bool,
 
+    /// The serial line may corrupt, drop or duplicate bytes: keep the stub in
+    /// ack mode whatever the debugger asks (the bridge answers its
+    /// QStartNoAckMode and acknowledges for it), check every reply's
+    /// checksum (NAK: the stub resends), retransmit requests that are NAKed
+    /// or unanswered, and drop duplicates.
+    #[arg(long, conflicts_with = "net")]
+    noisy_line: bool,
+
     /// The target is the network stub (tcp:HOST:PORT): each debugger is
     /// passed through on a TCP connection of its own, without framing.
     #[arg(long, conflicts_with = "trace")]
@@ -260,6 +268,7 @@ pub async fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     // written to the unikernel.
     let listener = Listener::bind(&cmd.listen).await?;
     eprintln!("ukdb: listening on {listener}");
+    session::set_noisy_line(cmd.noisy_line);
     let opts = Options {
         target: cmd.target.clone(),
         console_log,
@@ -609,7 +618,9 @@ async fn pump_from_stub(
     mut cores: Cores,
 ) -> ReaderEnd {
     let trace = shared.trace();
-    let mut demux = Demux::new();
+    let noisy = session::noisy_line();
+    let mut demux = if noisy { Demux::resynchronising() } else { Demux::new() };
+    let mut scrubber = noisy.then(ukdb_bridge::reliable::Scrubber::default);
     // Follows the stub's RSP stream for --trace only; nothing is held back.
     let mut replies = rsp::Tracker::new(usize::MAX);
     let mut framing_errors = 0u64;
@@ -640,7 +651,23 @@ async fn pump_from_stub(
         }
         for event in events.drain(..) {
             match event {
-                demux::Event::Console(bytes) => {
+                demux::Event::Console(mut bytes) => {
+                    if let Some(scrubber) = scrubber.as_mut() {
+                        let mut text = Vec::with_capacity(bytes.len());
+                        let mut packets = Vec::new();
+                        scrubber.feed(&bytes, &mut text, &mut packets);
+                        if closed.is_some() {
+                            scrubber.release(&mut text);
+                        }
+                        if !packets.is_empty() {
+                            debug!(
+                                "RSP in the console channel (a damaged switch): {}",
+                                Escaped(&packets)
+                            );
+                            shared.to_client(packets);
+                        }
+                        bytes = text;
+                    }
                     // Fails only when the console writer has ended, and then
                     // the bridge is stopping with an error.
                     let _ = console.send(bytes).await;
@@ -704,10 +731,15 @@ async fn pump_from_stub(
                 demux::Event::FramingError(byte) => {
                     framing_errors += 1;
                     let msg = format!(
-                        "framing error from the stub: DLE followed by {}; kept as console text",
-                        Escaped(&[byte])
+                        "framing error from the stub: DLE followed by {}; {}",
+                        Escaped(&[byte]),
+                        if noisy {
+                            "dropping the line's payload until the next channel switch"
+                        } else {
+                            "kept as console text"
+                        }
                     );
-                    if framing_errors == 1 {
+                    if framing_errors == 1 && !noisy {
                         warn!("{msg} (further ones are logged at debug level)");
                     } else {
                         debug!("{msg}");

@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn};
 use ukdb_bridge::escape::{control_sequence, describe_rsp_byte, Escaped};
 use ukdb_bridge::pace::{Pacer, Release, Released, Request, HELD_LIMIT, REPLY_TIMEOUT};
+use ukdb_bridge::reliable::{self, Link};
 use ukdb_bridge::rsp;
 use ukdb_bridge::wire::{self, DLE};
 
@@ -60,6 +61,39 @@ pub const TO_STUB_LIMIT: usize = 64 * 1024;
 /// attached debugger before the bridge warns (once) that the stub may not
 /// speak protocol v2.
 const ACK_WARNING: Duration = Duration::from_secs(5);
+
+/// Whether new bridges keep the serial hop reliable (`--noisy-line`): see
+/// [`ukdb_bridge::reliable`]. Process-wide, set once from the command line
+/// before the bridge starts.
+static NOISY_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every [`Shared`] created from now on keep the serial hop
+/// reliable (ack mode, checksums checked, retransmissions).
+pub fn set_noisy_line(on: bool) {
+    NOISY_LINE.store(on, Ordering::Relaxed);
+}
+
+/// How long a request may stay outstanding on a noisy line before the
+/// next one is forwarded anyway.
+const NOISY_REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A random first request number for a link (see
+/// [`ukdb_bridge::reliable::Link::new`]).
+fn rand_seq() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() as u32
+}
+
+/// Whether `--noisy-line` is on.
+pub fn noisy_line() -> bool {
+    NOISY_LINE.load(Ordering::Relaxed)
+}
 
 /// Log lines collected under the lock and emitted after it is released.
 #[derive(Debug, Default)]
@@ -142,6 +176,9 @@ struct State {
     /// The attached debugger's request packets not yet forwarded, and the
     /// one outstanding at the stub.
     pacer: Pacer,
+    /// With `--noisy-line`: the acknowledgements of both hops, terminated
+    /// here.
+    link: Option<Link>,
 }
 
 #[derive(Debug)]
@@ -212,7 +249,14 @@ impl Shared {
                 acks_outstanding: 0,
                 acks_since: None,
                 ack_warned: false,
-                pacer: Pacer::default(),
+                // On a noisy line the link retries a request for longer than
+                // the pacer's usual timeout: the next one must not overtake it.
+                pacer: if noisy_line() {
+                    Pacer::new(NOISY_REPLY_TIMEOUT, HELD_LIMIT)
+                } else {
+                    Pacer::default()
+                },
+                link: noisy_line().then(|| Link::new(rand_seq())),
             }),
             trace,
             queued: Notify::new(),
@@ -255,10 +299,49 @@ impl Shared {
             let bad = if rsp::checksum_ok(packet) == Some(false) { " (bad checksum)" } else { "" };
             logs.push(Level::Info, format!("gdb -> stub: {}{bad}", Escaped(packet)));
         }
-        state.out.extend_from_slice(packet);
+        match state.link.as_mut() {
+            Some(link) => link.send(packet, Instant::now(), &mut state.out),
+            None => state.out.extend_from_slice(packet),
+        }
         state.framing_last = false;
         if let Some(client) = state.client.as_mut() {
             client.forwarded = true;
+        }
+    }
+
+    /// Sends `bytes` of the bridge's own to the attached debugger (under
+    /// the lock).
+    fn answer_client(state: &mut State, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(Client { tx: Some(tx), queued, .. }) = state.client.as_ref() {
+            queued.fetch_add(bytes.len(), Ordering::AcqRel);
+            let _ = tx.send(bytes);
+        }
+    }
+
+    /// Forgets the link's state (a session ended or the stub restarted),
+    /// logging what it did on a noisy line.
+    fn reset_link(state: &mut State, logs: &mut Logs) {
+        if let Some(link) = state.link.as_mut() {
+            let s = link.stats();
+            logs.push(
+                Level::Info,
+                format!(
+                    "noisy line: {} requests, {} pieces, piece limit {}, {} timeouts, {} damaged \
+                     answers, {} naks, {} stale answers, {} requests abandoned",
+                    s.requests,
+                    s.pieces,
+                    link.piece(),
+                    s.timeouts,
+                    s.damaged,
+                    s.naks,
+                    s.stale,
+                    s.abandoned
+                ),
+            );
+            link.reset();
         }
     }
 
@@ -365,6 +448,7 @@ impl Shared {
                 restart.dropped = Some(client.peer);
             }
             // The new stub has no request outstanding.
+            Self::reset_link(state, logs);
             let dropped = state.pacer.reset();
             if dropped > 0 {
                 logs.push(
@@ -440,13 +524,22 @@ impl Shared {
     /// held packet), so a task that waits for an older deadline at worst
     /// wakes early.
     pub fn pace_deadline(&self) -> Option<Instant> {
-        self.lock().pacer.deadline()
+        let state = self.lock();
+        let link = state.link.as_ref().and_then(Link::deadline);
+        match (state.pacer.deadline(), link) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Releases the outstanding request if it has timed out.
     pub fn expire(&self) {
         self.with(|state, logs| {
-            let released = state.pacer.expire(Instant::now());
+            let now = Instant::now();
+            if let Some(link) = state.link.as_mut() {
+                link.expire(now, &mut state.out);
+            }
+            let released = state.pacer.expire(now);
             self.released(state, released, logs);
         });
     }
@@ -476,6 +569,14 @@ impl Shared {
             }
             match event {
                 rsp::Event::Packet(packet) => {
+                    if let Some(link) = state.link.as_mut() {
+                        let reliable::FromDebugger { answer, forward } =
+                            link.from_debugger(&packet);
+                        Self::answer_client(state, answer);
+                        if !forward {
+                            return true;
+                        }
+                    }
                     let line = self.trace.then(|| format!("gdb -> bridge: {}", Escaped(&packet)));
                     match state.pacer.request(packet, Instant::now()) {
                         Request::Forward(packet) => self.queue_packet(state, &packet, logs),
@@ -520,7 +621,10 @@ impl Shared {
                         "debugger sent a DLE byte outside a packet; not forwarded".to_owned(),
                     );
                 }
-                rsp::Event::Byte(byte) if !matches!(byte, b'+' | b'-' | 0x03) => {
+                rsp::Event::Byte(byte)
+                    if !matches!(byte, b'+' | b'-' | 0x03)
+                        || (state.link.is_some() && !Link::forward_byte(byte)) =>
+                {
                     // The stub drops anything else between packets: not
                     // worth the line's time (a client's junk would delay
                     // the DLE 'X' behind it, and the bridge would read the
@@ -536,7 +640,10 @@ impl Shared {
                     if self.trace {
                         logs.push(Level::Info, format!("gdb -> stub: {}", describe_rsp_byte(byte)));
                     }
-                    state.out.push(byte);
+                    match state.link.as_mut() {
+                        Some(link) => link.interrupted(Instant::now(), &mut state.out),
+                        None => state.out.push(byte),
+                    }
                     state.framing_last = false;
                     if let Some(client) = state.client.as_mut() {
                         client.forwarded = true;
@@ -570,6 +677,7 @@ impl Shared {
             }
             let client = state.client.take().expect("owned");
             Self::end_pacing(state, &client, logs);
+            Self::reset_link(state, logs);
             if client.forwarded {
                 self.control(state, wire::DEBUGGER_GONE, "debugger gone", logs);
             }
@@ -602,6 +710,25 @@ impl Shared {
                 _ if late => Outcome::Late(bytes, overdue),
                 None => Outcome::Nobody(bytes),
                 Some(Client { tx: None, .. }) => Outcome::Sent,
+                Some(client) if state.link.is_some() => {
+                    let link = state.link.as_mut().expect("checked");
+                    let now = Instant::now();
+                    let mut reply = Vec::new();
+                    link.from_stub(&bytes, now, &mut state.out, &mut reply);
+                    let queued = client.queued.load(Ordering::Acquire);
+                    let full = queued.saturating_add(reply.len()) > CLIENT_QUEUE_BYTES;
+                    if full {
+                        client.tx = None;
+                        Outcome::Slow(client.peer.clone())
+                    } else {
+                        if let (false, Some(tx)) = (reply.is_empty(), &client.tx) {
+                            released = state.pacer.from_stub(&reply, now);
+                            client.queued.fetch_add(reply.len(), Ordering::AcqRel);
+                            let _ = tx.send(reply);
+                        }
+                        Outcome::Sent
+                    }
+                }
                 Some(client) => {
                     let queued = client.queued.load(Ordering::Acquire);
                     let full = queued.saturating_add(bytes.len()) > CLIENT_QUEUE_BYTES;

@@ -831,10 +831,15 @@ fn rows_16_19_53_stub_code_and_idt() {
         let mut c = r.session();
         let res = (|| {
             let code = read_mem(&mut c, poll, 16)?;
-            // Protected: refused, nothing written, no breakpoint there.
+            // Protected: refused, nothing written.
             expect(&mut c, format!("M{poll:x},10:{}", hex(&code)).as_bytes(), "E0d")?;
             expect(&mut c, format!("M{poll:x},1:cc").as_bytes(), "E0d")?;
-            expect(&mut c, format!("Z0,{poll:x},1").as_bytes(), "E0d")?;
+            check!(read_mem(&mut c, poll, 16)? == code, "poll changed");
+            // A software breakpoint is not a write the debugger makes: the
+            // stub arms it only while the unikernel runs, so it takes one in
+            // its own code (test gdb::stopping_and_stepping_inside_a_console_write).
+            expect(&mut c, format!("Z0,{poll:x},1").as_bytes(), "OK")?;
+            expect(&mut c, format!("z0,{poll:x},1").as_bytes(), "OK")?;
             check!(read_mem(&mut c, poll, 16)? == code, "poll changed");
             // Off by default in each new session.
             let text = monitor(&mut c, "unsafe-writes")?;

@@ -43,11 +43,17 @@ impl SwBreakpoint for UkTarget {
     /// Refused (gdb: "Cannot insert breakpoint") where no mapped byte is, in
     /// a page that forbids execution (NX), and in read-only code while CET
     /// keeps CR0.WP set (a hardware breakpoint still works there). In the
-    /// stub's own code, the IDT or a page table: `E0d` (EACCES), as for a
-    /// write there (see `protect`).
+    /// stub's data, the IDT or a page table: `E0d` (EACCES), as for a
+    /// write there (see `protect`); the stub's code takes them.
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        if self.guard_write(addr, 1).is_err() {
-            return Err(TargetError::Errno(super::mem::EACCES));
+        // The stub's own code takes software breakpoints: they are armed
+        // only while the unikernel runs, so the stub never meets its own,
+        // and one in code the unikernel calls (`console_write`, `poll`)
+        // stops it like any other. Its data, the IDT and the page tables
+        // do not.
+        match self.guard_write(addr, 1) {
+            Ok(()) | Err(crate::guard::Refusal::Protected(crate::guard::Kind::Code)) => {}
+            Err(_) => return Err(TargetError::Errno(super::mem::EACCES)),
         }
         Ok(self.mem.check_breakpoint(addr).is_ok() && self.bps.insert(addr))
     }

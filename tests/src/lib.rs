@@ -398,8 +398,18 @@ impl Debugger {
 
     /// gdb in batch mode: `target remote` to `remote`, then `cmds`.
     pub fn gdb(image: &Path, remote: &str, cmds: &[&str]) -> Debugger {
+        Self::gdb_with(image, remote, &[], cmds)
+    }
+
+    /// [`Debugger::gdb`] with `init` commands run before the image is
+    /// loaded (`-iex`: `set remotetimeout 20`, say).
+    pub fn gdb_with(image: &Path, remote: &str, init: &[&str], cmds: &[&str]) -> Debugger {
         let mut cmd = Command::new("gdb");
-        cmd.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"]);
+        cmd.args(["-batch", "-nx"]);
+        for c in init {
+            cmd.args(["-iex", c]);
+        }
+        cmd.args(["-ex", "set pagination off", "-ex", "set confirm off"]);
         cmd.arg(image);
         cmd.args(["-ex", &format!("target remote {remote}")]);
         for c in cmds {

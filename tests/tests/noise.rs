@@ -195,9 +195,10 @@ fn ctrl_c_at_one_fault_in_200() {
     let proxy = NoiseProxy::start(&vm.sock, vm.dir(), 200, 200);
     let bridge = Bridge::start_unsynced_at(&proxy.sock, &["--noisy-line"]);
     bridge.stderr.wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
-    let gdb = Debugger::gdb(
+    let gdb = Debugger::gdb_with(
         &a.image,
         &bridge.addr,
+        &["set remotetimeout 20"],
         &["break ukdemo::app::tick", "continue", "delete", "continue", "bt 1", "detach"],
     );
     gdb.out.wait("the breakpoint", |t| t.contains("Breakpoint 1, ukdemo::app::tick"));
@@ -216,4 +217,39 @@ fn ctrl_c_at_one_fault_in_200() {
     }
     assert_eq!(out.matches("Program received signal").count(), 1, "{out}");
     assert!(!out.contains("Ignoring packet error"), "{out}");
+}
+
+/// A locked stub on a noisy line: the bridge authenticates with checked
+/// packets too (the exchange's requests are retried like any other), then
+/// gdb works as on a clean line.
+#[test]
+fn a_locked_stub_at_one_fault_in_50() {
+    let a = artifacts();
+    let key = "00112233445566778899aabbccddeeff";
+    let vm = Vm::boot("q35", &a.image, &format!("ukdb.key={key}"));
+    let key_file = vm.dir().join("uk.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let proxy = NoiseProxy::start(&vm.sock, vm.dir(), 50, 201);
+    let key_arg = key_file.display().to_string();
+    let bridge = Bridge::start_unsynced_at(
+        &proxy.sock,
+        &["--noisy-line", "--key-file", &key_arg, "--tier", "full"],
+    );
+    bridge.stderr.wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
+    // gdb's 2 s default is too short for a request on a line this bad.
+    let gdb = Debugger::gdb_with(
+        &a.image,
+        &bridge.addr,
+        &["set remotetimeout 20"],
+        &["break ukdemo::app::tick", "continue", "print n", "set var n = n", "detach"],
+    );
+    let out = gdb.finish();
+    for needle in
+        ["Breakpoint 1, ukdemo::app::tick (n=", "$1 = ", "[Inferior 1 (process 1) detached]"]
+    {
+        assert!(out.contains(needle), "no {needle:?} in:\n{out}\n{}", proxy.summary());
+    }
+    assert!(!out.contains("Ignoring packet error"), "{out}");
+    let stderr = bridge.stderr.text();
+    assert!(stderr.contains("authenticated to the stub (full tier)"), "{stderr}");
 }

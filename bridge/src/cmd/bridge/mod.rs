@@ -830,10 +830,18 @@ async fn ask(
             shared.forward(id, rsp::Event::Byte(b'+'));
             return Ok(reply);
         }
-        match tokio::time::timeout_at(deadline, from_stub.recv()).await {
-            Ok(Some(bytes)) => pending.extend_from_slice(&bytes),
-            Ok(None) => anyhow::bail!("the session was taken away"),
-            Err(_) => anyhow::bail!("the stub did not answer {}", String::from_utf8_lossy(body)),
+        // The outstanding request's timeouts run here too (on a noisy
+        // line the link asks again for what was lost).
+        let pace = shared.pace_deadline();
+        tokio::select! {
+            got = tokio::time::timeout_at(deadline, from_stub.recv()) => match got {
+                Ok(Some(bytes)) => pending.extend_from_slice(&bytes),
+                Ok(None) => anyhow::bail!("the session was taken away"),
+                Err(_) => {
+                    anyhow::bail!("the stub did not answer {}", String::from_utf8_lossy(body))
+                }
+            },
+            () = sleep_until(pace) => shared.expire(),
         }
     }
 }

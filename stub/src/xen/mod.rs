@@ -23,6 +23,10 @@ pub mod ring;
 mod hw;
 #[cfg(feature = "enabled")]
 pub use hw::{identity_phys_to_virt, identity_virt_to_phys, IvshmemModel, Xen};
+#[cfg(not(feature = "enabled"))]
+mod off;
+#[cfg(not(feature = "enabled"))]
+pub use off::{identity_phys_to_virt, identity_virt_to_phys, IvshmemModel, Xen};
 
 use crate::link::{Pending, Transport};
 use ring::{Front, RawPage};

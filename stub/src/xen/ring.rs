@@ -247,15 +247,15 @@ impl RawPage {
             Index::OutCons => OUT_CONS_OFFSET,
             Index::OutProd => OUT_PROD_OFFSET,
         };
-        // SAFETY (of the arithmetic): `offset` is inside the interface, which
-        // `new`'s contract says is mapped.
+        // `offset` is inside the interface, which `new`'s contract says is
+        // mapped (the pointer is only formed here, not dereferenced).
         self.base.as_ptr().cast::<u8>().wrapping_add(offset).cast::<u32>()
     }
 
-    /// The index at `base` as an atomic.
+    /// The index at `p` as an atomic.
     ///
     /// # Safety
-    /// `base` is a page as in [`RawPage::new`].
+    /// `p` is one of the four indices of a page as in [`RawPage::new`].
     unsafe fn atomic<'a>(p: *mut u32) -> &'a AtomicU32 {
         // SAFETY: per the function contract the index is mapped, 4-byte
         // aligned (the base is, the offset is a multiple of 4) and accessed

@@ -8,8 +8,11 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddrError {
     /// The target has no `KIND:` prefix or an unknown one.
-    #[error("`{0}` is not a target: expected unix:PATH, tcp:HOST:PORT or pty:PATH")]
+    #[error("`{0}` is not a target: expected unix:PATH, tcp:HOST:PORT, pty:PATH or xen:DOMAIN")]
     UnknownTarget(String),
+    /// `xen:` with no domain, or a name no Xen domain can have.
+    #[error("`{0}`: expected xen:DOMID or xen:NAME")]
+    BadDomain(String),
     /// `unix:` or `pty:` with nothing after it.
     #[error("`{0}` has an empty path")]
     EmptyPath(String),
@@ -34,6 +37,9 @@ pub enum Target {
     /// `pty:PATH`: a pseudo-terminal slave, e.g. the `/dev/pts/N` that QEMU's
     /// `-serial pty` prints.
     Pty(PathBuf),
+    /// `xen:DOMID` or `xen:NAME`: a Xen domain's PV console, the pty that
+    /// xenconsoled names in xenstore (`/local/domain/DOMID/console/tty`).
+    Xen(String),
 }
 
 impl FromStr for Target {
@@ -46,6 +52,7 @@ impl FromStr for Target {
             "unix" => Ok(Target::Unix(non_empty_path(s, rest)?)),
             "pty" => Ok(Target::Pty(non_empty_path(s, rest)?)),
             "tcp" => Ok(Target::Tcp(host_port(rest)?)),
+            "xen" => Ok(Target::Xen(domain(s, rest)?)),
             _ => Err(AddrError::UnknownTarget(s.to_owned())),
         }
     }
@@ -57,6 +64,7 @@ impl fmt::Display for Target {
             Target::Unix(path) => write!(f, "unix:{}", path.display()),
             Target::Tcp(addr) => write!(f, "tcp:{addr}"),
             Target::Pty(path) => write!(f, "pty:{}", path.display()),
+            Target::Xen(domain) => write!(f, "xen:{domain}"),
         }
     }
 }
@@ -110,6 +118,19 @@ fn non_empty_path(whole: &str, path: &str) -> Result<PathBuf, AddrError> {
     }
 }
 
+/// A domain id or name, as `xl` takes it: not empty, no `/` (it becomes part
+/// of a xenstore path), no whitespace or control characters.
+fn domain(whole: &str, domain: &str) -> Result<String, AddrError> {
+    let ok = !domain.is_empty()
+        && domain.len() <= 256
+        && !domain.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(domain.to_owned())
+    } else {
+        Err(AddrError::BadDomain(whole.to_owned()))
+    }
+}
+
 /// Checks `HOST:PORT` (host may be a name, an IPv4 address or a bracketed
 /// IPv6 address) and returns it unchanged, ready for name resolution.
 fn host_port(s: &str) -> Result<String, AddrError> {
@@ -138,6 +159,8 @@ mod tests {
         assert_eq!("tcp:localhost:4444".parse(), Ok(Target::Tcp("localhost:4444".into())));
         assert_eq!("tcp:[::1]:4444".parse(), Ok(Target::Tcp("[::1]:4444".into())));
         assert_eq!("pty:/dev/pts/3".parse(), Ok(Target::Pty("/dev/pts/3".into())));
+        assert_eq!("xen:7".parse(), Ok(Target::Xen("7".into())));
+        assert_eq!("xen:my-vm.1".parse(), Ok(Target::Xen("my-vm.1".into())));
     }
 
     #[test]
@@ -155,6 +178,10 @@ mod tests {
             "tcp:h:",
             "tcp:h:-1",
             "tcp:::1:80",
+            "xen:",
+            "xen:a/b",
+            "xen:a b",
+            "xen:\n",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad:?} accepted");
         }
@@ -162,7 +189,14 @@ mod tests {
 
     #[test]
     fn targets_display_as_typed() {
-        for s in ["unix:/tmp/s", "tcp:127.0.0.1:4444", "tcp:[::1]:1", "pty:/dev/pts/0"] {
+        for s in [
+            "unix:/tmp/s",
+            "tcp:127.0.0.1:4444",
+            "tcp:[::1]:1",
+            "pty:/dev/pts/0",
+            "xen:3",
+            "xen:vm",
+        ] {
             assert_eq!(s.parse::<Target>().unwrap().to_string(), s);
         }
     }

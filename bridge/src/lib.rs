@@ -18,7 +18,8 @@
 //! * [`core`] holds core files: the snapshot model, the ELF writer and the
 //!   crash stream decoder;
 //! * [`addr`] parses the `--target` and `--listen` addresses;
-//! * [`ready`] finds the network stub's announcement in console text.
+//! * [`ready`] finds the network stub's announcement in console text;
+//! * [`xenmodel`] plays the Xen console backend on a shared page (the model).
 //!
 //! The I/O (sockets, pty, signals) lives in the `ukdb` binary.
 
@@ -30,6 +31,7 @@ pub mod pace;
 pub mod ready;
 pub mod reliable;
 pub mod rsp;
+pub mod xenmodel;
 
 /// Bytes of the wire protocol shared by the stub and the bridge: the stub
 /// crate's [`ukdb_stub::wire`], the one source of truth.

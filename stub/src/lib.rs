@@ -37,6 +37,9 @@ pub use nic::{Nic, MAX_FRAME};
 
 pub mod wire;
 
+pub mod xen;
+pub use xen::{Platform, XenConsole, XenError};
+
 pub mod checked;
 pub mod dumpwire;
 

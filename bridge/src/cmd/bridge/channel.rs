@@ -1,4 +1,5 @@
-//! The connection to the unikernel's serial line: Unix socket, TCP or pty.
+//! The connection to the unikernel's serial line: Unix socket, TCP or pty,
+//! or a Xen domain's console (a pty found in xenstore).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -29,6 +30,18 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Connects to `target`, retrying until `timeout` has passed: QEMU may still
 /// be starting and not have created its socket or pty yet.
 pub async fn connect(target: &Target, timeout: Duration) -> anyhow::Result<Box<dyn Stream>> {
+    // A Xen domain is resolved once: missing tools or an unknown domain are
+    // not worth waiting for; the pty it names is then retried like any other.
+    let resolved;
+    let target = match target {
+        Target::Xen(domain) => {
+            let tty = xen::console_tty(domain, None).await?;
+            info!("xen:{domain}: console is {}", tty.display());
+            resolved = Target::Pty(tty);
+            &resolved
+        }
+        other => other,
+    };
     let deadline = Instant::now() + timeout;
     let mut backoff = FIRST_BACKOFF;
     let mut announced = false;
@@ -64,7 +77,114 @@ async fn connect_once(target: &Target) -> io::Result<Box<dyn Stream>> {
             Box::new(stream)
         }
         Target::Pty(path) => Box::new(PtyStream::open(path).await?),
+        Target::Xen(domain) => Box::new(
+            PtyStream::open(&xen::console_tty(domain, None).await.map_err(io::Error::other)?)
+                .await?,
+        ),
     })
+}
+
+/// `xen:DOMID` / `xen:NAME`: the domain's console pty, from xenstore.
+pub mod xen {
+    use std::ffi::OsStr;
+    use std::io;
+    use std::path::PathBuf;
+    use tokio::process::Command;
+
+    /// What `xen:DOMAIN` could not be resolved to.
+    #[derive(Debug, thiserror::Error)]
+    pub enum XenError {
+        /// A Xen tool is not on PATH.
+        #[error("xen: needs {0} (Xen tools) on PATH")]
+        NoTool(&'static str),
+        /// A tool could not be run, or failed in a way that says nothing
+        /// about the domain.
+        #[error("xen: {tool} failed: {why}")]
+        Tool {
+            /// The tool.
+            tool: &'static str,
+            /// Its error or stderr.
+            why: String,
+        },
+        /// No domain has that id or name.
+        #[error("xen: no domain {0}")]
+        UnknownDomain(String),
+        /// The domain exists but xenstore names no console tty for it.
+        #[error("xen: domain {0} has no console tty in xenstore (is xenconsoled running?)")]
+        NoTty(String),
+    }
+
+    /// The output of `tool args..` (trimmed stdout), or `None` when it
+    /// exited non-zero (e.g. xenstore-read of an absent key).
+    async fn run(
+        tool: &'static str,
+        args: &[&str],
+        path: Option<&OsStr>,
+    ) -> Result<Option<String>, XenError> {
+        let mut cmd = Command::new(tool);
+        cmd.args(args).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        if let Some(path) = path {
+            // Also where the tool is looked up (std uses the child's PATH).
+            cmd.env("PATH", path);
+        }
+        let out = cmd.output().await.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => XenError::NoTool(tool),
+            _ => XenError::Tool { tool, why: e.to_string() },
+        })?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let text = String::from_utf8(out.stdout)
+            .map_err(|_| XenError::Tool { tool, why: "output is not UTF-8".into() })?;
+        Ok(Some(text.trim().to_owned()))
+    }
+
+    /// The domain id of `domain`: itself if numeric, else from `xl domid`
+    /// or, without `xl`, a search of `/local/domain/*/name` in xenstore.
+    async fn domid(domain: &str, path: Option<&OsStr>) -> Result<u32, XenError> {
+        if let Ok(id) = domain.parse::<u32>() {
+            return Ok(id);
+        }
+        match run("xl", &["domid", domain], path).await {
+            Ok(Some(out)) => {
+                return out.parse().map_err(|_| XenError::Tool {
+                    tool: "xl",
+                    why: format!("`xl domid {domain}` printed {out:?}"),
+                })
+            }
+            Ok(None) => return Err(XenError::UnknownDomain(domain.to_owned())),
+            Err(XenError::NoTool(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let list = run("xenstore-list", &["/local/domain"], path).await?.ok_or(XenError::Tool {
+            tool: "xenstore-list",
+            why: "cannot list /local/domain".into(),
+        })?;
+        for id in list.split_whitespace().filter_map(|id| id.parse::<u32>().ok()) {
+            let key = format!("/local/domain/{id}/name");
+            if run("xenstore-read", &[&key], path).await?.as_deref() == Some(domain) {
+                return Ok(id);
+            }
+        }
+        Err(XenError::UnknownDomain(domain.to_owned()))
+    }
+
+    /// The pty of `domain`'s PV console: `/local/domain/DOMID/console/tty`.
+    /// `path` replaces PATH for the tools (tests); `None`: the inherited one.
+    pub async fn console_tty(domain: &str, path: Option<&OsStr>) -> Result<PathBuf, XenError> {
+        let id = domid(domain, path).await?;
+        let key = format!("/local/domain/{id}/console/tty");
+        match run("xenstore-read", &[&key], path).await? {
+            Some(tty) if !tty.is_empty() => Ok(PathBuf::from(tty)),
+            _ => {
+                let name = format!("/local/domain/{id}/name");
+                match run("xenstore-read", &[&name], path).await? {
+                    Some(_) => Err(XenError::NoTty(domain.to_owned())),
+                    None => Err(XenError::UnknownDomain(domain.to_owned())),
+                }
+            }
+        }
+    }
 }
 
 /// A pseudo-terminal slave in raw mode, with non-blocking async I/O.
@@ -172,6 +292,7 @@ mod tests {
     use super::*;
     use nix::pty::openpty;
     use std::os::fd::OwnedFd;
+    use std::path::PathBuf;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn slave_path(slave: &OwnedFd) -> std::path::PathBuf {
@@ -231,6 +352,95 @@ mod tests {
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         assert!(waited < Duration::from_secs(3), "{waited:?}");
         assert!(format!("{err:#}").contains("cannot connect to unix:"), "{err:#}");
+    }
+
+    /// A directory of fake Xen tools: shell scripts answering from a table
+    /// of xenstore keys (one `KEY VALUE` line each).
+    fn fake_xen(store: &str, with_xl: bool) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("store"), store).unwrap();
+        let db = dir.path().join("store");
+        let script = |name: &str, body: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let db = db.display();
+        script(
+            "xenstore-read",
+            format!(
+                "v=$(awk -v k=\"$1\" '$1 == k {{ $1 = \"\"; sub(/^ /, \"\"); print; f = 1 }} END {{ exit !f }}' {db}) \
+                 || {{ echo \"couldn't read path $1\" >&2; exit 1; }}\necho \"$v\"\n"
+            ),
+        );
+        script(
+            "xenstore-list",
+            format!("awk '{{ split($1, p, \"/\"); if (p[3] == \"domain\") print p[4] }}' {db} | sort -u\n"),
+        );
+        if with_xl {
+            script(
+                "xl",
+                format!(
+                    "for d in $(awk '{{ split($1, p, \"/\"); print p[4] }}' {db} | sort -u); do\n\
+                     if [ \"$(xenstore-read /local/domain/$d/name 2>/dev/null)\" = \"$2\" ]; then echo $d; exit 0; fi\n\
+                     done\necho \"$2 is an invalid domain identifier\" >&2; exit 1\n"
+                ),
+            );
+        }
+        dir
+    }
+
+    /// PATH for the fake tools: the directory, then /usr/bin and /bin for
+    /// `sh`, `awk` and `sort` (the test process's own PATH is left alone).
+    fn fake_path(dir: &tempfile::TempDir) -> std::ffi::OsString {
+        format!("{}:/usr/bin:/bin", dir.path().display()).into()
+    }
+
+    const STORE: &str = "/local/domain/0/name Domain-0
+/local/domain/3/name unikernel
+/local/domain/3/console/tty /dev/pts/42
+/local/domain/5/name noconsole
+";
+
+    #[tokio::test]
+    async fn xen_domains_resolve_by_id_and_by_name() {
+        for with_xl in [true, false] {
+            let dir = fake_xen(STORE, with_xl);
+            let path = fake_path(&dir);
+            for domain in ["3", "unikernel"] {
+                let tty = xen::console_tty(domain, Some(&path)).await;
+                assert_eq!(tty.unwrap(), PathBuf::from("/dev/pts/42"), "{domain} xl={with_xl}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn xen_errors_say_what_is_wrong() {
+        let dir = fake_xen(STORE, true);
+        let path = fake_path(&dir);
+        let err = |d: &'static str| {
+            let path = path.clone();
+            async move { xen::console_tty(d, Some(&path)).await.unwrap_err().to_string() }
+        };
+        assert_eq!(err("nosuch").await, "xen: no domain nosuch");
+        assert_eq!(err("9").await, "xen: no domain 9");
+        assert_eq!(
+            err("noconsole").await,
+            "xen: domain noconsole has no console tty in xenstore (is xenconsoled running?)"
+        );
+        assert_eq!(err("5").await, err("noconsole").await.replace("noconsole", "5"));
+        // Without xl, names are searched in xenstore: the same answers.
+        let dir = fake_xen(STORE, false);
+        let path = fake_path(&dir);
+        let e = xen::console_tty("nosuch", Some(&path)).await.unwrap_err();
+        assert_eq!(e.to_string(), "xen: no domain nosuch");
+        // No Xen tools at all.
+        let empty = tempfile::tempdir().unwrap();
+        let e = xen::console_tty("3", Some(empty.path().as_os_str())).await.unwrap_err();
+        assert_eq!(e.to_string(), "xen: needs xenstore-read (Xen tools) on PATH");
+        let e = xen::console_tty("vm", Some(empty.path().as_os_str())).await.unwrap_err();
+        assert_eq!(e.to_string(), "xen: needs xenstore-list (Xen tools) on PATH");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh long [N] [TARGET...]  each for N executions (default 10^7)
 #
 # FUZZ_MAX_SECONDS=S caps each target's run at S seconds (0: no cap).
+# FUZZ_ARGS="..." adds libFuzzer options to every run (e.g. -max_len=512).
 # FUZZ_SANITIZER=none builds without AddressSanitizer (2-4x faster; the
 # fuzzed code is safe Rust apart from the stub's audited unsafe blocks, which
 # these targets do not reach); the default is cargo-fuzz's (address).
@@ -52,7 +53,7 @@ for t in "${targets[@]}"; do
     # under the address sanitizer), never longer.
     if cargo +nightly fuzz run "${san[@]}" --fuzz-dir fuzz "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
         -runs="$n" -max_total_time="${FUZZ_MAX_SECONDS:-0}" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1; then
+        -artifact_prefix="fuzz/artifacts/$t/" ${FUZZ_ARGS:-} >"$log" 2>&1; then
         status=ok
     else
         status=FAILED

@@ -490,6 +490,29 @@ pub fn symbols(image: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The linker-script markers around the stub's sections
+/// (`__ukdb_stub_{text,data,bss}_{start,end}`, see `examples/ukdemo/link.ld`):
+/// each section's name and size (end - start). A production image has the
+/// markers (the linker script is the same) with nothing between them.
+pub fn stub_section_sizes(image: &Path) -> Vec<(String, u64)> {
+    let syms = symbols(image);
+    let at = |name: &str| syms.iter().find(|(n, _)| n == name).map(|&(_, a)| a);
+    ["text", "data", "bss"]
+        .iter()
+        .filter_map(|s| {
+            let (start, end) =
+                (at(&format!("__ukdb_stub_{s}_start"))?, at(&format!("__ukdb_stub_{s}_end"))?);
+            Some((s.to_string(), end.wrapping_sub(start)))
+        })
+        .collect()
+}
+
+/// Whether a symbol is one of the linker-script markers of
+/// [`stub_section_sizes`] (not stub code or data).
+pub fn is_stub_marker(name: &str) -> bool {
+    name.starts_with("__ukdb_stub_") && (name.ends_with("_start") || name.ends_with("_end"))
+}
+
 /// The 1-based line of the first line of `file` (relative to the example's
 /// directory) that contains `snippet`: transcripts name source lines
 /// through this, so editing the example moves them along.

@@ -20,9 +20,20 @@ fn production_image_has_no_stub_and_runs() {
     let leaked: Vec<String> = symbols(&a.production)
         .into_iter()
         .map(|(n, _)| n)
-        .filter(|n| STUB_NAMES.iter().any(|x| n.contains(x)))
+        .filter(|n| !is_stub_marker(n) && STUB_NAMES.iter().any(|x| n.contains(x)))
         .collect();
     assert_eq!(leaked, Vec::<String>::new(), "stub symbols in the production image");
+    // The linker script's markers around the stub's sections are there,
+    // with nothing between them; in the debug image they hold the stub.
+    let sizes = stub_section_sizes(&a.production);
+    assert_eq!(sizes.len(), 3, "{sizes:?}");
+    for (section, size) in sizes {
+        assert_eq!(size, 0, "{size} bytes of stub {section} in the production image");
+    }
+    for (section, size) in stub_section_sizes(&a.image) {
+        println!("  the stub's {section} (linker-script markers): {size} bytes");
+        assert!(size > 0, "no stub {section} in the debug image");
+    }
 
     let debug = image_size(&a.image);
     let prod = image_size(&a.production);

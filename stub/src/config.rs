@@ -17,6 +17,9 @@
 //! | `ukdb.key=HEX` | the full tier's key (2-128 hex digits): sessions start locked and authenticate (see `auth.rs`); a key built in with [`Config::key`] wins, and a bad or ignored value is reported as `ukdb.key=<redacted>` |
 //! | `ukdb.rokey=HEX` | the read-only tier's key (as `ukdb.key=`) |
 //! | `ukdb.crash=off` | no crash dump (the default): a crash stops for a debugger as before |
+//! | `ukdb.xenring=ivshmem` | the stub's channel is the Xen console ring on an ivshmem-plain device (the backend model, `ukdb xen-model`) instead of the UART; the unikernel picks the transport ([`XenRing`]) and falls back to the UART when there is no device |
+//! | `ukdb.xenring=xen` | the stub's channel is the domain's Xen PV console ring (real Xen), with the same fallback |
+//! | `ukdb.xenring=off` | the UART (the default) |
 //!
 //! A bad `ukdb.net=` value is reported before any other unknown option,
 //! and the network stub does not start.
@@ -137,6 +140,24 @@ pub struct Config {
     pub key: Option<Key>,
     /// The read-only tier's key (`ukdb.rokey=`, [`Config::rokey`]).
     pub rokey: Option<Key>,
+    /// Which Xen console ring the unikernel should give the stub as its
+    /// transport (`ukdb.xenring=`); the stub itself only reports it.
+    pub xenring: XenRing,
+}
+
+/// The Xen console ring asked for with `ukdb.xenring=`: a hint for the
+/// unikernel's choice of transport (`XenConsole::ivshmem`,
+/// `XenConsole::xen`), which falls back to the UART when the ring is not
+/// there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XenRing {
+    /// No ring: the UART (`ukdb.xenring=off`, the default).
+    Off,
+    /// The backend model's ring on an ivshmem-plain device
+    /// (`ukdb.xenring=ivshmem`).
+    Ivshmem,
+    /// The domain's PV console on real Xen (`ukdb.xenring=xen`).
+    Xen,
 }
 
 /// What a panic or fatal exception does when no debugger is attached
@@ -219,6 +240,7 @@ impl Config {
             crash: Crash::Off,
             key: None,
             rokey: None,
+            xenring: XenRing::Off,
         }
     }
 
@@ -329,6 +351,9 @@ impl Config {
                 "trap=int3" => config.trap = TrapInsn::Int3,
                 "trap=ud" => config.trap = TrapInsn::Ud,
                 "off" => config.off = true,
+                "xenring=off" => config.xenring = XenRing::Off,
+                "xenring=ivshmem" => config.xenring = XenRing::Ivshmem,
+                "xenring=xen" => config.xenring = XenRing::Xen,
                 _ if option.starts_with("phys_offset=") => {
                     match option.strip_prefix("phys_offset=").and_then(parse_u64) {
                         Some(offset) => config.phys_offset = offset,
@@ -464,6 +489,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn xenring_option() {
+        let ring = |line| {
+            let (c, bad) = Config::from_cmdline(line);
+            (c.xenring, bad)
+        };
+        assert_eq!(ring(""), (XenRing::Off, None));
+        assert_eq!(ring("ukdb.xenring=ivshmem"), (XenRing::Ivshmem, None));
+        assert_eq!(ring("ukdb.xenring=xen ukdb.wait"), (XenRing::Xen, None));
+        assert_eq!(ring("ukdb.xenring=xen ukdb.xenring=off"), (XenRing::Off, None));
+        assert_eq!(
+            ring("ukdb.xenring=pci"),
+            (XenRing::Off, Some(BadOption("ukdb.xenring=pci")))
+        );
+    }
+
+    #[test]
     fn crash_option() {
         fn crash(line: &str) -> (Crash, Option<&str>) {
             let (c, bad) = Config::from_cmdline(line);
@@ -515,6 +556,7 @@ mod tests {
                 crash: Crash::Off,
                 key: None,
                 rokey: None,
+                xenring: XenRing::Off,
             }
         );
         // The command line wins; what it does not name stays.

@@ -57,7 +57,7 @@ mod transport;
 #[cfg(feature = "enabled")]
 mod imp;
 #[cfg(feature = "enabled")]
-pub use config::{BadOption, Config, Crash, Key, NetMode, Then, TrapInsn};
+pub use config::{BadOption, Config, Crash, Key, NetMode, Then, TrapInsn, XenRing};
 #[cfg(feature = "enabled")]
 pub use imp::api::*;
 #[cfg(feature = "dump")]

@@ -58,6 +58,8 @@ enum Command {
     Inspect(cmd::inspect::Cmd),
     Open(cmd::open::Cmd),
     Auth(cmd::auth::Cmd),
+    #[command(hide = true)]
+    XenModel(cmd::xenmodel::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Inspect(cmd) => cmd::inspect::run(cmd),
         Command::Open(cmd) => cmd::open::run(cmd),
         Command::Auth(cmd) => cmd::auth::run(cmd),
+        Command::XenModel(cmd) => cmd::xenmodel::run(cmd),
         command => return run_async(command),
     };
     exit_code(result)
@@ -97,7 +100,9 @@ fn run_async(command: Command) -> ExitCode {
             Command::Run(cmd) => cmd::run::run(cmd).await,
             Command::Bridge(cmd) => cmd::bridge::run(cmd).await,
             Command::Core(cmd) => cmd::core::run(cmd).await,
-            Command::Inspect(_) | Command::Open(_) | Command::Auth(_) => Ok(Exit::Error),
+            Command::Inspect(_) | Command::Open(_) | Command::Auth(_) | Command::XenModel(_) => {
+                Ok(Exit::Error)
+            }
         }
     });
     // Blocking stdout writes may still be in flight; don't wait for them forever.

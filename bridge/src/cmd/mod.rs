@@ -7,3 +7,4 @@ pub mod core;
 pub mod inspect;
 pub mod open;
 pub mod run;
+pub mod xenmodel;

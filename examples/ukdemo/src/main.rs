@@ -177,11 +177,60 @@ fn start_stub(nic: Option<&'static mut net::SharedNic>) {
         // Likewise: the stub says on the console why it did not start.
         ukdb_stub::set_console(serial::write_raw);
         ukdb_stub::init_net(nic, cmdline);
-    } else {
+    } else if !start_stub_on_xen_ring(cmdline) {
         // SAFETY: COM1 is this unikernel's console line; once the stub has
         // it, the console writes only through `ukdb_stub::console_write`.
         let com1 = unsafe { ukdb_stub::Uart16550::new(ukdb_stub::COM1_BASE) };
         ukdb_stub::init(com1, cmdline);
+    }
+}
+
+/// With `ukdb.xenring=ivshmem` (or `=xen`), starts the stub on the Xen
+/// console ring, which then carries the console too; `false` (with the
+/// reason on the console, still the UART) when there is no ring.
+fn start_stub_on_xen_ring(cmdline: &'static str) -> bool {
+    use ukdb_stub::xen::identity_virt_to_phys;
+    use ukdb_stub::{XenConsole, XenRing};
+    let result = match ukdb_stub::Config::from_cmdline(cmdline).0.xenring {
+        XenRing::Off => return false,
+        // SAFETY: called once, during boot with interrupts off, before any
+        // driver of this unikernel touches PCI devices (the NIC probe only
+        // claims virtio devices); `map_ring` maps the BAR's first page.
+        XenRing::Ivshmem => unsafe { XenConsole::ivshmem(map_ring) }.map(|c| {
+            println!(
+                "ukdemo: stub on the Xen console ring model (ivshmem BAR2 {:#x})",
+                c.platform().bar2()
+            );
+            ukdb_stub::init(c, cmdline);
+        }),
+        // SAFETY: as above; the console frame is mapped by `map_ring`, and
+        // the image is identity-mapped (`identity_virt_to_phys`).
+        XenRing::Xen => unsafe { XenConsole::xen(map_ring, identity_virt_to_phys) }.map(|c| {
+            println!("ukdemo: stub on the Xen PV console ring");
+            ukdb_stub::init(c, cmdline);
+        }),
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            println!("ukdemo: no Xen console ring ({}): the stub stays on COM1", e);
+            false
+        }
+    }
+}
+
+/// Identity-maps the page of the console ring at `phys` (uncached, as
+/// device memory: outside RAM, ivshmem's BAR or Xen's special pages) and
+/// returns its address, or null when it cannot be mapped.
+fn map_ring(phys: u64) -> *mut u8 {
+    // SAFETY: called during boot, before interrupts are on; the page is
+    // the ring's, outside RAM (`map_mmio` refuses pages mapped as RAM).
+    match unsafe { paging::map_mmio(phys, 4096) } {
+        Ok(()) => ukdb_stub::xen::identity_phys_to_virt(phys),
+        Err(e) => {
+            println!("ukdemo: cannot map the console ring at {:#x}: {}", phys, e.reason());
+            core::ptr::null_mut()
+        }
     }
 }
 

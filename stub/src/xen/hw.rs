@@ -80,6 +80,9 @@ pub fn identity_virt_to_phys(virt: *const u8) -> u64 {
 global_asm!(
     ".pushsection .text.ukdb_xen_hypercall_page,\"ax\",@progbits",
     ".balign 4096",
+    // Global (hidden): the `lea` below may land in another codegen unit.
+    ".globl ukdb_xen_hypercall_page",
+    ".hidden ukdb_xen_hypercall_page",
     "ukdb_xen_hypercall_page:",
     ".fill 4096, 1, 0xcc",
     ".popsection",

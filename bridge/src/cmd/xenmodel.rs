@@ -1,0 +1,209 @@
+//! `ukdb xen-model` (hidden): the Xen console backend model as a process.
+//! It serves the console ring in the first page of the file behind a
+//! guest's ivshmem-plain device ([`ukdb_bridge::xenmodel::Model`]) on a
+//! unix socket, as QEMU's `-serial unix:PATH,server=on,wait=off` serves a
+//! UART, so that `ukdb bridge --target unix:PATH` works unchanged.
+//!
+//! One client at a time: the next connection waits in the listen backlog
+//! until the current one closes. The guest's output keeps flowing with no
+//! client: the model goes on draining the ring and keeps the newest
+//! [`BACKLOG`] bytes, which the next client gets first (older bytes are
+//! dropped and counted on stderr), so the guest never waits for a client.
+//! With a client, the model writes to it as fast as it reads; a client that
+//! takes no bytes for [`STALL`] is dropped (its bytes go to the backlog),
+//! so a stuck client stalls the guest's console for at most that long.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ukdb_bridge::xenmodel::Model;
+
+use crate::Exit;
+
+/// Guest output kept while no client is connected.
+pub const BACKLOG: usize = 64 * 1024;
+/// How long a client may refuse the guest's output before it is dropped.
+pub const STALL: Duration = Duration::from_secs(5);
+
+/// Serve a Xen console ring in shared memory (the ivshmem backend model) on a unix socket.
+#[derive(Debug, Args)]
+pub struct Cmd {
+    /// The file behind the guest's ivshmem-plain memory
+    /// (`-object memory-backend-file,share=on,mem-path=FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub shm: PathBuf,
+    /// Where to serve the console: `unix:PATH`.
+    #[arg(long, value_name = "unix:PATH")]
+    pub listen: String,
+    /// Drain the guest's output slowly: at most N bytes per step, in chunk
+    /// sizes cycling through odd sizes up to N, yielding between steps.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=2048))]
+    pub slow: Option<u16>,
+}
+
+/// The guest's output: to the client if there is one, else to the backlog.
+#[derive(Default)]
+struct Out {
+    client: Option<UnixStream>,
+    backlog: VecDeque<u8>,
+    dropped: u64,
+}
+
+impl Out {
+    fn keep(&mut self, bytes: &[u8]) {
+        self.backlog.extend(bytes);
+        let over = self.backlog.len().saturating_sub(BACKLOG);
+        if over > 0 {
+            self.backlog.drain(..over);
+            self.dropped += over as u64;
+        }
+    }
+
+    /// A new client: the backlog first.
+    fn attach(&mut self, mut client: UnixStream) {
+        let (a, b) = self.backlog.as_slices();
+        if self.dropped > 0 {
+            eprintln!("ukdb xen-model: {} console bytes dropped with no client", self.dropped);
+            self.dropped = 0;
+        }
+        if client.write_all(a).and_then(|()| client.write_all(b)).is_ok() {
+            self.backlog.clear();
+            self.client = Some(client);
+        }
+    }
+}
+
+/// The sink `Model::pump` writes to.
+struct Sink<'a>(&'a Mutex<Out>);
+
+impl Write for Sink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = out.client.as_mut() {
+            if client.write_all(bytes).is_ok() {
+                return Ok(bytes.len());
+            }
+            // Gone or stalled for `STALL`: the reader sees the close too.
+            if let Some(client) = out.client.take() {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        out.keep(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The chunk sizes `--slow N` cycles through.
+fn slow_chunks(n: usize) -> Vec<usize> {
+    let odd = |k: usize| (k | 1).clamp(1, n);
+    [n, 1, n / 3, 3, n / 2, n.saturating_sub(2), 7].into_iter().map(odd).collect()
+}
+
+/// Pumps the ring for good: client input in, guest output out.
+fn pump(mut model: Model, out: &Mutex<Out>, input: &Receiver<Vec<u8>>, slow: Option<usize>) {
+    let chunks = slow.map(slow_chunks).unwrap_or_else(|| vec![2048]);
+    let mut k = 0;
+    let mut idle = 0u32;
+    loop {
+        loop {
+            match input.try_recv() {
+                Ok(chunk) => model.queue_input(&chunk),
+                Err(TryRecvError::Empty) => break,
+                // The accept loop ended: nothing more will come.
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let want = chunks.get(k % chunks.len()).copied().unwrap_or(1);
+        k += 1;
+        match model.pump(&mut Sink(out), want) {
+            Ok(Ok(m)) if m.out + m.input > 0 => {
+                idle = 0;
+                if slow.is_some() {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("ukdb xen-model: corrupt ring reset: {e:?}"),
+            Err(e) => eprintln!("ukdb xen-model: {e}"),
+        }
+        idle = idle.saturating_add(1);
+        match idle {
+            0..=1000 => std::hint::spin_loop(),
+            1001..=2000 => std::thread::yield_now(),
+            _ => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}
+
+/// Runs `ukdb xen-model`: until killed.
+pub fn run(cmd: Cmd) -> anyhow::Result<Exit> {
+    let Some(path) = cmd.listen.strip_prefix("unix:") else {
+        bail!("--listen takes unix:PATH, not {}", cmd.listen);
+    };
+    let model =
+        Model::open(&cmd.shm).with_context(|| format!("cannot map {}", cmd.shm.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on unix:{path}"))?;
+    eprintln!("ukdb xen-model: serving the console ring of {} on unix:{path}", cmd.shm.display());
+    let out = Arc::new(Mutex::new(Out::default()));
+    let (tx, rx) = mpsc::channel();
+    let slow = cmd.slow.map(usize::from);
+    let pump_out = Arc::clone(&out);
+    std::thread::spawn(move || pump(model, &pump_out, &rx, slow));
+    for client in listener.incoming() {
+        let mut client = client.context("accept")?;
+        let writer = client.try_clone().context("cannot clone the client socket")?;
+        writer.set_write_timeout(Some(STALL)).context("set_write_timeout")?;
+        out.lock().unwrap_or_else(PoisonError::into_inner).attach(writer);
+        let mut buf = [0u8; 4096];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf.get(..n).unwrap_or_default().to_vec()).is_err() {
+                        bail!("the ring's pump stopped");
+                    }
+                }
+            }
+        }
+        out.lock().unwrap_or_else(PoisonError::into_inner).client = None;
+    }
+    Ok(Exit::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_keeps_the_newest_bytes() {
+        let mut out = Out::default();
+        out.keep(&vec![1u8; BACKLOG]);
+        out.keep(&[2, 3]);
+        assert_eq!(out.backlog.len(), BACKLOG);
+        assert_eq!(out.dropped, 2);
+        assert_eq!(out.backlog.iter().rev().take(3).copied().collect::<Vec<_>>(), [3, 2, 1]);
+    }
+
+    #[test]
+    fn slow_chunks_are_odd_and_bounded() {
+        for n in [1usize, 2, 7, 61, 2048] {
+            for c in slow_chunks(n) {
+                assert!(c >= 1 && c <= n.max(1), "{n}: {c}");
+                assert!(c % 2 == 1 || c == n, "{n}: {c}");
+            }
+        }
+    }
+}

@@ -498,10 +498,7 @@ mod tests {
         assert_eq!(ring("ukdb.xenring=ivshmem"), (XenRing::Ivshmem, None));
         assert_eq!(ring("ukdb.xenring=xen ukdb.wait"), (XenRing::Xen, None));
         assert_eq!(ring("ukdb.xenring=xen ukdb.xenring=off"), (XenRing::Off, None));
-        assert_eq!(
-            ring("ukdb.xenring=pci"),
-            (XenRing::Off, Some(BadOption("ukdb.xenring=pci")))
-        );
+        assert_eq!(ring("ukdb.xenring=pci"), (XenRing::Off, Some(BadOption("ukdb.xenring=pci"))));
     }
 
     #[test]

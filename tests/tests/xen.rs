@@ -1,0 +1,250 @@
+//! The Xen console ring in a real VM, through the backend model: gdb →
+//! `ukdb bridge` → `ukdb xen-model` → the ring in an ivshmem-plain device's
+//! shared memory → the stub in the example unikernel (`ukdb.xenring=ivshmem`).
+//! What only real Xen runs (CPUID detection, the hypercall page,
+//! `HVMOP_get_param`, `EVTCHNOP_send`) is not covered here.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use ukdb_tests::*;
+
+/// A q35 VM whose stub talks over the console ring model, with
+/// `ukdb xen-model` serving the ring on a unix socket.
+struct XenVm {
+    /// Declared first: QEMU goes before the model.
+    _vm: Vm,
+    model: Proc,
+    model_err: Arc<Output>,
+    /// The model's socket, where `ukdb bridge --target unix:` connects.
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl XenVm {
+    /// The model (with `--slow N` if given), then QEMU with `append` and
+    /// `extra` arguments.
+    fn boot(append: &str, slow: Option<u32>, extra: &[&str]) -> XenVm {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = dir.path().join("ring");
+        std::fs::File::create(&ring).unwrap().set_len(1 << 20).unwrap();
+        let sock = dir.path().join("model.sock");
+        let mut cmd = Command::new(&artifacts().ukdb);
+        cmd.arg("xen-model").arg("--shm").arg(&ring).arg("--listen");
+        cmd.arg(format!("unix:{}", sock.display()));
+        if let Some(n) = slow {
+            cmd.args(["--slow", &n.to_string()]);
+        }
+        let mut child =
+            cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cannot start ukdb");
+        let model_err = Arc::new(Output::default());
+        model_err.spawn_reader(child.stderr.take().unwrap());
+        let model = Proc(child);
+        model_err.wait("the model to listen", |t| t.contains("ukdb xen-model: serving "));
+        let object =
+            format!("memory-backend-file,id=ring,share=on,mem-path={},size=1M", ring.display());
+        let mut args = vec!["-object", &object, "-device", "ivshmem-plain,memdev=ring"];
+        args.extend_from_slice(extra);
+        let append = format!("ukdb.xenring=ivshmem {append}");
+        let vm = Vm::boot_with("q35", &artifacts().image, append.trim_end(), &args);
+        XenVm { _vm: vm, model, model_err, sock, _dir: dir }
+    }
+
+    /// `ukdb bridge` on the model's socket, once the stub answered.
+    fn bridge(&self) -> Bridge {
+        let bridge = Bridge::start_unsynced_at(&self.sock, &[]);
+        bridge
+            .stderr
+            .wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
+        bridge
+    }
+
+    fn assert_model_up(&mut self) {
+        if let Some(status) = self.model.0.try_wait().unwrap() {
+            panic!("the model exited ({status}):\n{}", self.model_err.text());
+        }
+    }
+}
+
+fn hit_n(out: &str) -> u64 {
+    capture(out, r"ukdemo::app::tick \(n=(\d+)\)")
+}
+
+/// The transcript from gdb's first `Breakpoint 1 at` on (where gdb attaches
+/// varies: the idle loop or the timer handler's poll).
+fn from_break(out: &str) -> &str {
+    let at = out.find("Breakpoint 1 at ").unwrap_or_else(|| panic!("no breakpoint:\n{out}"));
+    &out[at..]
+}
+
+/// Every console line is the app's, the stub's, or the boot banner, and
+/// the app's lines are numbered without a gap from 0.
+fn assert_console_intact(console: &str) {
+    for line in console.lines() {
+        let known =
+            line.starts_with("line ") || line.starts_with("ukdb: ") || line.starts_with("ukdemo: ");
+        assert!(known && !line.contains('\u{10}'), "foreign console line {line:?} in:\n{console}");
+    }
+    let numbers: Vec<u64> = app_lines(console).iter().map(|&(n, _)| n).collect();
+    assert!(!numbers.is_empty(), "no app lines:\n{console}");
+    assert_eq!(numbers, (0..numbers.len() as u64).collect::<Vec<_>>(), "{console}");
+}
+
+#[test]
+fn break_bt_print_stepi_ctrl_c_detach_and_reattach_over_the_ring() {
+    let a = artifacts();
+    let mut xvm = XenVm::boot("", None, &[]);
+    let mut bridge = xvm.bridge();
+    bridge.wait_more_lines(2);
+    let console = bridge.console.text();
+    assert!(
+        console.contains("ukdb: stub ready on xen-ring-model, breakpoints use int3\n"),
+        "{console}"
+    );
+    let tick_line = line_of("src/app.rs", "write_volatile(t)");
+    let wait_line = line_of("src/app.rs", "while time::rdtsc() < next");
+    let gdb = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &[
+            "break ukdemo::app::tick",
+            "continue",
+            "bt 2",
+            "p n",
+            "stepi",
+            "delete",
+            "continue",
+            "bt 1",
+            "detach",
+        ],
+    );
+    // Interrupt once the unikernel runs freely again.
+    gdb.out.wait("stepi", |t| t.contains("if n == panic_at"));
+    bridge.wait_more_lines(2);
+    gdb.proc.signal(Signal::SIGINT);
+    let out = gdb.finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "Breakpoint 1 at {{hex}}: file src/app.rs, line {tick_line}.\n\
+         \n\
+         Breakpoint 1, ukdemo::app::tick (n={n}) at src/app.rs:{tick_line}\n\
+         {tick_line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+         #0  ukdemo::app::tick (n={n}) at src/app.rs:{tick_line}\n\
+         #1  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
+         $1 = {n}\n\
+         {panic_check}\t    if n == panic_at {{\n\
+         \n\
+         Program received signal SIGINT, Interrupt.\n\
+         ukdemo::app::run () at src/app.rs:{wait_line}\n\
+         {wait_line}\t        while time::rdtsc() < next {{\n\
+         #0  ukdemo::app::run () at src/app.rs:{wait_line}\n\
+         [Inferior 1 (process 1) detached]\n",
+        call_line = line_of("src/app.rs", "tick(n);"),
+        panic_check = line_of("src/app.rs", "if n == panic_at"),
+    );
+    assert_transcript(from_break(&out), &expected);
+    bridge.wait_more_lines(2);
+    // A second session on the same bridge.
+    let out = Debugger::gdb(
+        &a.image,
+        &bridge.addr,
+        &["break ukdemo::app::tick", "continue", "p n", "detach"],
+    )
+    .finish();
+    let m = hit_n(&out);
+    assert!(m > n, "{m} after {n}");
+    assert_transcript(
+        from_break(&out),
+        &format!(
+            "Breakpoint 1 at {{hex}}: file src/app.rs, line {tick_line}.\n\
+             \n\
+             Breakpoint 1, ukdemo::app::tick (n={m}) at src/app.rs:{tick_line}\n\
+             {tick_line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+             $1 = {m}\n\
+             [Inferior 1 (process 1) detached]\n"
+        ),
+    );
+    bridge.wait_more_lines(3);
+    bridge.assert_up("after two sessions");
+    xvm.assert_model_up();
+    assert_console_intact(&bridge.console.text());
+}
+
+/// Reads `len` bytes at `addr` with gdb's `dump binary memory` from `remote`.
+fn gdb_dump(remote: &str, addr: u64, len: u64, extra: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dump.bin");
+    let dump = format!("dump binary memory {} {addr:#x} {:#x}", file.display(), addr + len);
+    let mut cmds: Vec<&str> = extra.to_vec();
+    cmds.push(&dump);
+    cmds.push("detach");
+    let out = Debugger::gdb(&artifacts().image, remote, &cmds).finish();
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("no dump ({e}):\n{out}"));
+    assert_eq!(bytes.len() as u64, len, "{out}");
+    bytes
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+}
+
+/// Writes a pattern at `at` over the ring (`restore`), reads it back, and
+/// returns what was read.
+fn write_and_read_back(remote: &str, at: u64, len: usize) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = pattern(len);
+    let file = dir.path().join("pattern.bin");
+    std::fs::write(&file, &pattern).unwrap();
+    let restore = format!("restore {} binary {at:#x}", file.display());
+    (gdb_dump(remote, at, len as u64, &[&restore]), pattern)
+}
+
+fn differ(x: &[u8], y: &[u8]) -> Option<usize> {
+    x.iter().zip(y).position(|(p, q)| p != q)
+}
+
+#[test]
+fn a_mebibyte_over_the_ring_equals_qemus_gdbstub() {
+    let qemu_port = free_port();
+    let gdbstub = format!("tcp:127.0.0.1:{qemu_port}");
+    let xvm = XenVm::boot("", None, &["-gdb", &gdbstub]);
+    let bridge = xvm.bridge();
+    bridge.wait_more_lines(1);
+    // Free RAM above the image, which nothing else writes.
+    let at: u64 = 0x100_0000;
+    let (ours, pattern) = write_and_read_back(&bridge.addr, at, 1 << 20);
+    let theirs = gdb_dump(&format!("127.0.0.1:{qemu_port}"), at, 1 << 20, &[]);
+    assert_eq!(differ(&ours, &pattern), None, "the stub read back something else");
+    assert_eq!(differ(&ours, &theirs), None, "the stub and QEMU's gdbstub read differently");
+    bridge.wait_more_lines(2);
+    assert_console_intact(&bridge.console.text());
+}
+
+#[test]
+fn the_console_is_gap_free_without_a_debugger() {
+    let xvm = XenVm::boot("ukdemo.rate=50", None, &[]);
+    let bridge = xvm.bridge();
+    bridge.assert_runs_gap_free(100, "no debugger");
+    assert_console_intact(&bridge.console.text());
+}
+
+#[test]
+fn a_slow_backend_in_odd_chunks_loses_nothing() {
+    let xvm = XenVm::boot("ukdemo.rate=50", Some(61), &[]);
+    let bridge = xvm.bridge();
+    bridge.wait_more_lines(5);
+    let (ours, pattern) = write_and_read_back(&bridge.addr, 0x100_0000, 256 << 10);
+    assert_eq!(differ(&ours, &pattern), None, "the stub read back something else");
+    let out = Debugger::gdb(
+        &artifacts().image,
+        &bridge.addr,
+        &["break ukdemo::app::tick", "continue", "p n", "detach"],
+    )
+    .finish();
+    let n = hit_n(&out);
+    assert!(out.contains(&format!("$1 = {n}\n[Inferior 1 (process 1) detached]\n")), "{out}");
+    bridge.assert_runs_gap_free(50, "slow backend");
+    assert_console_intact(&bridge.console.text());
+}

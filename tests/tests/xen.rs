@@ -214,7 +214,9 @@ fn a_mebibyte_over_the_ring_equals_qemus_gdbstub() {
     bridge.wait_more_lines(1);
     // Free RAM above the image, which nothing else writes.
     let at: u64 = 0x100_0000;
+    let started = std::time::Instant::now();
     let (ours, pattern) = write_and_read_back(&bridge.addr, at, 1 << 20);
+    eprintln!("1 MiB written and read back over the ring in {:?}", started.elapsed());
     let theirs = gdb_dump(&format!("127.0.0.1:{qemu_port}"), at, 1 << 20, &[]);
     assert_eq!(differ(&ours, &pattern), None, "the stub read back something else");
     assert_eq!(differ(&ours, &theirs), None, "the stub and QEMU's gdbstub read differently");
@@ -235,7 +237,9 @@ fn a_slow_backend_in_odd_chunks_loses_nothing() {
     let xvm = XenVm::boot("ukdemo.rate=50", Some(61), &[]);
     let bridge = xvm.bridge();
     bridge.wait_more_lines(5);
+    let started = std::time::Instant::now();
     let (ours, pattern) = write_and_read_back(&bridge.addr, 0x100_0000, 256 << 10);
+    eprintln!("256 KiB written and read back, --slow 61, in {:?}", started.elapsed());
     assert_eq!(differ(&ours, &pattern), None, "the stub read back something else");
     let out = Debugger::gdb(
         &artifacts().image,

@@ -252,3 +252,25 @@ fn a_slow_backend_in_odd_chunks_loses_nothing() {
     bridge.assert_runs_gap_free(50, "slow backend");
     assert_console_intact(&bridge.console.text());
 }
+
+#[test]
+fn without_the_device_the_stub_stays_on_the_uart() {
+    let vm = Vm::boot("q35", &artifacts().image, "ukdb.xenring=ivshmem");
+    let bridge = Bridge::start(&vm);
+    bridge.console.wait("the fallback message", |t| {
+        t.contains(
+            "ukdemo: no Xen console ring (no ivshmem-plain device (1af4:1110)): \
+             the stub stays on COM1\n",
+        )
+    });
+    bridge.console.wait("the UART stub", |t| t.contains("ukdb: stub ready on serial,"));
+    let out = Debugger::gdb(
+        &artifacts().image,
+        &bridge.addr,
+        &["break ukdemo::app::tick", "continue", "p n", "detach"],
+    )
+    .finish();
+    let n = hit_n(&out);
+    assert!(out.contains(&format!("$1 = {n}\n[Inferior 1 (process 1) detached]\n")), "{out}");
+    bridge.assert_runs_gap_free(3, "UART fallback");
+}

@@ -36,6 +36,10 @@
 //!   it on the NIC;
 //! - `ukdb.nic=pci:BB:DD.F` or `ukdb.nic=mmio:ADDR`: the virtio-net device
 //!   the stub drives alone (a dedicated debug NIC);
+//! - `ukdb.xenring=ivshmem` (or `=xen`): the serial stub takes the Xen
+//!   console ring instead of COM1 (the backend model's ring on an
+//!   ivshmem-plain device, or the domain's PV console), console included;
+//!   COM1 when there is no ring;
 //! - `ukdb.*`: the other options of the debug stub (`ukdb.net=`,
 //!   `ukdb.port=`, `ukdb.wait`, ...: see docs/debugging.md).
 #![no_std]

@@ -772,7 +772,9 @@ impl Session {
     }
 
     fn end_session(&mut self) {
-        self.checked_seq = None;
+        // `checked_seq` stays: a retransmitted detach is answered from the
+        // kept reply (a new session would be locked, with a key, and refuse
+        // it). The debugger leaving (`DLE 'X'`) ends checked mode.
         self.auth.end_session();
         self.target.unsafe_writes = false;
         self.target.clear_breakpoints();
@@ -880,12 +882,14 @@ impl Session {
     fn on_link(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Connected => {
+                self.checked_seq = None;
                 if self.active {
                     self.end_session();
                 }
                 self.rx.abandon();
             }
             LinkEvent::Gone => {
+                self.checked_seq = None;
                 self.rx.abandon();
                 self.abandon_session();
             }
@@ -998,6 +1002,7 @@ impl Session {
             Event::Control(Control::Framed) => line::set_framed(true),
             Event::Control(Control::Raw) => line::set_framed(false),
             Event::Control(Control::DebuggerGone) => {
+                self.checked_seq = None;
                 line::session_ended();
                 self.abandon_session();
             }

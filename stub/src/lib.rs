@@ -127,6 +127,15 @@ pub(crate) mod ukquery;
 #[path = "imp/target/regs.rs"]
 mod fuzzing_regs;
 
+// The fuzz targets' host-only harness (`fake_engine`) allocates.
+#[cfg(all(feature = "fuzzing", not(test)))]
+extern crate std;
+
+// gdbstub over a fake target: the harness of the `Rx` proof tests and the
+// `engine` fuzz target.
+#[cfg(any(all(test, feature = "enabled"), feature = "fuzzing"))]
+pub(crate) mod fake_engine;
+
 /// The stub's pure parsers, for the cargo-fuzz targets in `fuzz/` only
 /// (feature `fuzzing`): not an API, and absent from every other build.
 #[cfg(feature = "fuzzing")]
@@ -167,5 +176,9 @@ pub mod fuzzing {
     /// The register set and target description gdbstub sees.
     pub mod regs {
         pub use crate::fuzzing_regs::*;
+    }
+    /// gdbstub over a fake target.
+    pub mod engine {
+        pub use crate::fake_engine::*;
     }
 }

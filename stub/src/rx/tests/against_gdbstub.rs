@@ -7,272 +7,29 @@
 //! corpus of malformed packets and on pseudo-random mutations of valid ones.
 
 use super::*;
-use crate::imp::target::regs::{RegIdUkdb, Regs, X86_64Ukdb};
-use gdbstub::common::Signal;
-use gdbstub::conn::Connection;
-use gdbstub::outputln;
+use crate::fake_engine::{Engine, Fake, Sink};
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{GdbStubBuilder, SingleThreadStopReason};
-use gdbstub::target::ext::base::single_register_access::{
-    SingleRegisterAccess, SingleRegisterAccessOps,
-};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
-    SingleThreadSingleStepOps,
-};
-use gdbstub::target::ext::base::BaseOps;
-use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
-    SwBreakpoint, SwBreakpointOps, WatchKind,
-};
-use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
-use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub::stub::GdbStubBuilder;
 
-/// What the fake target was asked to do, to see what reaches it.
-#[derive(Default)]
-struct Fake {
-    /// Memory writes: (address, bytes).
-    writes: Vec<(u64, Vec<u8>)>,
-    /// Register blocks written.
-    regs: Vec<Regs>,
-    /// Sizes of memory reads.
-    reads: Vec<usize>,
+/// The fake's memory: enough for every address the corpora name.
+fn fake() -> Fake {
+    Fake::new(0x4_0000, 0xa5)
 }
-
-impl Target for Fake {
-    type Arch = X86_64Ukdb;
-    type Error = &'static str;
-
-    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
-        BaseOps::SingleThread(self)
-    }
-
-    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
-        Some(self)
-    }
-
-    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-/// Fails the way `UkTarget` does for an unmapped address.
-const UNMAPPED: u64 = 0x7f00_0000_1000;
-
-impl SingleThreadBase for Fake {
-    fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
-        *regs = Regs::default();
-        Ok(())
-    }
-
-    fn write_registers(&mut self, regs: &Regs) -> TargetResult<(), Self> {
-        self.regs.push(regs.clone());
-        Ok(())
-    }
-
-    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
-        Some(self)
-    }
-
-    fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
-        self.reads.push(data.len());
-        if start_addr == UNMAPPED {
-            return Err(TargetError::Errno(14));
-        }
-        data.fill(0xa5);
-        Ok(data.len())
-    }
-
-    fn write_addrs(&mut self, start_addr: u64, data: &[u8]) -> TargetResult<(), Self> {
-        if start_addr == UNMAPPED {
-            return Err(TargetError::Errno(14));
-        }
-        self.writes.push((start_addr, data.to_vec()));
-        Ok(())
-    }
-
-    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl SingleRegisterAccess<()> for Fake {
-    fn read_register(
-        &mut self,
-        _: (),
-        reg: RegIdUkdb,
-        buf: &mut [u8],
-    ) -> TargetResult<usize, Self> {
-        let n = reg.span().len();
-        buf.get_mut(..n).ok_or(TargetError::NonFatal)?.fill(0x5a);
-        Ok(n)
-    }
-
-    fn write_register(&mut self, _: (), reg: RegIdUkdb, val: &[u8]) -> TargetResult<(), Self> {
-        if val.len() != reg.span().len() {
-            return Err(TargetError::NonFatal);
-        }
-        Ok(())
-    }
-}
-
-impl SingleThreadResume for Fake {
-    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl SingleThreadSingleStep for Fake {
-    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
-impl Breakpoints for Fake {
-    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
-        Some(self)
-    }
-
-    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
-        Some(self)
-    }
-
-    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl SwBreakpoint for Fake {
-    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(addr != UNMAPPED)
-    }
-
-    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(addr != UNMAPPED)
-    }
-}
-
-impl HwBreakpoint for Fake {
-    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(addr != UNMAPPED)
-    }
-
-    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(addr != UNMAPPED)
-    }
-}
-
-impl HwWatchpoint for Fake {
-    fn add_hw_watchpoint(&mut self, _: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        Ok(kind != WatchKind::Read && matches!(len, 1 | 2 | 4 | 8))
-    }
-
-    fn remove_hw_watchpoint(
-        &mut self,
-        _: u64,
-        len: u64,
-        kind: WatchKind,
-    ) -> TargetResult<bool, Self> {
-        Ok(kind != WatchKind::Read && matches!(len, 1 | 2 | 4 | 8))
-    }
-}
-
-impl MonitorCmd for Fake {
-    fn handle_monitor_cmd(
-        &mut self,
-        cmd: &[u8],
-        mut out: ConsoleOutput<'_>,
-    ) -> Result<(), Self::Error> {
-        outputln!(out, "{} bytes", cmd.len());
-        Ok(())
-    }
-}
-
-/// The debugger's side of the connection.
-#[derive(Default)]
-struct Sink(Vec<u8>);
-
-impl Connection for Sink {
-    type Error = ();
-
-    fn write(&mut self, byte: u8) -> Result<(), ()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
-}
-
-type Machine<'a> = GdbStubStateMachine<'a, Fake, Sink>;
 
 /// A gdbstub session behind an [`Rx`], as the stub runs it.
 struct Session<'a> {
-    machine: Option<Machine<'a>>,
-    target: Fake,
+    engine: Engine<'a>,
     passed: usize,
     rejected: usize,
-    /// Report a stop as soon as gdbstub resumes the target (else the
-    /// next packets reach gdbstub while it runs).
-    stop_at_once: bool,
 }
 
 impl<'a> Session<'a> {
     fn new(packet_buffer: &'a mut [u8]) -> Self {
-        let mut target = Fake::default();
-        let stub = GdbStubBuilder::new(Sink::default())
-            .with_packet_buffer(packet_buffer)
-            .build()
-            .expect("gdbstub builds");
-        let machine = stub.run_state_machine(&mut target).expect("gdbstub starts");
-        Session { machine: Some(machine), target, passed: 0, rejected: 0, stop_at_once: true }
+        Session { engine: Engine::new(packet_buffer, fake()), passed: 0, rejected: 0 }
     }
 
-    /// Bytes of the debugger's reply so far; clears them.
     fn take_output(&mut self) -> Vec<u8> {
-        match self.machine.as_mut() {
-            Some(GdbStubStateMachine::Idle(m)) => core::mem::take(&mut m.borrow_conn().0),
-            Some(GdbStubStateMachine::Running(m)) => core::mem::take(&mut m.borrow_conn().0),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Feeds gdbstub bytes `Rx` passed on; panics if it ends the session.
-    fn gdbstub(&mut self, bytes: &[u8], what: &[u8]) {
-        for &byte in bytes {
-            let next = match self.machine.take().expect("a machine") {
-                GdbStubStateMachine::Idle(m) => m.incoming_data(&mut self.target, byte),
-                GdbStubStateMachine::Running(m) => m.incoming_data(&mut self.target, byte),
-                other => Ok(other),
-            };
-            let next = next.unwrap_or_else(|e| {
-                panic!("gdbstub ended the session on {:?}: {e:?}", String::from_utf8_lossy(what))
-            });
-            self.machine = Some(self.settle(next, what));
-        }
-    }
-
-    /// Back to idle, as the stub is after a stop.
-    fn settle(&mut self, m: Machine<'a>, what: &[u8]) -> Machine<'a> {
-        let next = match m {
-            GdbStubStateMachine::Running(m) if self.stop_at_once => {
-                m.report_stop(&mut self.target, SingleThreadStopReason::<u64>::DoneStep)
-            }
-            GdbStubStateMachine::CtrlCInterrupt(m) => m.interrupt_handled(
-                &mut self.target,
-                Some(SingleThreadStopReason::<u64>::Signal(Signal::SIGINT)),
-            ),
-            GdbStubStateMachine::Disconnected(m) => Ok(m.return_to_idle()),
-            idle => Ok(idle),
-        };
-        next.unwrap_or_else(|e| {
-            panic!("gdbstub failed to stop after {:?}: {e:?}", String::from_utf8_lossy(what))
-        })
+        self.engine.take_output()
     }
 
     /// Feeds the host's bytes through `rx` and what it passes on to gdbstub.
@@ -282,10 +39,10 @@ impl<'a> Session<'a> {
                 Some(Event::Packet { bytes, .. }) => {
                     self.passed += 1;
                     let packet = bytes.to_vec();
-                    self.gdbstub(&packet, &packet);
+                    self.engine.gdbstub(&packet, &packet);
                 }
-                Some(Event::Ack) => self.gdbstub(b"+", b"+"),
-                Some(Event::Interrupt) => self.gdbstub(b"\x03", b"\x03"),
+                Some(Event::Ack) => self.engine.gdbstub(b"+", b"+"),
+                Some(Event::Interrupt) => self.engine.gdbstub(b"\x03", b"\x03"),
                 Some(Event::Reject(_)) => self.rejected += 1,
                 // The stub answers these itself; gdbstub never sees them.
                 Some(Event::Nak | Event::BadChecksum | Event::Overflow | Event::Control(_))
@@ -397,7 +154,7 @@ fn gdbstub_alone_ends_the_session_on_malformed_packets() {
         b"qSupported:",
     ] {
         let mut packet_buffer = vec![0u8; SIZE];
-        let mut target = Fake::default();
+        let mut target = fake();
         let stub = GdbStubBuilder::new(Sink::default())
             .with_packet_buffer(&mut packet_buffer)
             .build()
@@ -431,7 +188,7 @@ fn run_with(buf: &mut [u8], bytes: &[u8]) -> Vec<Ev> {
 #[test]
 fn gdbstub_alone_acts_on_inconsistent_packets() {
     let mut packet_buffer = vec![0u8; SIZE];
-    let mut target = Fake::default();
+    let mut target = fake();
     let stub = GdbStubBuilder::new(Sink::default())
         .with_packet_buffer(&mut packet_buffer)
         .build()
@@ -447,8 +204,8 @@ fn gdbstub_alone_acts_on_inconsistent_packets() {
             _ => unreachable!(),
         };
     }
-    assert_eq!(target.regs.len(), 1, "the odd G was applied");
-    assert_eq!(target.regs[0].core.regs[0], 0x1111_1111_1111_1101, "shifted by a digit");
+    assert_eq!(target.written_regs.len(), 1, "the odd G was applied");
+    assert_eq!(target.written_regs[0].core.regs[0], 0x1111_1111_1111_1101, "shifted by a digit");
     assert_eq!(target.writes, vec![(0x121000, b"abcdefgh".to_vec())], "8 bytes for 2");
     assert_eq!(target.reads.iter().sum::<usize>(), 0x10000, "all 64 KiB read");
     // Through Rx: the first two are refused, the read is clamped.
@@ -533,7 +290,7 @@ fn gdbstub_survives_100k_mutated_packets() {
             }
             _ => {}
         }
-        session.stop_at_once = rng.below(4) != 0;
+        session.engine.stop_at_once = rng.below(4) != 0;
         session.feed(&mut rx, &bytes);
         session.take_output();
         // Whatever came before, a packet that stopped arriving is dropped.

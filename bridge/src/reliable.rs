@@ -303,20 +303,10 @@ impl Link {
             self.ask(now, out);
             return;
         }
-        o.tries += 1;
         o.backoff += 1;
-        self.stats.timeouts += 1;
-        if o.tries > MAX_TRIES {
-            self.stats.abandoned += 1;
-            self.outstanding = None;
-            return;
-        }
         let backoff = o.backoff;
-        let rto = self.rto(backoff);
-        if let Some(o) = self.outstanding.as_mut() {
-            o.deadline = now + rto;
-        }
-        self.ask(now, out);
+        self.stats.timeouts += 1;
+        self.retry(now, backoff, out);
     }
 
     /// Debugger-stream bytes from the stub; requests for further pieces go
@@ -376,18 +366,32 @@ impl Link {
     /// Asks again at once for what is outstanding (not while the
     /// unikernel runs: polls do that).
     fn again(&mut self, now: Instant, out: &mut Vec<u8>) {
-        let rto = self.rto(0);
-        let Some(o) = self.outstanding.as_mut() else { return };
-        if o.running {
-            return;
+        if self.outstanding.as_ref().is_some_and(|o| !o.running) {
+            self.retry(now, 0, out);
         }
+    }
+
+    /// One more try for the outstanding request, due again after the
+    /// round-trip timeout backed off `backoff` times; after [`MAX_TRIES`] it
+    /// is given up.
+    fn retry(&mut self, now: Instant, backoff: u32, out: &mut Vec<u8>) {
+        let Some(o) = self.outstanding.as_mut() else { return };
         o.tries += 1;
         if o.tries > MAX_TRIES {
             self.stats.abandoned += 1;
             self.outstanding = None;
             return;
         }
-        o.deadline = now + rto;
+        self.ask_after(now, backoff, out);
+    }
+
+    /// Asks for the outstanding request's next piece, due after the
+    /// round-trip timeout backed off `backoff` times.
+    fn ask_after(&mut self, now: Instant, backoff: u32, out: &mut Vec<u8>) {
+        let rto = self.rto(backoff);
+        if let Some(o) = self.outstanding.as_mut() {
+            o.deadline = now + rto;
+        }
         self.ask(now, out);
     }
 
@@ -408,7 +412,7 @@ impl Link {
             Answer::Running { seq } if seq == o.seq => {
                 o.answered = true;
                 if o.kind == Kind::NoReply {
-                    self.complete(now, reply);
+                    self.complete(reply);
                     return;
                 }
                 if !o.running {
@@ -438,18 +442,15 @@ impl Link {
                 o.backoff = 0;
                 let asked = o.asked;
                 let whole = o.text.len() == usize::try_from(total).unwrap_or(usize::MAX);
+                let grew = o.text.len() > before;
                 if clean {
                     self.sample(now.saturating_duration_since(asked));
                     self.piece = (self.piece + self.piece / 6).min(MAX_PIECE);
                 }
                 if whole {
-                    self.complete(now, reply);
-                } else if o_grew(before, &self.outstanding) {
-                    let rto = self.rto(0);
-                    if let Some(o) = self.outstanding.as_mut() {
-                        o.deadline = now + rto;
-                    }
-                    self.ask(now, out);
+                    self.complete(reply);
+                } else if grew {
+                    self.ask_after(now, 0, out);
                 } else {
                     // An empty piece of an unfinished reply: ask again.
                     self.again(now, out);
@@ -461,7 +462,7 @@ impl Link {
 
     /// The outstanding request is answered: its reply text goes to the
     /// debugger.
-    fn complete(&mut self, _now: Instant, reply: &mut Vec<u8>) {
+    fn complete(&mut self, reply: &mut Vec<u8>) {
         if let Some(o) = self.outstanding.take() {
             reply.extend_from_slice(&o.text);
             self.stats.requests += 1;
@@ -486,11 +487,6 @@ impl Link {
         self.interrupt = false;
         self.debugger_ack = true;
     }
-}
-
-/// Whether the outstanding request's text grew past `before`.
-fn o_grew(before: usize, o: &Option<Outstanding>) -> bool {
-    o.as_ref().is_some_and(|o| o.text.len() > before)
 }
 
 /// Keeps checked packets out of the console: when a damaged switch leaves

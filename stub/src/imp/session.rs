@@ -307,6 +307,15 @@ impl Conn {
         true
     }
 
+    /// Answers the checked request `env`: its piece of the kept reply, or
+    /// `running` while it has none (it resumed the unikernel).
+    fn answer_checked(&mut self, env: crate::checked::Envelope) {
+        if !self.send_piece(env) {
+            crate::checked::write_running(env.seq, line::write_debug);
+            line::flush();
+        }
+    }
+
     /// Sends the last reply again (the debugger NAKed it).
     fn resend(&mut self) {
         if let Some(env) = self.checked {
@@ -968,10 +977,7 @@ impl Session {
             return false;
         }
         conn.checked = Some(env);
-        if !conn.send_piece(env) {
-            crate::checked::write_running(env.seq, line::write_debug);
-            line::flush();
-        }
+        conn.answer_checked(env);
         true
     }
 
@@ -981,8 +987,7 @@ impl Session {
         let Some(conn) = self.conn() else { return };
         conn.send();
         if let (Some(env), None) = (conn.checked, conn.kept) {
-            crate::checked::write_running(env.seq, line::write_debug);
-            line::flush();
+            conn.answer_checked(env);
         }
     }
 

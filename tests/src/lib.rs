@@ -534,6 +534,62 @@ pub fn capture<T: std::str::FromStr>(text: &str, re: &str) -> T {
     caps[1].parse().ok().unwrap_or_else(|| panic!("cannot parse {:?}", &caps[1]))
 }
 
+/// gdb's answer to `break ukdemo::app::tick` (breakpoint `num`).
+pub fn break_tick(num: u32) -> String {
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    format!("Breakpoint {num} at {{hex}}: file src/app.rs, line {line}.\n")
+}
+
+/// gdb's report of the breakpoint in `tick` (inserted as breakpoint `num`)
+/// stopping at tick `n`.
+pub fn tick_hit(num: u32, n: u64) -> String {
+    let line = line_of("src/app.rs", "write_volatile(t)");
+    format!(
+        "\nBreakpoint {num}, ukdemo::app::tick (n={n}) at src/app.rs:{line}\n\
+         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n"
+    )
+}
+
+/// gdb's report of a Ctrl-C that stopped the app waiting for its next
+/// tick, then `bt 1`.
+pub fn sigint_in_run() -> String {
+    let wait = line_of("src/app.rs", "while time::rdtsc() < next");
+    format!(
+        "\nProgram received signal SIGINT, Interrupt.\n\
+         ukdemo::app::run () at src/app.rs:{wait}\n\
+         {wait}\t        while time::rdtsc() < next {{\n\
+         #0  ukdemo::app::run () at src/app.rs:{wait}\n"
+    )
+}
+
+/// The tick a gdb transcript stopped in `tick` at.
+pub fn hit_n(out: &str) -> u64 {
+    capture(out, r"ukdemo::app::tick \(n=(\d+)\)")
+}
+
+/// The transcript from gdb's first `Breakpoint 1 at` on (where gdb attaches
+/// varies: the idle loop or the timer handler's poll).
+pub fn from_break(out: &str) -> &str {
+    let at = out.find("Breakpoint 1 at ").unwrap_or_else(|| panic!("no breakpoint:\n{out}"));
+    &out[at..]
+}
+
+/// gdb on `remote` breaks in `tick`, prints its argument and detaches: the
+/// transcript from `break` on is asserted; returns the whole transcript.
+pub fn break_print_detach(image: &Path, remote: &str) -> String {
+    let out =
+        Debugger::gdb(image, remote, &["break ukdemo::app::tick", "continue", "p n", "detach"])
+            .finish();
+    let n = hit_n(&out);
+    let expected = format!(
+        "{brk}{hit}$1 = {n}\n[Inferior 1 (process 1) detached]\n",
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
+    );
+    assert_transcript(from_break(&out), &expected);
+    out
+}
+
 /// Sizes of an ELF image, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageSize {

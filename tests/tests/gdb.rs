@@ -49,24 +49,6 @@ fn assert_attached(out: &str, expected: &str) {
     assert_transcript(&attach_normalised(out), expected);
 }
 
-/// gdb's report of the breakpoint in `tick` (inserted as breakpoint `num`).
-fn tick_hit(num: u32, n: u64) -> String {
-    let line = line_of("src/app.rs", "write_volatile(t)");
-    format!(
-        "\nBreakpoint {num}, ukdemo::app::tick (n={n}) at src/app.rs:{line}\n\
-         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n"
-    )
-}
-
-fn break_tick(num: u32) -> String {
-    let line = line_of("src/app.rs", "write_volatile(t)");
-    format!("Breakpoint {num} at {{hex}}: file src/app.rs, line {line}.\n")
-}
-
-fn hit_n(out: &str) -> u64 {
-    capture(out, r"ukdemo::app::tick \(n=(\d+)\)")
-}
-
 #[test]
 fn break_at_tick_backtrace_registers_memory() {
     let a = artifacts();
@@ -149,20 +131,16 @@ fn stepi_next_finish_then_interrupt() {
          {fault_check}\t    if n == fault_at {{\n\
          ukdemo::app::run () at src/app.rs:{println_line}\n\
          {println_line}\t        println!(\"line {{}} ticks {{}}\", n, ticks());\n\
-         \n\
-         Program received signal SIGINT, Interrupt.\n\
-         ukdemo::app::run () at src/app.rs:{wait_line}\n\
-         {wait_line}\t        while time::rdtsc() < next {{\n\
-         #0  ukdemo::app::run () at src/app.rs:{wait_line}\n\
+         {sigint}\
          #1  {{hex}} in ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run_line}\n\
          [Inferior 1 (process 1) detached]\n",
         attach = attach_frame(),
+        sigint = sigint_in_run(),
         brk = break_tick(1),
         hit = tick_hit(1, n),
         panic_check = line_of("src/app.rs", "if n == panic_at"),
         fault_check = line_of("src/app.rs", "if n == fault_at"),
         println_line = line_of("src/app.rs", "println!(\"line {} ticks {}\""),
-        wait_line = line_of("src/app.rs", "while time::rdtsc() < next"),
         run_line = line_of("src/main.rs", "app::run()"),
     );
     assert_attached(&out, &expected);

@@ -9,23 +9,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use ukdb_tests::*;
 
-fn break_tick(num: u32) -> String {
-    let line = line_of("src/app.rs", "write_volatile(t)");
-    format!("Breakpoint {num} at {{hex}}: file src/app.rs, line {line}.\n")
-}
-
-fn tick_hit(num: u32, n: u64) -> String {
-    let line = line_of("src/app.rs", "write_volatile(t)");
-    format!(
-        "\nBreakpoint {num}, ukdemo::app::tick (n={n}) at src/app.rs:{line}\n\
-         {line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n"
-    )
-}
-
-fn hit_n(out: &str) -> u64 {
-    capture(out, r"ukdemo::app::tick \(n=(\d+)\)")
-}
-
 /// The app's console lines so far.
 fn lines(vm: &NetVm) -> usize {
     app_lines(&vm.console.text()).len()
@@ -83,7 +66,6 @@ fn gdb_session(machine: &str) {
     let out = gdb.finish();
     let n = hit_n(&out);
     let rdtsc = line_of("src/time.rs", "asm!(\"rdtsc\"");
-    let wait_line = line_of("src/app.rs", "while time::rdtsc() < next");
     // Attaching stops the app where it polled: its idle loop's TSC read.
     let expected = format!(
         "ukdemo::time::rdtsc () at src/time.rs:{rdtsc}\n\
@@ -95,12 +77,9 @@ fn gdb_session(machine: &str) {
          $1 = true\n\
          {panic_check}\t    if n == panic_at {{\n\
          ukdemo::app::tick::h{{*}} + {{n}} in section .text\n\
-         \n\
-         Program received signal SIGINT, Interrupt.\n\
-         ukdemo::app::run () at src/app.rs:{wait_line}\n\
-         {wait_line}\t        while time::rdtsc() < next {{\n\
-         #0  ukdemo::app::run () at src/app.rs:{wait_line}\n\
+         {sigint}\
          [Inferior 1 (process 1) detached]\n",
+        sigint = sigint_in_run(),
         brk = break_tick(1),
         hit = tick_hit(1, n),
         tick_line = line_of("src/app.rs", "write_volatile(t)"),

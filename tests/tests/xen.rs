@@ -68,17 +68,6 @@ impl XenVm {
     }
 }
 
-fn hit_n(out: &str) -> u64 {
-    capture(out, r"ukdemo::app::tick \(n=(\d+)\)")
-}
-
-/// The transcript from gdb's first `Breakpoint 1 at` on (where gdb attaches
-/// varies: the idle loop or the timer handler's poll).
-fn from_break(out: &str) -> &str {
-    let at = out.find("Breakpoint 1 at ").unwrap_or_else(|| panic!("no breakpoint:\n{out}"));
-    &out[at..]
-}
-
 /// Every console line is the app's, the stub's, or the boot banner, and
 /// the app's lines are numbered without a gap from 0.
 fn assert_console_intact(console: &str) {
@@ -104,7 +93,6 @@ fn break_bt_print_stepi_ctrl_c_detach_and_reattach_over_the_ring() {
         "{console}"
     );
     let tick_line = line_of("src/app.rs", "write_volatile(t)");
-    let wait_line = line_of("src/app.rs", "while time::rdtsc() < next");
     let gdb = Debugger::gdb(
         &a.image,
         &bridge.addr,
@@ -127,45 +115,24 @@ fn break_bt_print_stepi_ctrl_c_detach_and_reattach_over_the_ring() {
     let out = gdb.finish();
     let n = hit_n(&out);
     let expected = format!(
-        "Breakpoint 1 at {{hex}}: file src/app.rs, line {tick_line}.\n\
-         \n\
-         Breakpoint 1, ukdemo::app::tick (n={n}) at src/app.rs:{tick_line}\n\
-         {tick_line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
+        "{brk}{hit}\
          #0  ukdemo::app::tick (n={n}) at src/app.rs:{tick_line}\n\
          #1  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
          $1 = {n}\n\
          {panic_check}\t    if n == panic_at {{\n\
-         \n\
-         Program received signal SIGINT, Interrupt.\n\
-         ukdemo::app::run () at src/app.rs:{wait_line}\n\
-         {wait_line}\t        while time::rdtsc() < next {{\n\
-         #0  ukdemo::app::run () at src/app.rs:{wait_line}\n\
+         {sigint}\
          [Inferior 1 (process 1) detached]\n",
+        sigint = sigint_in_run(),
+        brk = break_tick(1),
+        hit = tick_hit(1, n),
         call_line = line_of("src/app.rs", "tick(n);"),
         panic_check = line_of("src/app.rs", "if n == panic_at"),
     );
     assert_transcript(from_break(&out), &expected);
     bridge.wait_more_lines(2);
     // A second session on the same bridge.
-    let out = Debugger::gdb(
-        &a.image,
-        &bridge.addr,
-        &["break ukdemo::app::tick", "continue", "p n", "detach"],
-    )
-    .finish();
-    let m = hit_n(&out);
+    let m = hit_n(&break_print_detach(&a.image, &bridge.addr));
     assert!(m > n, "{m} after {n}");
-    assert_transcript(
-        from_break(&out),
-        &format!(
-            "Breakpoint 1 at {{hex}}: file src/app.rs, line {tick_line}.\n\
-             \n\
-             Breakpoint 1, ukdemo::app::tick (n={m}) at src/app.rs:{tick_line}\n\
-             {tick_line}\t    unsafe {{ addr_of_mut!(TICKS).write_volatile(t) }};\n\
-             $1 = {m}\n\
-             [Inferior 1 (process 1) detached]\n"
-        ),
-    );
     bridge.wait_more_lines(3);
     bridge.assert_up("after two sessions");
     xvm.assert_model_up();
@@ -241,14 +208,7 @@ fn a_slow_backend_in_odd_chunks_loses_nothing() {
     let (ours, pattern) = write_and_read_back(&bridge.addr, 0x100_0000, 256 << 10);
     eprintln!("256 KiB written and read back, --slow 61, in {:?}", started.elapsed());
     assert_eq!(differ(&ours, &pattern), None, "the stub read back something else");
-    let out = Debugger::gdb(
-        &artifacts().image,
-        &bridge.addr,
-        &["break ukdemo::app::tick", "continue", "p n", "detach"],
-    )
-    .finish();
-    let n = hit_n(&out);
-    assert!(out.contains(&format!("$1 = {n}\n[Inferior 1 (process 1) detached]\n")), "{out}");
+    break_print_detach(&artifacts().image, &bridge.addr);
     bridge.assert_runs_gap_free(50, "slow backend");
     assert_console_intact(&bridge.console.text());
 }
@@ -264,13 +224,6 @@ fn without_the_device_the_stub_stays_on_the_uart() {
         )
     });
     bridge.console.wait("the UART stub", |t| t.contains("ukdb: stub ready on serial,"));
-    let out = Debugger::gdb(
-        &artifacts().image,
-        &bridge.addr,
-        &["break ukdemo::app::tick", "continue", "p n", "detach"],
-    )
-    .finish();
-    let n = hit_n(&out);
-    assert!(out.contains(&format!("$1 = {n}\n[Inferior 1 (process 1) detached]\n")), "{out}");
+    break_print_detach(&artifacts().image, &bridge.addr);
     bridge.assert_runs_gap_free(3, "UART fallback");
 }

@@ -4,6 +4,13 @@
 //! unix socket, as QEMU's `-serial unix:PATH,server=on,wait=off` serves a
 //! UART, so that `ukdb bridge --target unix:PATH` works unchanged.
 //!
+//! With `--listen pty` it serves a pseudo-terminal instead, as xenconsoled
+//! serves each domain's console (the pty xenstore names as
+//! `/local/domain/DOMID/console/tty`): `ukdb bridge --target pty:PATH`, or
+//! `--target xen:DOMAIN` with a xenstore that names it. The model holds the
+//! pty's slave open itself, so a client may come and go; output no client
+//! reads waits in the pty and then in the backlog below.
+//!
 //! One client at a time: the next connection waits in the listen backlog
 //! until the current one closes. The guest's output keeps flowing with no
 //! client: the model goes on draining the ring and keeps the newest
@@ -14,16 +21,23 @@
 //! so a stuck client stalls the guest's console for at most that long.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ukdb_bridge::xenmodel::Model;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::termios::{self, SetArg};
+use ukdb_bridge::xenmodel::{Model, Moved};
 
 use crate::Exit;
 
@@ -39,8 +53,9 @@ pub struct Cmd {
     /// (`-object memory-backend-file,share=on,mem-path=FILE`).
     #[arg(long, value_name = "FILE")]
     pub shm: PathBuf,
-    /// Where to serve the console: `unix:PATH`.
-    #[arg(long, value_name = "unix:PATH")]
+    /// Where to serve the console: `unix:PATH`, or `pty` (a new
+    /// pseudo-terminal, its path printed on stderr).
+    #[arg(long, value_name = "unix:PATH|pty")]
     pub listen: String,
     /// Drain the guest's output slowly: at most N bytes per step, in chunk
     /// sizes cycling through odd sizes up to N, yielding between steps.
@@ -48,10 +63,19 @@ pub struct Cmd {
     pub slow: Option<u16>,
 }
 
+/// Where the guest's output goes.
+enum Client {
+    /// A unix-socket client, with a write timeout of [`STALL`].
+    Unix(UnixStream),
+    /// The pty's master side, non-blocking: what the pty cannot take now
+    /// waits in the backlog.
+    Pty(File),
+}
+
 /// The guest's output: to the client if there is one, else to the backlog.
 #[derive(Default)]
 struct Out {
-    client: Option<UnixStream>,
+    client: Option<Client>,
     backlog: VecDeque<u8>,
     dropped: u64,
 }
@@ -66,7 +90,7 @@ impl Out {
         }
     }
 
-    /// A new client: the backlog first.
+    /// A new unix-socket client: the backlog first.
     fn attach(&mut self, mut client: UnixStream) {
         let (a, b) = self.backlog.as_slices();
         if self.dropped > 0 {
@@ -75,8 +99,54 @@ impl Out {
         }
         if client.write_all(a).and_then(|()| client.write_all(b)).is_ok() {
             self.backlog.clear();
-            self.client = Some(client);
+            self.client = Some(Client::Unix(client));
         }
+    }
+
+    /// Moves what the pty can take from the backlog into it.
+    fn drain_to_pty(&mut self) {
+        let Some(Client::Pty(pty)) = self.client.as_mut() else { return };
+        while !self.backlog.is_empty() {
+            let (a, _) = self.backlog.as_slices();
+            match pty.write(a) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.backlog.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Full (`WouldBlock`): the rest waits.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// What the ring carried, for the report when a client leaves.
+#[derive(Default)]
+struct Counts {
+    /// Host to guest bytes.
+    input: AtomicU64,
+    /// Guest to host bytes.
+    out: AtomicU64,
+    /// Times the model filled `in` to the brim (input left over).
+    in_full: AtomicU64,
+}
+
+impl Counts {
+    fn add(&self, m: Moved) {
+        self.input.fetch_add(m.input as u64, Ordering::Relaxed);
+        self.out.fetch_add(m.out as u64, Ordering::Relaxed);
+        self.in_full.fetch_add(u64::from(m.in_full), Ordering::Relaxed);
+    }
+
+    /// `N bytes in, M out, \`in\` full K times`.
+    fn report(&self) -> String {
+        format!(
+            "{} bytes in, {} out, `in` filled to the brim {} times",
+            self.input.load(Ordering::Relaxed),
+            self.out.load(Ordering::Relaxed),
+            self.in_full.load(Ordering::Relaxed)
+        )
     }
 }
 
@@ -86,16 +156,24 @@ struct Sink<'a>(&'a Mutex<Out>);
 impl Write for Sink<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let mut out = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = out.client.as_mut() {
-            if client.write_all(bytes).is_ok() {
-                return Ok(bytes.len());
+        match out.client.as_mut() {
+            Some(Client::Unix(client)) => {
+                if client.write_all(bytes).is_ok() {
+                    return Ok(bytes.len());
+                }
+                // Gone or stalled for `STALL`: the reader sees the close too.
+                if let Some(Client::Unix(client)) = out.client.take() {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                }
+                out.keep(bytes);
             }
-            // Gone or stalled for `STALL`: the reader sees the close too.
-            if let Some(client) = out.client.take() {
-                let _ = client.shutdown(std::net::Shutdown::Both);
+            Some(Client::Pty(_)) => {
+                // In order: the backlog, then these.
+                out.keep(bytes);
+                out.drain_to_pty();
             }
+            None => out.keep(bytes),
         }
-        out.keep(bytes);
         Ok(bytes.len())
     }
 
@@ -111,7 +189,13 @@ fn slow_chunks(n: usize) -> Vec<usize> {
 }
 
 /// Pumps the ring for good: client input in, guest output out.
-fn pump(mut model: Model, out: &Mutex<Out>, input: &Receiver<Vec<u8>>, slow: Option<usize>) {
+fn pump(
+    mut model: Model,
+    out: &Mutex<Out>,
+    input: &Receiver<Vec<u8>>,
+    slow: Option<usize>,
+    counts: &Counts,
+) {
     let chunks = slow.map(slow_chunks).unwrap_or_else(|| vec![2048]);
     let mut k = 0;
     let mut idle = 0u32;
@@ -128,13 +212,14 @@ fn pump(mut model: Model, out: &Mutex<Out>, input: &Receiver<Vec<u8>>, slow: Opt
         k += 1;
         match model.pump(&mut Sink(out), want) {
             Ok(Ok(m)) if m.out + m.input > 0 => {
+                counts.add(m);
                 idle = 0;
                 if slow.is_some() {
                     std::thread::yield_now();
                 }
                 continue;
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => out.lock().unwrap_or_else(PoisonError::into_inner).drain_to_pty(),
             Ok(Err(e)) => eprintln!("ukdb xen-model: corrupt ring reset: {e:?}"),
             Err(e) => eprintln!("ukdb xen-model: {e}"),
         }
@@ -149,19 +234,41 @@ fn pump(mut model: Model, out: &Mutex<Out>, input: &Receiver<Vec<u8>>, slow: Opt
 
 /// Runs `ukdb xen-model`: until killed.
 pub fn run(cmd: Cmd) -> anyhow::Result<Exit> {
-    let Some(path) = cmd.listen.strip_prefix("unix:") else {
-        bail!("--listen takes unix:PATH, not {}", cmd.listen);
+    let listen = match cmd.listen.as_str() {
+        "pty" => None,
+        other => match other.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Some(path.to_owned()),
+            _ => bail!("--listen takes unix:PATH or pty, not {}", cmd.listen),
+        },
     };
     let model =
         Model::open(&cmd.shm).with_context(|| format!("cannot map {}", cmd.shm.display()))?;
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on unix:{path}"))?;
-    eprintln!("ukdb xen-model: serving the console ring of {} on unix:{path}", cmd.shm.display());
     let out = Arc::new(Mutex::new(Out::default()));
+    let counts = Arc::new(Counts::default());
     let (tx, rx) = mpsc::channel();
     let slow = cmd.slow.map(usize::from);
-    let pump_out = Arc::clone(&out);
-    std::thread::spawn(move || pump(model, &pump_out, &rx, slow));
+    let start_pump = || {
+        let pump_out = Arc::clone(&out);
+        let pump_counts = Arc::clone(&counts);
+        std::thread::spawn(move || pump(model, &pump_out, &rx, slow, &pump_counts));
+    };
+    let Some(path) = listen else {
+        let pty = Pty::open().context("cannot open a pty")?;
+        eprintln!(
+            "ukdb xen-model: serving the console ring of {} on pty:{}",
+            cmd.shm.display(),
+            pty.path.display()
+        );
+        let writer = pty.master.try_clone().context("cannot clone the pty")?;
+        out.lock().unwrap_or_else(PoisonError::into_inner).client = Some(Client::Pty(writer));
+        start_pump();
+        pty.serve(&tx)?;
+        return Ok(Exit::Error);
+    };
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("cannot listen on unix:{path}"))?;
+    eprintln!("ukdb xen-model: serving the console ring of {} on unix:{path}", cmd.shm.display());
+    start_pump();
     for client in listener.incoming() {
         let mut client = client.context("accept")?;
         let writer = client.try_clone().context("cannot clone the client socket")?;
@@ -179,8 +286,54 @@ pub fn run(cmd: Cmd) -> anyhow::Result<Exit> {
             }
         }
         out.lock().unwrap_or_else(PoisonError::into_inner).client = None;
+        eprintln!("ukdb xen-model: client gone; so far {}", counts.report());
     }
     Ok(Exit::Error)
+}
+
+/// The pseudo-terminal `--listen pty` serves: raw, its master side
+/// non-blocking, its slave held open by the model so that clients may come
+/// and go (a pty whose slave nobody holds reports a hang-up).
+struct Pty {
+    master: File,
+    _slave: OwnedFd,
+    path: PathBuf,
+}
+
+impl Pty {
+    fn open() -> anyhow::Result<Pty> {
+        let pty = nix::pty::openpty(None, None)?;
+        let mut attrs = termios::tcgetattr(&pty.slave)?;
+        termios::cfmakeraw(&mut attrs);
+        termios::tcsetattr(&pty.slave, SetArg::TCSANOW, &attrs)?;
+        let path = nix::unistd::ttyname(&pty.slave)?;
+        let flags = OFlag::from_bits_truncate(fcntl(&pty.master, FcntlArg::F_GETFL)?);
+        fcntl(&pty.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(Pty { master: File::from(pty.master), _slave: pty.slave, path })
+    }
+
+    /// Passes what clients write to the pty on to the ring: for good.
+    fn serve(&self, tx: &mpsc::Sender<Vec<u8>>) -> anyhow::Result<()> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => bail!("poll on the pty: {e}"),
+            }
+            match (&self.master).read(&mut buf) {
+                Ok(0) => {}
+                Ok(n) => {
+                    if tx.send(buf.get(..n).unwrap_or_default().to_vec()).is_err() {
+                        bail!("the ring's pump stopped");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => bail!("reading the pty: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

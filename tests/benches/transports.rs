@@ -7,7 +7,10 @@
 //! - `net`: gdb straight to the stub over TCP;
 //! - `net+bridge`: gdb to `ukdb bridge` in front of the stub's TCP port;
 //! - `serial+bridge`: the same VM booted with `ukdb.net=off`, gdb to
-//!   `ukdb bridge` on the serial line.
+//!   `ukdb bridge` on the serial line;
+//! - `xen-ring+bridge`: the same VM with an ivshmem-plain device, the stub
+//!   on the Xen console ring in its shared memory (`ukdb.xenring=ivshmem`),
+//!   gdb to `ukdb bridge` on `ukdb xen-model`'s socket.
 //!
 //! Measured by the debuggers themselves (gdb's and lldb's Python, wall
 //! clock around the command): a 1 MiB `dump binary memory` (gdb) and
@@ -146,7 +149,8 @@ fn lldb_read(image: &Path, remote: &str) -> Option<f64> {
     // `SECONDS.NANOS <  LEN> send packet: $xADDR,...` / `read packet: ...`:
     // a read starts with a request for READ_AT and ends with the reply
     // after the last request inside the range.
-    let log = std::fs::read_to_string(&log).unwrap();
+    // Binary replies (`x`) make the log no UTF-8.
+    let log = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
     let (x, m) = (format!("send packet: $x{READ_AT:x},"), format!("send packet: $m{READ_AT:x},"));
     let mut best = f64::MAX;
     let mut start: Option<f64> = None;
@@ -210,6 +214,18 @@ fn measure(image: &Path, remote: &str) -> Row {
     best
 }
 
+/// Whether to measure `path`: all by default, or those named in
+/// `UKDB_BENCH_PATHS` (comma-separated; the anchor always runs).
+fn wanted(path: &str) -> bool {
+    path == "qemu-gdbstub"
+        || std::env::var("UKDB_BENCH_PATHS").map_or(true, |v| v.split(',').any(|p| p == path))
+}
+
+/// The row of `path`, if it was measured.
+fn row<'a>(rows: &'a [(&str, Row)], path: &str) -> Option<&'a Row> {
+    rows.iter().find(|(name, _)| *name == path).map(|(_, r)| r)
+}
+
 fn main() {
     let a = artifacts();
     let mut rows: Vec<(&str, Row)> = Vec::new();
@@ -220,24 +236,36 @@ fn main() {
     vm.wait_stub_ready();
     eprintln!("transports bench: qemu-gdbstub");
     rows.push(("qemu-gdbstub", measure(&a.image, &format!("127.0.0.1:{qemu_port}"))));
-    eprintln!("transports bench: net ({})", vm.debug);
-    rows.push(("net", measure(&a.image, &vm.debug)));
-    let bridge = Bridge::start_net(&vm.debug);
-    eprintln!("transports bench: net+bridge ({})", bridge.addr);
-    rows.push(("net+bridge", measure(&a.image, &bridge.addr)));
-    drop(bridge);
+    if wanted("net") {
+        eprintln!("transports bench: net ({})", vm.debug);
+        rows.push(("net", measure(&a.image, &vm.debug)));
+    }
+    if wanted("net+bridge") {
+        let bridge = Bridge::start_net(&vm.debug);
+        eprintln!("transports bench: net+bridge ({})", bridge.addr);
+        rows.push(("net+bridge", measure(&a.image, &bridge.addr)));
+    }
     drop(vm);
 
     // The same VM configuration (NIC included), the stub told to stay on
     // the serial line; nothing else reads the serial socket.
     let nic = format!("{},netdev=n0", nic_device("q35"));
     let extra = ["-netdev", "user,id=n0", "-device", &nic, "-gdb", &gdbstub];
-    let vm = Vm::boot_with("q35", &a.image, "ukdb.net=off", &extra);
-    let serial = Bridge::start(&vm);
-    eprintln!("transports bench: serial+bridge ({})", serial.addr);
-    rows.push(("serial+bridge", measure(&a.image, &serial.addr)));
-    drop(serial);
-    drop(vm);
+    if wanted("serial+bridge") {
+        let vm = Vm::boot_with("q35", &a.image, "ukdb.net=off", &extra);
+        let serial = Bridge::start(&vm);
+        eprintln!("transports bench: serial+bridge ({})", serial.addr);
+        rows.push(("serial+bridge", measure(&a.image, &serial.addr)));
+    }
+
+    // The same again with the stub on the Xen console ring, in an
+    // ivshmem-plain device's shared memory served by `ukdb xen-model`.
+    if wanted("xen-ring+bridge") {
+        let xvm = ukdb_tests::xen::XenVm::boot("ukdb.net=off", None, &extra);
+        let ring = xvm.bridge();
+        eprintln!("transports bench: xen-ring+bridge ({})", ring.addr);
+        rows.push(("xen-ring+bridge", measure(&a.image, &ring.addr)));
+    }
 
     let anchor = rows[0].1.clone();
     let mut md = String::from(
@@ -263,16 +291,27 @@ fn main() {
             anchor.g / r.g,
         ));
     }
-    let net = &rows[1].1;
-    let through = &rows[2].1;
-    md.push_str(&format!(
-        "\nRatios are to qemu-gdbstub (for `g`: its latency over ours, higher is faster). \
-         Bridge overhead on net: read {:+.1}%, stepi {:+.1}%, hits {:+.1}%, g {:+.1}%.\n",
-        (net.read / through.read - 1.0) * 100.0,
-        (net.stepi / through.stepi - 1.0) * 100.0,
-        (net.hits / through.hits - 1.0) * 100.0,
-        (through.g / net.g - 1.0) * 100.0,
-    ));
+    if let (Some(net), Some(through)) = (row(&rows, "net"), row(&rows, "net+bridge")) {
+        md.push_str(&format!(
+            "\nRatios are to qemu-gdbstub (for `g`: its latency over ours, higher is faster). \
+             Bridge overhead on net: read {:+.1}%, stepi {:+.1}%, hits {:+.1}%, g {:+.1}%.\n",
+            (net.read / through.read - 1.0) * 100.0,
+            (net.stepi / through.stepi - 1.0) * 100.0,
+            (net.hits / through.hits - 1.0) * 100.0,
+            (through.g / net.g - 1.0) * 100.0,
+        ));
+    }
+    if let (Some(serial), Some(ring)) = (row(&rows, "serial+bridge"), row(&rows, "xen-ring+bridge"))
+    {
+        md.push_str(&format!(
+            "\nThe Xen console ring (model) against the serial line: read {:.1}x, stepi {:.1}x, \
+             hits {:.1}x, g {:.1}x.\n",
+            ring.read / serial.read,
+            ring.stepi / serial.stepi,
+            ring.hits / serial.hits,
+            serial.g / ring.g,
+        ));
+    }
     println!("\n{md}");
     let path = root().join("target/bench-transports.md");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

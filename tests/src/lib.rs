@@ -9,6 +9,7 @@ pub mod capture;
 pub mod noise;
 pub mod qmp;
 pub mod raw;
+pub mod xen;
 
 use regex::Regex;
 use std::io::Read;
@@ -285,27 +286,41 @@ impl Bridge {
     /// [`Bridge::start_unsynced`] with the serial line at `sock` (for
     /// example a relay in front of the VM's socket).
     pub fn start_unsynced_at(sock: &Path, extra: &[&str]) -> Bridge {
-        let target = format!("unix:{}", sock.display());
-        let mut args = vec!["--target", &target];
+        Self::start_unsynced_target(&format!("unix:{}", sock.display()), extra, &[])
+    }
+
+    /// `ukdb bridge --target TARGET EXTRA`, with `env` added to its
+    /// environment, once the stub answered.
+    pub fn start_target(target: &str, env: &[(&str, &str)]) -> Bridge {
+        let bridge = Self::start_unsynced_target(target, &[], env);
+        bridge
+            .stderr
+            .wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
+        bridge
+    }
+
+    fn start_unsynced_target(target: &str, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
+        let mut args = vec!["--target", target];
         if !extra.contains(&"--listen") {
             args.extend(["--listen", "127.0.0.1:0"]);
         }
         args.extend_from_slice(extra);
-        Self::spawn(&args)
+        Self::spawn(&args, env)
     }
 
     /// `ukdb bridge --net` in front of a network stub at `stub`
     /// (`HOST:PORT`), listening on a free port; waits until it listens.
     pub fn start_net(stub: &str) -> Bridge {
-        Self::spawn(&["--net", "--target", &format!("tcp:{stub}"), "--listen", "127.0.0.1:0"])
+        Self::spawn(&["--net", "--target", &format!("tcp:{stub}"), "--listen", "127.0.0.1:0"], &[])
     }
 
     /// `ukdb bridge ARGS`, once it says where it listens.
-    fn spawn(args: &[&str]) -> Bridge {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Bridge {
         let mut child = Command::new(&artifacts().ukdb)
             .arg("bridge")
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -559,6 +574,42 @@ pub fn sigint_in_run() -> String {
          ukdemo::app::run () at src/app.rs:{wait}\n\
          {wait}\t        while time::rdtsc() < next {{\n\
          #0  ukdemo::app::run () at src/app.rs:{wait}\n"
+    )
+}
+
+/// gdb's transcript of `continue`, `bt`, `monitor why`, `continue`,
+/// `detach` on the example booted with `ukdb.wait ukdemo.panic=2`: the
+/// panic message, the stop (SIGABRT) in the stub's panic handler with the
+/// whole backtrace, the reason, the second stop where a continued panic
+/// stays.
+pub fn panic_stop_transcript() -> String {
+    let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
+    let stop = "\nProgram received signal SIGABRT, Aborted.\n";
+    format!(
+        "{{*}}\n\
+         {{*}}\n\
+         panicked at src/app.rs:{panic_line}:9:\n\
+         tick 2 asked to panic\n\
+         {stop}\
+         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         {{*}}\n\
+         #0  {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         #1  {{*}}ukdemo::panic (info={{hex}}) at src/main.rs:{{n}}\n\
+         #2  {{hex}} in core::panicking::panic_fmt (){{*}}\n\
+         #3  {{hex}} in ukdemo::app::tick (n=2) at src/app.rs:{panic_line}\n\
+         #4  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
+         #5  {{hex}} in ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run_line}\n\
+         #6  {{hex}} in _start64 ()\n\
+         panic: panicked at src/app.rs:{panic_line}:9:\n\
+         tick 2 asked to panic\n\
+         panicked at src/app.rs:{panic_line}:9:\n\
+         tick 2 asked to panic\n\
+         {stop}\
+         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
+         {{*}}\n\
+         [Inferior 1 (process 1) detached]\n",
+        call_line = line_of("src/app.rs", "tick(n);"),
+        run_line = line_of("src/main.rs", "app::run()"),
     )
 }
 

@@ -64,34 +64,7 @@ fn panic_stops_into_an_attached_gdb_with_the_message() {
         &["continue", "bt", "monitor why", "continue", "detach"],
     )
     .finish();
-    let panic_line = line_of("src/app.rs", "panic!(\"tick {} asked to panic\"");
-    let stop = "\nProgram received signal SIGABRT, Aborted.\n";
-    let expected = format!(
-        "{{*}}\n\
-         {{*}}\n\
-         panicked at src/app.rs:{panic_line}:9:\n\
-         tick 2 asked to panic\n\
-         {stop}\
-         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
-         {{*}}\n\
-         #0  {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
-         #1  {{*}}ukdemo::panic (info={{hex}}) at src/main.rs:{{n}}\n\
-         #2  {{hex}} in core::panicking::panic_fmt (){{*}}\n\
-         #3  {{hex}} in ukdemo::app::tick (n=2) at src/app.rs:{panic_line}\n\
-         #4  {{hex}} in ukdemo::app::run () at src/app.rs:{call_line}\n\
-         #5  {{hex}} in ukdemo::kmain (start_info=<optimized out>) at src/main.rs:{run_line}\n\
-         #6  {{hex}} in _start64 ()\n\
-         panic: panicked at src/app.rs:{panic_line}:9:\n\
-         tick 2 asked to panic\n\
-         panicked at src/app.rs:{panic_line}:9:\n\
-         tick 2 asked to panic\n\
-         {stop}\
-         {{*}}ukdb_stub::imp::api::on_panic{{*}}\n\
-         {{*}}\n\
-         [Inferior 1 (process 1) detached]\n",
-        call_line = line_of("src/app.rs", "tick(n);"),
-        run_line = line_of("src/main.rs", "app::run()"),
-    );
+    let expected = panic_stop_transcript();
     assert_transcript(&out, &expected);
     panic_backtrace(&out, 2);
     assert!(bridge.console.text().contains("ukdemo: panicked at src/app.rs"));

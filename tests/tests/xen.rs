@@ -4,69 +4,9 @@
 //! What only real Xen runs (CPUID detection, the hypercall page,
 //! `HVMOP_get_param`, `EVTCHNOP_send`) is not covered here.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-
 use nix::sys::signal::Signal;
+use ukdb_tests::xen::{fake_xen_tools, XenVm};
 use ukdb_tests::*;
-
-/// A q35 VM whose stub talks over the console ring model, with
-/// `ukdb xen-model` serving the ring on a unix socket.
-struct XenVm {
-    /// Declared first: QEMU goes before the model.
-    _vm: Vm,
-    model: Proc,
-    model_err: Arc<Output>,
-    /// The model's socket, where `ukdb bridge --target unix:` connects.
-    sock: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl XenVm {
-    /// The model (with `--slow N` if given), then QEMU with `append` and
-    /// `extra` arguments.
-    fn boot(append: &str, slow: Option<u32>, extra: &[&str]) -> XenVm {
-        let dir = tempfile::tempdir().unwrap();
-        let ring = dir.path().join("ring");
-        std::fs::File::create(&ring).unwrap().set_len(1 << 20).unwrap();
-        let sock = dir.path().join("model.sock");
-        let mut cmd = Command::new(&artifacts().ukdb);
-        cmd.arg("xen-model").arg("--shm").arg(&ring).arg("--listen");
-        cmd.arg(format!("unix:{}", sock.display()));
-        if let Some(n) = slow {
-            cmd.args(["--slow", &n.to_string()]);
-        }
-        let mut child =
-            cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("cannot start ukdb");
-        let model_err = Arc::new(Output::default());
-        model_err.spawn_reader(child.stderr.take().unwrap());
-        let model = Proc(child);
-        model_err.wait("the model to listen", |t| t.contains("ukdb xen-model: serving "));
-        let object =
-            format!("memory-backend-file,id=ring,share=on,mem-path={},size=1M", ring.display());
-        let mut args = vec!["-object", &object, "-device", "ivshmem-plain,memdev=ring"];
-        args.extend_from_slice(extra);
-        let append = format!("ukdb.xenring=ivshmem {append}");
-        let vm = Vm::boot_with("q35", &artifacts().image, append.trim_end(), &args);
-        XenVm { _vm: vm, model, model_err, sock, _dir: dir }
-    }
-
-    /// `ukdb bridge` on the model's socket, once the stub answered.
-    fn bridge(&self) -> Bridge {
-        let bridge = Bridge::start_unsynced_at(&self.sock, &[]);
-        bridge
-            .stderr
-            .wait("the stub to answer", |t| t.contains("ukdb: stub answered; framing on\n"));
-        bridge
-    }
-
-    fn assert_model_up(&mut self) {
-        if let Some(status) = self.model.0.try_wait().unwrap() {
-            panic!("the model exited ({status}):\n{}", self.model_err.text());
-        }
-    }
-}
 
 /// Every console line is the app's, the stub's, or the boot banner, and
 /// the app's lines are numbered without a gap from 0.
@@ -189,6 +129,12 @@ fn a_mebibyte_over_the_ring_equals_qemus_gdbstub() {
     assert_eq!(differ(&ours, &theirs), None, "the stub and QEMU's gdbstub read differently");
     bridge.wait_more_lines(2);
     assert_console_intact(&bridge.console.text());
+    drop(bridge);
+    // The writes came faster than the stub took them: the model filled
+    // `in` to the brim, and not a byte was lost (the read back equals).
+    let (input, brim) = xvm.after_client();
+    assert!(input > 1 << 20, "{input} bytes in");
+    assert!(brim > 0, "`in` never filled to the brim");
 }
 
 #[test]
@@ -226,4 +172,59 @@ fn without_the_device_the_stub_stays_on_the_uart() {
     bridge.console.wait("the UART stub", |t| t.contains("ukdb: stub ready on serial,"));
     break_print_detach(&artifacts().image, &bridge.addr);
     bridge.assert_runs_gap_free(3, "UART fallback");
+}
+
+#[test]
+fn a_panic_stops_into_gdb_over_the_ring() {
+    let xvm = XenVm::boot("ukdb.wait ukdemo.panic=2", None, &[]);
+    let bridge = xvm.bridge();
+    let out = Debugger::gdb(
+        &artifacts().image,
+        &bridge.addr,
+        &["continue", "bt", "monitor why", "continue", "detach"],
+    )
+    .finish();
+    assert_transcript(&out, &panic_stop_transcript());
+    assert!(bridge.console.text().contains("ukdemo: panicked at src/app.rs"));
+}
+
+/// The whole of `--target xen:NAME` as on a Xen host, with only xenstore
+/// faked: the model serves the ring on a pty as xenconsoled does, a fake
+/// `xl`/`xenstore-read` name that pty, and `ukdb bridge` and `ukdb core`
+/// find it from the domain's name.
+#[test]
+fn xen_target_finds_the_console_pty_for_bridge_and_core() {
+    let mut xvm = XenVm::boot_pty("");
+    let tty = xvm.target.strip_prefix("pty:").unwrap().to_owned();
+    let (_tools, path) = fake_xen_tools("ukdemo", 7, &tty);
+    let a = artifacts();
+    let bridge = Bridge::start_target("xen:ukdemo", &[("PATH", &path)]);
+    assert!(bridge.stderr.text().contains(&format!("xen:ukdemo: console is {tty}")));
+    bridge.wait_more_lines(2);
+    break_print_detach(&a.image, &bridge.addr);
+    bridge.assert_runs_gap_free(3, "bridge on xen:ukdemo");
+    drop(bridge);
+
+    // `ukdb core` alone on the domain's console.
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("uk.core");
+    let out = std::process::Command::new(&a.ukdb)
+        .args(["core", "--target", "xen:ukdemo", "-o"])
+        .arg(&core)
+        .env("PATH", &path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ukdb core failed:\n{err}");
+    assert!(err.contains(&format!("ukdb core: wrote {}: ", core.display())), "{err}");
+    let bt = std::process::Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "bt 1"])
+        .arg(&a.image)
+        .arg(&core)
+        .output()
+        .unwrap();
+    let bt = String::from_utf8_lossy(&bt.stdout);
+    assert!(bt.contains("#0  ") && bt.contains(" at src/"), "gdb on the core:\n{bt}");
+    xvm.assert_model_up();
 }

@@ -133,6 +133,7 @@ fn a_mebibyte_over_the_ring_equals_qemus_gdbstub() {
     // The writes came faster than the stub took them: the model filled
     // `in` to the brim, and not a byte was lost (the read back equals).
     let (input, brim) = xvm.after_client();
+    eprintln!("the model: {input} bytes into the guest, `in` filled to the brim {brim} times");
     assert!(input > 1 << 20, "{input} bytes in");
     assert!(brim > 0, "`in` never filled to the brim");
 }

@@ -27,7 +27,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ use crate::Exit;
 
 /// Guest output kept while no client is connected.
 pub const BACKLOG: usize = 64 * 1024;
+/// How often an idle model looks at the guest's `out` ring.
+const IDLE_POLL: Duration = Duration::from_micros(200);
 /// How long a client may refuse the guest's output before it is dropped.
 pub const STALL: Duration = Duration::from_secs(5);
 
@@ -227,7 +229,16 @@ fn pump(
         match idle {
             0..=1000 => std::hint::spin_loop(),
             1001..=2000 => std::thread::yield_now(),
-            _ => std::thread::sleep(Duration::from_micros(200)),
+            // Idle for a while: the guest's output is polled every 200 µs,
+            // and a client's request wakes the pump at once.
+            _ => match input.recv_timeout(IDLE_POLL) {
+                Ok(chunk) => {
+                    model.queue_input(&chunk);
+                    idle = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
         }
     }
 }

@@ -13,6 +13,11 @@
 #       print, stepi, Ctrl-C, detach; a reattach; then, on a second boot, a
 #       panic stop. Prints the transcripts, keeps them in
 #       $UKDB_VMM_DIR/runs/<vmm>-<time>/.
+#   scripts/vmm.sh net cloud-hypervisor|firecracker
+#       The network transport: the example's NIC (virtio-net PCI on Cloud
+#       Hypervisor, MMIO on Firecracker) on a tap device, shared with the
+#       stub at a static address; gdb connects to the guest's port 1234
+#       straight, curl to its HTTP server on 8080. Needs root (taps).
 #   scripts/vmm.sh boot cloud-hypervisor|firecracker [CMDLINE]
 #       Boots the example and leaves you `ukdb bridge` on 127.0.0.1:1234
 #       (connect gdb yourself; Ctrl-C ends both).
@@ -161,25 +166,44 @@ image() {
     echo "$ROOT/examples/ukdemo/target/x86_64-unknown-none/release/ukdemo"
 }
 
-# boot_vmm VMM DIR CMDLINE: starts the VMM with the example, its serial line
-# on DIR/serial.sock (a unix socket for `ukdb bridge --target unix:`).
+# Taps and addresses of `net`: the host end is .1, the guest .2.
+CH_TAP=ukdbch0 CH_NET=172.17.0
+FC_TAP=ukdbfc0 FC_NET=172.18.0
+
+# boot_vmm VMM DIR CMDLINE [net]: starts the VMM with the example, its serial
+# line on DIR/serial.sock (a unix socket for `ukdb bridge --target unix:`);
+# with `net`, a virtio-net NIC on the VMM's tap.
 boot_vmm() {
-    local vmm="$1" dir="$2" cmdline="$3" img
+    local vmm="$1" dir="$2" cmdline="$3" net="${4:-}" img
     img="$(image)"
     rm -f "$dir/serial.sock"
     case "$vmm" in
     cloud-hypervisor)
+        local nic=()
+        # Cloud Hypervisor creates the tap and gives it the host address.
+        [ -z "$net" ] || nic=(--net "tap=$CH_TAP,ip=$CH_NET.1,mask=255.255.255.0,mac=12:34:56:78:90:ab")
         "$(vmm_bin cloud-hypervisor)" --kernel "$img" --cmdline "$cmdline" \
             --serial "socket=$dir/serial.sock" --console off \
-            --cpus boot=1 --memory size=128M >"$dir/vmm.log" 2>&1 &
+            --cpus boot=1 --memory size=128M "${nic[@]}" >"$dir/vmm.log" 2>&1 &
         PIDS+=($!)
         ;;
     firecracker)
+        local nic=""
+        if [ -n "$net" ]; then
+            # Firecracker takes an existing tap; it announces the MMIO
+            # device on the command line (virtio_mmio.device=4K@ADDR:IRQ).
+            if ! ip link show "$FC_TAP" >/dev/null 2>&1; then
+                ip tuntap add "$FC_TAP" mode tap
+                ip addr add "$FC_NET.1/24" dev "$FC_TAP"
+            fi
+            ip link set "$FC_TAP" up
+            nic=', "network-interfaces": [ { "iface_id": "eth0", "guest_mac": "06:00:ac:12:00:02", "host_dev_name": "'"$FC_TAP"'" } ]'
+        fi
         cat >"$dir/firecracker.json" <<EOF
 {
   "boot-source": { "kernel_image_path": "$img", "boot_args": "$cmdline" },
   "drives": [],
-  "machine-config": { "vcpu_count": 1, "mem_size_mib": 128 }
+  "machine-config": { "vcpu_count": 1, "mem_size_mib": 128 }$nic
 }
 EOF
         : >"$dir/firecracker.log"
@@ -296,6 +320,36 @@ cmd_run() {
     echo "=== $version; $(grep -c . "$DIR/console.txt") console lines; transcripts in $DIR"
 }
 
+cmd_net() {
+    local vmm="$1" img version guest
+    command -v gdb >/dev/null || die "gdb is needed"
+    command -v curl >/dev/null || die "curl is needed"
+    [ "$(id -u)" = 0 ] || die "net needs root (tap devices)"
+    img="$(image)"
+    version="$(version_of "$(vmm_bin "$vmm")")"
+    case "$vmm" in cloud-hypervisor) guest="$CH_NET.2" ;; *) guest="$FC_NET.2" ;; esac
+    DIR="$UKDB_VMM_DIR/runs/$vmm-net-$(date -u +%Y%m%dT%H%M%S)"
+    mkdir -p "$DIR"
+    say "$version; transcripts in $DIR"
+    boot_vmm "$vmm" "$DIR" \
+        "ukdb.trap=ud ukdemo.rate=10 ukdemo.ip=$guest/24 ukdb.net=$guest/24" net
+    # The console is the serial line, raw (the network stub does not use it).
+    socat -u "UNIX-CONNECT:$DIR/serial.sock" - >"$DIR/console.txt" 2>/dev/null &
+    PIDS+=($!)
+    wait_for "$DIR/console.txt" "ukdb: stub ready on virtio-net" 60
+    wait_for "$DIR/console.txt" "^line 3 ticks " 30
+    ADDR="$guest:1234"
+    { echo "\$ curl http://$guest:8080/"; curl -sS -m 10 "http://$guest:8080/"; echo; } >"$DIR/4-net.txt"
+    gdb_session 4-net-gdb "$img" 'break ukdemo::app::tick' 'continue' 'bt' 'p n' 'stepi' \
+        'detach'
+    cat "$DIR/4-net-gdb.txt" >>"$DIR/4-net.txt"
+    { echo "\$ curl http://$guest:8080/"; curl -sS -m 10 "http://$guest:8080/"; echo; } >>"$DIR/4-net.txt"
+    show 4-net
+    echo "=== console"
+    head -6 "$DIR/console.txt"
+    cleanup
+}
+
 cmd_boot() {
     local vmm="$1" cmdline="${2:-ukdb.trap=ud}"
     DIR="$(mktemp -d)"
@@ -308,6 +362,7 @@ cmd_boot() {
 case "${1:-}" in
 build) cmd_build ;;
 run) cmd_run "${2:?cloud-hypervisor or firecracker}" ;;
+net) cmd_net "${2:?cloud-hypervisor or firecracker}" ;;
 boot) cmd_boot "${2:?cloud-hypervisor or firecracker}" "${3:-}" ;;
-*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

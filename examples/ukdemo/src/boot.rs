@@ -1,9 +1,22 @@
 //! PVH entry: the loader (QEMU `-kernel`, Firecracker, Cloud Hypervisor, Xen)
 //! finds the 32-bit entry point in the `XEN_ELFNOTE_PHYS32_ENTRY` note and
 //! jumps there in 32-bit protected mode, paging off, with `ebx` holding the
-//! physical address of `hvm_start_info`. This code clears `.bss`, identity-maps
-//! the first GiB with 2 MiB pages, enables long mode, SSE and NX, and calls
-//! `kmain(start_info_paddr)` on the boot stack.
+//! physical address of `hvm_start_info`.
+//!
+//! The PVH contract (Xen's `docs/misc/pvh.pandoc`) promises only that: `ebx`,
+//! CR0.PE set and paging off, CR4 clear, flat 32-bit code and data segments
+//! (selectors unspecified), a TSS in TR, IF clear. The stack pointer, the
+//! other general-purpose registers, the other flags, the GDT's location
+//! and selectors are unspecified: Cloud Hypervisor and Firecracker enter
+//! with `esp = 0` (QEMU's option ROM leaves a usable stack, which hid the
+//! triple fault of issue 10: a push at `esp = 0` after paging is on faults,
+//! with no IDT). So this code, before anything else, loads its own GDT and
+//! reloads every segment register from it (a far jump, which needs no
+//! stack), takes its own stack, sets EFLAGS, CR0 and CR4 to known values,
+//! clears `.bss`, identity-maps the first GiB with 2 MiB pages (tables it
+//! builds itself, in `.bss`), enables long mode, SSE and NX, and calls
+//! `kmain(start_info_paddr)`. Nothing is read from low memory here except
+//! through `ebx`.
 
 use core::arch::global_asm;
 
@@ -27,8 +40,28 @@ global_asm!(
     .global _start32
 _start32:
     cli
-    cld
     mov esi, ebx                      /* hvm_start_info, kept for kmain */
+
+    /* Our own GDT before any segment use: the loader's may be anywhere, with
+     * any selectors. lgdt takes a linear address (CS is flat, as promised);
+     * the far jump reloads CS and needs no stack. */
+    lgdt [boot_gdt_ptr]
+    .byte 0xEA                        /* jmp ptr16:32 (far, direct) */
+    .long 1f
+    .word 0x18
+1:
+    mov eax, 0x10
+    mov ds, eax
+    mov es, eax
+    mov ss, eax
+    mov fs, eax
+    mov gs, eax
+    /* Our own stack: esp is unspecified (0 on Cloud Hypervisor and
+     * Firecracker). The stack is in .bss, cleared below while unused. */
+    mov esp, offset boot_stack_top
+    /* EFLAGS: only bit 1 (reserved, set); DF and AC clear. */
+    push 2
+    popfd
 
     /* Clear .bss: it holds the boot page tables and the stack. */
     mov edi, offset __bss_start
@@ -54,9 +87,8 @@ _start32:
     cmp ecx, 512
     jne 2b
 
-    /* CR4: PAE, OSFXSR, OSXMMEXCPT. */
-    mov eax, cr4
-    or eax, (1 << 5) | (1 << 9) | (1 << 10)
+    /* CR4: PAE, OSFXSR, OSXMMEXCPT, nothing else. */
+    mov eax, (1 << 5) | (1 << 9) | (1 << 10)
     mov cr4, eax
     mov eax, offset boot_pml4
     mov cr3, eax
@@ -65,17 +97,15 @@ _start32:
     rdmsr
     or eax, (1 << 8) | (1 << 11)
     wrmsr
-    /* CR0: PE, MP, WP, PG; EM off so SSE instructions work. */
-    mov eax, cr0
-    and eax, ~(1 << 2)
-    or eax, (1 << 0) | (1 << 1) | (1 << 16) | (1 << 31)
+    /* CR0: PE, MP, ET, NE, WP, PG, nothing else (caches on, EM and TS off
+     * so SSE instructions work). */
+    mov eax, (1 << 0) | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31)
     mov cr0, eax
 
-    lgdt [boot_gdt_ptr]
-    mov eax, offset _start64
-    push 0x08
-    push eax
-    retf
+    /* Compatibility mode now; into 64-bit code through the GDT's 0x08. */
+    .byte 0xEA                        /* jmp ptr16:32, as above */
+    .long _start64
+    .word 0x08
 
     .code64
 _start64:
@@ -103,8 +133,11 @@ _start64:
 boot_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF          /* 0x08: 64-bit code */
-    .quad 0x00CF92000000FFFF          /* 0x10: data */
+    .quad 0x00CF92000000FFFF          /* 0x10: flat data */
+    .quad 0x00CF9A000000FFFF          /* 0x18: flat 32-bit code (entry only) */
 boot_gdt_end:
+    .p2align 2
+    .word 0
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1
     .quad boot_gdt

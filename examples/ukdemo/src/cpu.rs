@@ -16,6 +16,21 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// Writes model-specific register `msr`.
+///
+/// # Safety
+/// `msr` must exist on this CPU and accept `value` (otherwise #GP), and
+/// whatever the write sets in motion must be safe: a write that makes the
+/// hypervisor or the CPU write to memory (the KVM clock's MSR) needs that
+/// memory to be the caller's.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: per the function contract. Not `nomem`: an MSR write can make
+    // the hypervisor write guest memory.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
 /// `cpuid` leaf `leaf`, sub-leaf 0, as `[eax, ebx, ecx, edx]`.
 pub fn cpuid(leaf: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, 0);

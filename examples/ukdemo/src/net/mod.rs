@@ -14,6 +14,7 @@
 //! [`ukdb_stub::Nic::not_mine`] into the queue, which the app reads first.
 
 mod hal;
+mod inorder;
 mod mmio;
 mod pci;
 pub mod stack;

@@ -5,14 +5,18 @@
 //! device reports them used. No interrupts: everything is polled.
 
 use super::hal::Hal;
+use super::inorder::InOrder;
 use crate::time;
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicBool, Ordering};
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::SomeTransport;
 
-/// Entries of each virtqueue (receive and transmit).
-pub const QUEUE_SIZE: usize = 32;
+/// Entries of each virtqueue (receive and transmit). Every receive buffer
+/// is posted, and Firecracker reads its tap only while the posted receive
+/// buffers add up to 64 KiB + a header (65562 bytes, its largest frame):
+/// 32 buffers (48 KiB) never got a frame there; 64 (96 KiB) do.
+pub const QUEUE_SIZE: usize = 64;
 /// One buffer: the virtio-net header (10 or 12 bytes) and a frame of up to
 /// [`ukdb_stub::MAX_FRAME`] bytes.
 const BUF: usize = 1536;
@@ -22,7 +26,9 @@ const TX_WAIT_US: u64 = 2_000;
 /// No receive buffer has this token.
 const NO_SLOT: u8 = u8::MAX;
 
-type Raw = VirtIONetRaw<Hal, SomeTransport<'static>, QUEUE_SIZE>;
+/// The device on its transport, status writes in the spec's order
+/// (Firecracker checks them: see [`InOrder`]).
+type Raw = VirtIONetRaw<Hal, InOrder<SomeTransport<'static>>, QUEUE_SIZE>;
 
 /// The buffers the device reads and writes: statics in the image, so their
 /// addresses are their physical addresses and never move.
@@ -54,7 +60,7 @@ impl NetDevice {
         if BUFFERS_TAKEN.swap(true, Ordering::Acquire) {
             return Err("buffers already in use");
         }
-        let mut raw = Raw::new(transport).map_err(|_| "device setup failed")?;
+        let mut raw = Raw::new(InOrder(transport)).map_err(|_| "device setup failed")?;
         raw.disable_interrupts();
         // SAFETY: taken once (the flag above), so this is the only
         // reference to the buffers for the rest of the run.

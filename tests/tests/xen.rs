@@ -161,21 +161,6 @@ fn a_slow_backend_in_odd_chunks_loses_nothing() {
 }
 
 #[test]
-fn without_the_device_the_stub_stays_on_the_uart() {
-    let vm = Vm::boot("q35", &artifacts().image, "ukdb.xenring=ivshmem");
-    let bridge = Bridge::start(&vm);
-    bridge.console.wait("the fallback message", |t| {
-        t.contains(
-            "ukdemo: no Xen console ring (no ivshmem-plain device (1af4:1110)): \
-             the stub stays on COM1\n",
-        )
-    });
-    bridge.console.wait("the UART stub", |t| t.contains("ukdb: stub ready on serial,"));
-    break_print_detach(&artifacts().image, &bridge.addr);
-    bridge.assert_runs_gap_free(3, "UART fallback");
-}
-
-#[test]
 fn a_panic_stops_into_gdb_over_the_ring() {
     let xvm = XenVm::boot("ukdb.wait ukdemo.panic=2", None, &[]);
     let bridge = xvm.bridge();
@@ -228,4 +213,27 @@ fn xen_target_finds_the_console_pty_for_bridge_and_core() {
     let bt = String::from_utf8_lossy(&bt.stdout);
     assert!(bt.contains("#0  ") && bt.contains(" at src/"), "gdb on the core:\n{bt}");
     xvm.assert_model_up();
+}
+
+/// Without a ring, the example says why and the stub stays on the UART.
+fn assert_uart_fallback(append: &str, why: &str) {
+    let vm = Vm::boot("q35", &artifacts().image, append);
+    let bridge = Bridge::start(&vm);
+    let message = format!("ukdemo: no Xen console ring ({why}): the stub stays on COM1\n");
+    bridge.console.wait("the fallback message", |t| t.contains(&message));
+    bridge.console.wait("the UART stub", |t| t.contains("ukdb: stub ready on serial,"));
+    break_print_detach(&artifacts().image, &bridge.addr);
+    bridge.assert_runs_gap_free(3, append);
+}
+
+#[test]
+fn without_the_device_the_stub_stays_on_the_uart() {
+    assert_uart_fallback("ukdb.xenring=ivshmem", "no ivshmem-plain device (1af4:1110)");
+}
+
+/// `ukdb.xenring=xen` off Xen: the CPUID scan finds no Xen leaves (QEMU's
+/// TCG has none), and the stub stays on the UART.
+#[test]
+fn xen_ring_off_xen_keeps_the_uart() {
+    assert_uart_fallback("ukdb.xenring=xen", "not running on Xen");
 }

@@ -411,7 +411,8 @@ cmd_net_dedicated() {
     { echo "\$ curl http://$app:8080/"; curl -sS -m 10 "http://$app:8080/"; echo; } >"$out"
     echo "\$ gdb -batch IMAGE -ex 'target remote $ADDR' ..." >>"$out"
     gdb_session 5-dedicated-gdb "$img" 'break ukdemo::app::tick' 'continue' 'bt' \
-        'p n' 'p ukdemo::app::TICKS' 'stepi' 'x/i $pc' 'delete' 'detach'
+        'p n' 'p ukdemo::app::TICKS' 'stepi' 'x/i $pc' 'delete' 'detach' ||
+        say "gdb failed (checked below)"
     cat "$DIR/5-dedicated-gdb.txt" >>"$out"
     { echo "\$ curl http://$app:8080/"; curl -sS -m 10 "http://$app:8080/"; echo; } >>"$out"
     show 5-dedicated

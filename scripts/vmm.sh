@@ -18,6 +18,13 @@
 #       Hypervisor, MMIO on Firecracker) on a tap device, shared with the
 #       stub at a static address; gdb connects to the guest's port 1234
 #       straight, curl to its HTTP server on 8080. Needs root (taps).
+#   scripts/vmm.sh net-dedicated cloud-hypervisor|firecracker
+#       A dedicated debug NIC: the VM gets two NICs on two taps, the app's
+#       (HTTP on 8080) and one the stub drives alone (`ukdb.nic=`: PCI
+#       00:02.0 on Cloud Hypervisor, the second MMIO device Firecracker
+#       announces, 0xc0002000, on Firecracker), each at its own address;
+#       gdb goes straight to the stub's, curl to the app's, before and
+#       after. Needs root (taps; the ones made here are removed).
 #   scripts/vmm.sh boot cloud-hypervisor|firecracker [CMDLINE]
 #       Boots the example and leaves you `ukdb bridge` on 127.0.0.1:1234
 #       (connect gdb yourself; Ctrl-C ends both).
@@ -133,11 +140,14 @@ cmd_build() {
 # ---------------------------------------------------------------- run
 
 PIDS=()
+TAPS=() # taps made here for one run only (net-dedicated), removed by cleanup
 cleanup() {
-    local pid
+    local pid tap
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
+    for tap in "${TAPS[@]}"; do ip link del "$tap" 2>/dev/null || true; done
+    TAPS=()
 }
 trap cleanup EXIT
 
@@ -169,10 +179,29 @@ image() {
 # Taps and addresses of `net`: the host end is .1, the guest .2.
 CH_TAP=ukdbch0 CH_NET=172.17.0
 FC_TAP=ukdbfc0 FC_NET=172.18.0
+# The stub's dedicated NIC (`net-dedicated`): a second tap and subnet, and
+# where the guest finds the device. Cloud Hypervisor puts its `--net`
+# devices on PCI bus 0 in order from 00:01.0; Firecracker its network
+# interfaces in order from 0xc0001000, one 4 KiB window each, and says so
+# on the command line (virtio_mmio.device=4K@0xc0002000:6).
+CH_DBG_TAP=ukdbch1 CH_DBG_NET=172.19.0 CH_DBG_NIC=pci:00:02.0
+FC_DBG_TAP=ukdbfc1 FC_DBG_NET=172.20.0 FC_DBG_NIC=mmio:0xc0002000
 
-# boot_vmm VMM DIR CMDLINE [net]: starts the VMM with the example, its serial
-# line on DIR/serial.sock (a unix socket for `ukdb bridge --target unix:`);
-# with `net`, a virtio-net NIC on the VMM's tap.
+# fc_tap NAME NET: a tap for Firecracker (which takes an existing one), the
+# host at NET.1; with `once`, removed again by cleanup.
+fc_tap() {
+    if ! ip link show "$1" >/dev/null 2>&1; then
+        ip tuntap add "$1" mode tap
+        ip addr add "$2.1/24" dev "$1"
+        [ "${3:-}" != once ] || TAPS+=("$1")
+    fi
+    ip link set "$1" up
+}
+
+# boot_vmm VMM DIR CMDLINE [net|dedicated]: starts the VMM with the example,
+# its serial line on DIR/serial.sock (a unix socket for `ukdb bridge
+# --target unix:`); with `net`, a virtio-net NIC on the VMM's tap; with
+# `dedicated`, a second one on the second tap, for the stub.
 boot_vmm() {
     local vmm="$1" dir="$2" cmdline="$3" net="${4:-}" img
     img="$(image)"
@@ -182,6 +211,8 @@ boot_vmm() {
         local nic=()
         # Cloud Hypervisor creates the tap and gives it the host address.
         [ -z "$net" ] || nic=(--net "tap=$CH_TAP,ip=$CH_NET.1,mask=255.255.255.0,mac=12:34:56:78:90:ab")
+        [ "$net" != dedicated ] ||
+            nic+=("tap=$CH_DBG_TAP,ip=$CH_DBG_NET.1,mask=255.255.255.0,mac=12:34:56:78:90:ac")
         "$(vmm_bin cloud-hypervisor)" --kernel "$img" --cmdline "$cmdline" \
             --serial "socket=$dir/serial.sock" --console off \
             --cpus boot=1 --memory size=128M "${nic[@]}" >"$dir/vmm.log" 2>&1 &
@@ -192,12 +223,15 @@ boot_vmm() {
         if [ -n "$net" ]; then
             # Firecracker takes an existing tap; it announces the MMIO
             # device on the command line (virtio_mmio.device=4K@ADDR:IRQ).
-            if ! ip link show "$FC_TAP" >/dev/null 2>&1; then
-                ip tuntap add "$FC_TAP" mode tap
-                ip addr add "$FC_NET.1/24" dev "$FC_TAP"
+            local once=""
+            [ "$net" != dedicated ] || once=once
+            fc_tap "$FC_TAP" "$FC_NET" $once
+            nic=', "network-interfaces": [ { "iface_id": "eth0", "guest_mac": "06:00:ac:12:00:02", "host_dev_name": "'"$FC_TAP"'" }'
+            if [ "$net" = dedicated ]; then
+                fc_tap "$FC_DBG_TAP" "$FC_DBG_NET" once
+                nic+=', { "iface_id": "eth1", "guest_mac": "06:00:ac:14:00:02", "host_dev_name": "'"$FC_DBG_TAP"'" }'
             fi
-            ip link set "$FC_TAP" up
-            nic=', "network-interfaces": [ { "iface_id": "eth0", "guest_mac": "06:00:ac:12:00:02", "host_dev_name": "'"$FC_TAP"'" } ]'
+            nic+=' ]'
         fi
         cat >"$dir/firecracker.json" <<EOF
 {
@@ -350,6 +384,48 @@ cmd_net() {
     cleanup
 }
 
+cmd_net_dedicated() {
+    local vmm="$1" img version app stub nic
+    command -v gdb >/dev/null || die "gdb is needed"
+    command -v curl >/dev/null || die "curl is needed"
+    [ "$(id -u)" = 0 ] || die "net-dedicated needs root (tap devices)"
+    img="$(image)"
+    version="$(version_of "$(vmm_bin "$vmm")")"
+    case "$vmm" in
+    cloud-hypervisor) app="$CH_NET.2" stub="$CH_DBG_NET.2" nic="$CH_DBG_NIC" ;;
+    *) app="$FC_NET.2" stub="$FC_DBG_NET.2" nic="$FC_DBG_NIC" ;;
+    esac
+    DIR="$UKDB_VMM_DIR/runs/$vmm-dedicated-$(date -u +%Y%m%dT%H%M%S)"
+    mkdir -p "$DIR"
+    say "$version; transcripts in $DIR"
+    echo "$version" >"$DIR/version.txt"
+    boot_vmm "$vmm" "$DIR" \
+        "ukdb.trap=ud ukdemo.rate=10 ukdemo.ip=$app/24 ukdb.nic=$nic ukdb.net=$stub/24" dedicated
+    socat -u "UNIX-CONNECT:$DIR/serial.sock" - >"$DIR/console.txt" 2>/dev/null &
+    PIDS+=($!)
+    wait_for "$DIR/console.txt" "ukdb: stub ready on virtio-net $stub:1234" 60
+    wait_for "$DIR/console.txt" "http on port 8080" 30
+    wait_for "$DIR/console.txt" "^line 3 ticks " 30
+    ADDR="$stub:1234"
+    local out="$DIR/5-dedicated.txt"
+    { echo "\$ curl http://$app:8080/"; curl -sS -m 10 "http://$app:8080/"; echo; } >"$out"
+    echo "\$ gdb -batch IMAGE -ex 'target remote $ADDR' ..." >>"$out"
+    gdb_session 5-dedicated-gdb "$img" 'break ukdemo::app::tick' 'continue' 'bt' \
+        'p n' 'p ukdemo::app::TICKS' 'stepi' 'x/i $pc' 'delete' 'detach' ||
+        say "gdb failed (checked below)"
+    cat "$DIR/5-dedicated-gdb.txt" >>"$out"
+    { echo "\$ curl http://$app:8080/"; curl -sS -m 10 "http://$app:8080/"; echo; } >>"$out"
+    show 5-dedicated
+    echo "=== console"
+    head -5 "$DIR/console.txt"
+    cleanup
+    grep -q '^\[Inferior 1 (process 1) detached\]' "$DIR/5-dedicated-gdb.txt" ||
+        die "the gdb session did not end in a detach"
+    # The app's page is `TICKS n`.
+    [ "$(grep -c '^TICKS [0-9]' "$out")" = 2 ] || die "the app's HTTP server did not answer twice"
+    echo "=== $version; transcripts in $DIR"
+}
+
 cmd_boot() {
     local vmm="$1" cmdline="${2:-ukdb.trap=ud}"
     DIR="$(mktemp -d)"
@@ -363,6 +439,7 @@ case "${1:-}" in
 build) cmd_build ;;
 run) cmd_run "${2:?cloud-hypervisor or firecracker}" ;;
 net) cmd_net "${2:?cloud-hypervisor or firecracker}" ;;
+net-dedicated) cmd_net_dedicated "${2:?cloud-hypervisor or firecracker}" ;;
 boot) cmd_boot "${2:?cloud-hypervisor or firecracker}" "${3:-}" ;;
-*) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -19,6 +19,7 @@
 //! the PCI capabilities are validated before use.
 
 mod hal;
+mod inorder;
 mod mmio;
 mod pci;
 
@@ -27,10 +28,13 @@ use crate::nic::{Nic, MAX_FRAME};
 use crate::nicaddr::{self, BadNic, NicAddr};
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use hal::{StubHal, QUEUE, RX_SLOTS, SLOT, TX_SLOTS};
+use inorder::InOrder;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 use virtio_drivers::transport::pci::VirtioPciError;
 use virtio_drivers::transport::SomeTransport;
+
+const _: () = assert!(QUEUE == 64, "VirtioError::QueueTooSmall's message names the size");
 
 /// Reclaim rounds a transmit waits for a free buffer before it gives up
 /// (the stub's TCP retransmits).
@@ -95,7 +99,8 @@ impl VirtioError {
             VirtioError::DmaNotMapped => {
                 "the stub's DMA buffers are not mapped writable by the page tables"
             }
-            VirtioError::QueueTooSmall => "the virtio-net device's queues are too small (< 16)",
+            VirtioError::QueueTooSmall => "the virtio-net device's queues are too small (< 64)",
+            // (the message names hal::QUEUE)
             VirtioError::DmaPool => "the stub's DMA pages are not physically contiguous",
             VirtioError::NoConfig => "the virtio-net device has no configuration space",
             VirtioError::Driver => "the virtio-net device failed to start",
@@ -147,8 +152,7 @@ fn start(cmdline: &str, phys_offset: u64) -> Result<&'static mut dyn Nic, Virtio
     }
     hal::prepare(phys_offset)?;
     let transport = open(cmdline)?;
-    let net = VirtIONetRaw::<StubHal, SomeTransport<'static>, QUEUE>::new(transport)
-        .map_err(VirtioError::from_driver)?;
+    let net = Raw::new(InOrder(transport)).map_err(VirtioError::from_driver)?;
     // virtio-drivers 0.13 sets up the transmit queue, then the receive
     // queue (`VirtIONetRaw::new`): the last used ring the pool handed out
     // is the receive queue's.
@@ -251,9 +255,13 @@ fn frames_waiting(_context: usize) -> bool {
     idx != SEEN.load(Ordering::Relaxed)
 }
 
+/// The driver: virtio-drivers' device on its transport, status writes in
+/// the spec's order (Firecracker checks them: see [`InOrder`]).
+type Raw = VirtIONetRaw<StubHal, InOrder<SomeTransport<'static>>, QUEUE>;
+
 /// The dedicated virtio-net device.
 pub struct VirtioNic {
-    net: VirtIONetRaw<StubHal, SomeTransport<'static>, QUEUE>,
+    net: Raw,
     /// Per receive slot: the token of the queued buffer.
     rx: [Option<u16>; RX_SLOTS],
     /// Per transmit slot: the token and length of the frame in flight.

@@ -16,7 +16,7 @@ use ukdb_tests::*;
 
 /// Boots `image` stopped at reset, poisons the state at the PVH entry
 /// through QEMU's gdbstub, lets it run, and returns the console once the
-/// boot line has appeared (or the serial line closed: QEMU runs with
+/// whole boot line has appeared (or the serial line closed: QEMU runs with
 /// `-no-reboot`, so a triple fault ends it).
 fn boot_poisoned(image: &Path, booted: &str) -> String {
     let port = free_port();
@@ -50,12 +50,15 @@ fn boot_poisoned(image: &Path, booted: &str) -> String {
         transcript.contains(&format!("entry rip={entry:#x} ebx=0x")),
         "gdb did not stop at the PVH entry:\n{transcript}"
     );
+    // The whole boot line (it goes on with the clock and the command line):
+    // text that stops inside it would fail the callers' checks by chance.
+    let whole_line = |text: &str| text.find(booted).is_some_and(|at| text[at..].contains('\n'));
     let bytes = console.wait(&format!("{booted:?} or the end of the line"), |b, closed| {
-        closed || String::from_utf8_lossy(b).contains(booted)
+        closed || whole_line(&String::from_utf8_lossy(b))
     });
     let text = String::from_utf8_lossy(&bytes).into_owned();
     assert!(
-        text.contains(booted),
+        whole_line(&text),
         "no {booted:?} after a PVH entry with esp = 0 (QEMU log: {}):\n{text}",
         std::fs::read_to_string(&vm.log).unwrap_or_default()
     );

@@ -361,6 +361,8 @@ fn a_dedicated_debug_nic_beside_the_apps() {
     console.spawn_reader(connect_unix(&vm.sock));
     let text = console.wait("the stub on its own NIC", |t| t.contains("ukdb: stub ready on "));
     assert!(text.contains("ukdb: stub ready on virtio-net 10.0.2.15:1234 (static)"), "{text}");
+    // `ukdb.nic=` is understood, not called unknown.
+    assert!(!text.contains("ignoring unknown option"), "{text}");
     console.wait("the app's HTTP server", |t| t.contains("http on port 8080"));
     let gdb = Debugger::gdb(
         &a.image,

@@ -853,3 +853,22 @@ fn hostile_connect_disconnect_cycles() {
     stub.send(&framed(b'D', &packet(b"E01")));
     gdb.expect(&packet(b"E01"));
 }
+
+/// A framing request, or the stub's sync, lost on the line (a noisy serial
+/// line loses either): the bridge asks again until the stub answers.
+/// Before, it asked once per hello and waited for good.
+#[test]
+fn framing_is_requested_again_when_no_sync_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serial.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let bridge = Bridge::start(&unix_target(&path), &["--no-probe"]);
+    let mut stub = FakeStub::accept_silent(&listener);
+    stub.send(&HELLO);
+    // The answer to the hello is "lost": the stub never saw it.
+    stub.expect(&SYNC);
+    // A second request comes without another hello.
+    stub.expect(&SYNC);
+    stub.send(&SYNC);
+    bridge.stderr.wait_line("ukdb: stub answered; framing on");
+}

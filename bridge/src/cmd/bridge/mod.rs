@@ -41,6 +41,10 @@ use session::{Attached, Shared};
 const PROBES: [Duration; 3] =
     [Duration::from_secs(2), Duration::from_secs(3), Duration::from_secs(5)];
 
+/// How often the bridge asks a stub it has seen for framing again while
+/// no sync came back (a request or sync lost on a noisy line).
+const FRAMING_RETRY: Duration = Duration::from_secs(1);
+
 /// When the bridge warns that no stub announced itself, counted from the
 /// moment it connected (two seconds after the last probe).
 const NO_STUB_WARNING: Duration = Duration::from_secs(7);
@@ -351,6 +355,8 @@ pub async fn serve_with_cores(
     tokio::pin!(probe_timer);
     let warning_timer = tokio::time::sleep_until(connected + NO_STUB_WARNING);
     tokio::pin!(warning_timer);
+    let mut framing_retry = tokio::time::interval_at(connected + FRAMING_RETRY, FRAMING_RETRY);
+    framing_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     let mut console_running = true;
     let mut signalled = None;
@@ -367,6 +373,11 @@ pub async fn serve_with_cores(
                     }
                 } else {
                     probes = &[];
+                }
+            }
+            _ = framing_retry.tick(), if !*synced_rx.borrow() => {
+                if shared.request_framing_again() {
+                    debug!("no sync from the stub yet; asking for framing again");
                 }
             }
             () = &mut warning_timer, if !warned => {
@@ -734,7 +745,7 @@ async fn pump_from_stub(
                         "framing error from the stub: DLE followed by {}; {}",
                         Escaped(&[byte]),
                         if noisy {
-                            "dropping the line's payload until the next channel switch"
+                            "both bytes dropped, the channel kept (a noisy line)"
                         } else {
                             "kept as console text"
                         }

@@ -418,6 +418,21 @@ impl Shared {
         })
     }
 
+    /// Asks a stub that has been seen (a hello or a sync) for framing
+    /// again, unless a request is still waiting to be written; `true` if
+    /// one was queued. The caller asks while the stub has not answered: on
+    /// a noisy line the request or the stub's sync can be lost, and nothing
+    /// else would ask again.
+    pub fn request_framing_again(&self) -> bool {
+        self.with(|state, logs| {
+            if !state.stub_seen || state.framing_last {
+                return false;
+            }
+            self.control(state, wire::REQUEST_FRAMING, "no answer to framing yet", logs);
+            true
+        })
+    }
+
     /// Whether a hello or a sync has been seen.
     pub fn stub_seen(&self) -> bool {
         self.lock().stub_seen
@@ -919,6 +934,19 @@ mod tests {
         let shared = Shared::new(false);
         shared.on_hello(false);
         assert!(!shared.probe());
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+    }
+
+    #[test]
+    fn framing_is_asked_again_only_of_a_stub_seen_and_once_at_a_time() {
+        let shared = Shared::new(false);
+        assert!(!shared.request_framing_again(), "no stub seen yet");
+        assert_eq!(drain(&shared), b"".to_vec());
+        shared.on_hello(false);
+        assert!(!shared.request_framing_again(), "the hello's request is still queued");
+        assert_eq!(drain(&shared), b"\x10F".to_vec());
+        assert!(shared.request_framing_again());
+        assert!(!shared.request_framing_again());
         assert_eq!(drain(&shared), b"\x10F".to_vec());
     }
 

@@ -60,6 +60,14 @@ pub const MIN_RTO: Duration = Duration::from_millis(4);
 /// The longest retransmission timeout.
 pub const MAX_RTO: Duration = Duration::from_secs(2);
 
+/// How long a running stub may take to read each byte of a request, on
+/// top of the round trip: it polls its UART from a 1 kHz timer and takes
+/// what the 16-byte FIFO holds, 16 bytes a millisecond. A request is not
+/// given up on (and sent again) before it can have been read: a shorter
+/// timeout sent a long request again and again while the stub was still
+/// reading it, and the copies queued up.
+pub const INTAKE_PER_BYTE: Duration = Duration::from_micros(63);
+
 /// How often a request that resumed the unikernel is asked for its stop
 /// reply.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -253,17 +261,25 @@ impl Link {
             answered: false,
             running: false,
             asked: now,
-            deadline: now + self.rto(0),
+            deadline: now,
             tries: 1,
             backoff: 0,
         });
-        self.ask(now, out);
+        self.ask_after(now, 0, out);
     }
 
-    /// The retransmission timeout after `backoff` timeouts in a row.
+    /// The retransmission timeout after `backoff` timeouts in a row, with
+    /// the time the stub may take to read the outstanding request (while
+    /// it is still sent whole).
     fn rto(&self, backoff: u32) -> Duration {
         let base = self.srtt.map_or(Duration::from_millis(200), |s| s * 4).max(MIN_RTO);
+        let intake = self
+            .outstanding
+            .as_ref()
+            .filter(|o| !o.answered)
+            .map_or(0, |o| u32::try_from(o.body.len()).unwrap_or(u32::MAX));
         base.saturating_mul(1 << backoff.min(8)).min(MAX_RTO)
+            + INTAKE_PER_BYTE.saturating_mul(intake)
     }
 
     /// Asks the stub for the outstanding request's next piece (the whole
@@ -686,6 +702,23 @@ mod tests {
         assert_eq!(stub.acted.len(), 2);
         assert!(link.stats().damaged > 0);
         assert!(link.piece() < FIRST_PIECE);
+    }
+
+    #[test]
+    fn a_long_request_is_given_the_time_a_running_stub_takes_to_read_it() {
+        let mut link = Link::new(1);
+        let mut stub = FakeStub::new(memory_reply);
+        // A quick round trip first: the timeout's base is a few ms.
+        exchange(&mut link, &mut stub, &pkt("s"), |_, _| {});
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let long = format!("qSupported:{}", "multiprocess+;".repeat(12));
+        link.send(&pkt(&long), now, &mut out);
+        let wait = link.deadline().unwrap() - now;
+        // 16 bytes a millisecond: 11 ms for these 179 bytes, not the 4 ms
+        // that the round trip alone gives.
+        let intake = Duration::from_millis(long.len() as u64 / 16);
+        assert!(wait >= intake, "{wait:?} for {} bytes", long.len());
     }
 
     #[test]

@@ -446,10 +446,17 @@ impl Debugger {
     }
 
     /// Waits for the debugger to exit successfully; returns its transcript.
-    pub fn finish(mut self) -> String {
+    pub fn finish(self) -> String {
+        self.finish_or(String::new)
+    }
+
+    /// [`Debugger::finish`], with `more` added to the report when the
+    /// debugger does not finish.
+    pub fn finish_or(mut self, more: impl Fn() -> String) -> String {
         let out = Arc::clone(&self.out);
-        let status =
-            self.proc.wait_exit_or(|| format!("the debugger did not finish:\n{}", out.text()));
+        let status = self
+            .proc
+            .wait_exit_or(|| format!("the debugger did not finish:\n{}\n{}", out.text(), more()));
         let text = self.out.wait_closed("the debugger's output to end");
         assert!(status.success(), "debugger failed ({status}):\n{text}");
         text

@@ -243,7 +243,8 @@ fn a_locked_stub_at_one_fault_in_50() {
         &["set remotetimeout 20"],
         &["break ukdemo::app::tick", "continue", "print n", "set var n = n", "detach"],
     );
-    let out = gdb.finish();
+    let out =
+        gdb.finish_or(|| format!("{}\nthe bridge:\n{}", proxy.summary(), bridge.stderr.text()));
     for needle in
         ["Breakpoint 1, ukdemo::app::tick (n=", "$1 = ", "[Inferior 1 (process 1) detached]"]
     {

@@ -141,7 +141,7 @@ impl Counts {
         self.in_full.fetch_add(u64::from(m.in_full), Ordering::Relaxed);
     }
 
-    /// `N bytes in, M out, \`in\` full K times`.
+    /// The report: bytes in and out, and how often `in` was full.
     fn report(&self) -> String {
         format!(
             "{} bytes in, {} out, `in` filled to the brim {} times",

@@ -21,8 +21,8 @@ cd "$(dirname "$0")/.."
 all=(rx cmdline paging engine demux crashstream)
 # Smoke runs per target: about 15 s each on one core of the CI machine.
 declare -A smoke_runs=(
-    [rx]=150000 [cmdline]=300000 [paging]=60000
-    [engine]=15000 [demux]=120000 [crashstream]=6000
+    [rx]=150000 [cmdline]=300000 [paging]=180000
+    [engine]=15000 [demux]=120000 [crashstream]=30000
 )
 
 mode=${1:-smoke}

@@ -24,7 +24,9 @@
 #       00:02.0 on Cloud Hypervisor, the second MMIO device Firecracker
 #       announces, 0xc0002000, on Firecracker), each at its own address;
 #       gdb goes straight to the stub's, curl to the app's, before and
-#       after. Needs root (taps; the ones made here are removed).
+#       after; then gdb's Ctrl-C and an lldb session (break, register
+#       read, step-inst, detach) over the stub's NIC. Needs root (taps; the
+#       ones made here are removed).
 #   scripts/vmm.sh boot cloud-hypervisor|firecracker [CMDLINE]
 #       Boots the example and leaves you `ukdb bridge` on 127.0.0.1:1234
 #       (connect gdb yourself; Ctrl-C ends both).
@@ -289,6 +291,33 @@ gdb_session() {
     fi
 }
 
+# lldb_session NAME IMAGE CMD...: lldb --batch on $ADDR; transcript in
+# $DIR/NAME.txt.
+lldb_session() {
+    local name="$1" img="$2"
+    shift 2
+    local args=(--no-lldbinit --batch -o "target create $img" -o "gdb-remote $ADDR")
+    local c
+    for c in "$@"; do args+=(-o "$c"); done
+    lldb "${args[@]}" >"$DIR/$name.txt" 2>&1
+}
+
+# interrupt_when_running NAME: once the background gdb (GDB_BG=1) has
+# echoed "(running: Ctrl-C next)" and the console shows the app going on,
+# Ctrl-C it; waits for it to end.
+interrupt_when_running() {
+    wait_for "$DIR/$1.txt" "^\(running: Ctrl-C next\)" 60
+    local have end
+    have="$(app_lines "$DIR/console.txt")"
+    end=$((SECONDS + 30))
+    until [ "$(app_lines "$DIR/console.txt")" -gt "$have" ]; do
+        [ $SECONDS -lt $end ] || die "the app did not run on after continue"
+        sleep 0.1
+    done
+    kill -INT "$GDB_PID"
+    wait "$GDB_PID" || die "gdb failed: $(cat "$DIR/$1.txt")"
+}
+
 show() { echo "=== $1"; cat "$DIR/$1.txt"; echo; }
 
 cmd_run() {
@@ -314,19 +343,11 @@ cmd_run() {
         'detach'
     # Ctrl-C: once gdb runs the unikernel again (after its echo) and the
     # console shows the app going on, interrupt gdb.
-    wait_for "$DIR/1-break.txt" "^\(running: Ctrl-C next\)" 60
-    local have end
-    have="$(app_lines "$DIR/console.txt")"
-    end=$((SECONDS + 30))
-    until [ "$(app_lines "$DIR/console.txt")" -gt "$have" ]; do
-        [ $SECONDS -lt $end ] || die "the app did not run on after continue"
-        sleep 0.1
-    done
-    kill -INT "$GDB_PID"
-    wait "$GDB_PID" || die "gdb failed: $(cat "$DIR/1-break.txt")"
+    interrupt_when_running 1-break
     show 1-break
 
     # 2. Detached, the app runs; a second gdb attaches, breaks, detaches.
+    local have end
     have="$(app_lines "$DIR/console.txt")"
     end=$((SECONDS + 30))
     until [ "$(app_lines "$DIR/console.txt")" -gt $((have + 1)) ]; do
@@ -354,30 +375,41 @@ cmd_run() {
     echo "=== $version; $(grep -c . "$DIR/console.txt") console lines; transcripts in $DIR"
 }
 
-cmd_net() {
-    local vmm="$1" img version guest
+# start_net_run VMM KIND NICS CMDLINE: the preamble of `net` and
+# `net-dedicated`: checks, the image, a run directory ($DIR, named
+# VMM-KIND-TIME), a boot with NICS ("net" or "dedicated") and the serial
+# console captured raw in console.txt (the network stub does not use it).
+start_net_run() {
+    local vmm="$1" kind="$2" nics="$3" cmdline="$4" version
     command -v gdb >/dev/null || die "gdb is needed"
     command -v curl >/dev/null || die "curl is needed"
-    [ "$(id -u)" = 0 ] || die "net needs root (tap devices)"
-    img="$(image)"
+    [ "$(id -u)" = 0 ] || die "$kind needs root (tap devices)"
+    IMG="$(image)"
     version="$(version_of "$(vmm_bin "$vmm")")"
-    case "$vmm" in cloud-hypervisor) guest="$CH_NET.2" ;; *) guest="$FC_NET.2" ;; esac
-    DIR="$UKDB_VMM_DIR/runs/$vmm-net-$(date -u +%Y%m%dT%H%M%S)"
+    DIR="$UKDB_VMM_DIR/runs/$vmm-$kind-$(date -u +%Y%m%dT%H%M%S)"
     mkdir -p "$DIR"
     say "$version; transcripts in $DIR"
-    boot_vmm "$vmm" "$DIR" \
-        "ukdb.trap=ud ukdemo.rate=10 ukdemo.ip=$guest/24 ukdb.net=$guest/24" net
-    # The console is the serial line, raw (the network stub does not use it).
+    echo "$version" >"$DIR/version.txt"
+    boot_vmm "$vmm" "$DIR" "$cmdline" "$nics"
     socat -u "UNIX-CONNECT:$DIR/serial.sock" - >"$DIR/console.txt" 2>/dev/null &
     PIDS+=($!)
+}
+
+# fetch_app URL: the app's page, after the command that fetched it.
+fetch_app() { echo "\$ curl $1"; curl -sS -m 10 "$1"; echo; }
+
+cmd_net() {
+    local vmm="$1" guest
+    case "$vmm" in cloud-hypervisor) guest="$CH_NET.2" ;; *) guest="$FC_NET.2" ;; esac
+    start_net_run "$vmm" net net "ukdb.trap=ud ukdemo.rate=10 ukdemo.ip=$guest/24 ukdb.net=$guest/24"
     wait_for "$DIR/console.txt" "ukdb: stub ready on virtio-net" 60
     wait_for "$DIR/console.txt" "^line 3 ticks " 30
     ADDR="$guest:1234"
-    { echo "\$ curl http://$guest:8080/"; curl -sS -m 10 "http://$guest:8080/"; echo; } >"$DIR/4-net.txt"
-    gdb_session 4-net-gdb "$img" 'break ukdemo::app::tick' 'continue' 'bt' 'p n' 'stepi' \
+    fetch_app "http://$guest:8080/" >"$DIR/4-net.txt"
+    gdb_session 4-net-gdb "$IMG" 'break ukdemo::app::tick' 'continue' 'bt' 'p n' 'stepi' \
         'detach'
     cat "$DIR/4-net-gdb.txt" >>"$DIR/4-net.txt"
-    { echo "\$ curl http://$guest:8080/"; curl -sS -m 10 "http://$guest:8080/"; echo; } >>"$DIR/4-net.txt"
+    fetch_app "http://$guest:8080/" >>"$DIR/4-net.txt"
     show 4-net
     echo "=== console"
     head -6 "$DIR/console.txt"
@@ -385,45 +417,51 @@ cmd_net() {
 }
 
 cmd_net_dedicated() {
-    local vmm="$1" img version app stub nic
-    command -v gdb >/dev/null || die "gdb is needed"
-    command -v curl >/dev/null || die "curl is needed"
-    [ "$(id -u)" = 0 ] || die "net-dedicated needs root (tap devices)"
-    img="$(image)"
-    version="$(version_of "$(vmm_bin "$vmm")")"
+    local vmm="$1" app stub nic
     case "$vmm" in
     cloud-hypervisor) app="$CH_NET.2" stub="$CH_DBG_NET.2" nic="$CH_DBG_NIC" ;;
     *) app="$FC_NET.2" stub="$FC_DBG_NET.2" nic="$FC_DBG_NIC" ;;
     esac
-    DIR="$UKDB_VMM_DIR/runs/$vmm-dedicated-$(date -u +%Y%m%dT%H%M%S)"
-    mkdir -p "$DIR"
-    say "$version; transcripts in $DIR"
-    echo "$version" >"$DIR/version.txt"
-    boot_vmm "$vmm" "$DIR" \
-        "ukdb.trap=ud ukdemo.rate=10 ukdemo.ip=$app/24 ukdb.nic=$nic ukdb.net=$stub/24" dedicated
-    socat -u "UNIX-CONNECT:$DIR/serial.sock" - >"$DIR/console.txt" 2>/dev/null &
-    PIDS+=($!)
+    start_net_run "$vmm" dedicated dedicated \
+        "ukdb.trap=ud ukdemo.rate=10 ukdemo.ip=$app/24 ukdb.nic=$nic ukdb.net=$stub/24"
     wait_for "$DIR/console.txt" "ukdb: stub ready on virtio-net $stub:1234" 60
     wait_for "$DIR/console.txt" "http on port 8080" 30
     wait_for "$DIR/console.txt" "^line 3 ticks " 30
     ADDR="$stub:1234"
     local out="$DIR/5-dedicated.txt"
-    { echo "\$ curl http://$app:8080/"; curl -sS -m 10 "http://$app:8080/"; echo; } >"$out"
+    fetch_app "http://$app:8080/" >"$out"
     echo "\$ gdb -batch IMAGE -ex 'target remote $ADDR' ..." >>"$out"
-    gdb_session 5-dedicated-gdb "$img" 'break ukdemo::app::tick' 'continue' 'bt' \
+    gdb_session 5-dedicated-gdb "$IMG" 'break ukdemo::app::tick' 'continue' 'bt' \
         'p n' 'p ukdemo::app::TICKS' 'stepi' 'x/i $pc' 'delete' 'detach' ||
         say "gdb failed (checked below)"
     cat "$DIR/5-dedicated-gdb.txt" >>"$out"
-    { echo "\$ curl http://$app:8080/"; curl -sS -m 10 "http://$app:8080/"; echo; } >>"$out"
+    fetch_app "http://$app:8080/" >>"$out"
     show 5-dedicated
+    # Ctrl-C over the stub's NIC, then lldb.
+    GDB_BG=1 gdb_session 6-dedicated-ctrl-c "$IMG" 'echo (running: Ctrl-C next)\n' \
+        'continue' 'bt 1' 'detach'
+    interrupt_when_running 6-dedicated-ctrl-c
+    show 6-dedicated-ctrl-c
+    lldb_session 7-dedicated-lldb "$IMG" 'breakpoint set --name ukdemo::app::tick' 'continue' \
+        'bt 1' 'register read rip' 'thread step-inst' 'breakpoint delete --force' 'process detach' ||
+        say "lldb failed (checked below)"
+    show 7-dedicated-lldb
     echo "=== console"
     head -5 "$DIR/console.txt"
     cleanup
-    grep -q '^\[Inferior 1 (process 1) detached\]' "$DIR/5-dedicated-gdb.txt" ||
-        die "the gdb session did not end in a detach"
+    local t
+    for t in 5-dedicated-gdb 6-dedicated-ctrl-c; do
+        grep -q '^\[Inferior 1 (process 1) detached\]' "$DIR/$t.txt" ||
+            die "$t: the gdb session did not end in a detach"
+    done
+    grep -q 'received signal SIGINT\|stopped' "$DIR/6-dedicated-ctrl-c.txt" ||
+        die "Ctrl-C did not stop the unikernel"
+    grep -q 'stop reason = breakpoint 1.1' "$DIR/7-dedicated-lldb.txt" ||
+        die "lldb did not stop at the breakpoint"
+    grep -q 'Process 1 detached' "$DIR/7-dedicated-lldb.txt" || die "lldb did not detach"
     # The app's page is `TICKS n`.
     [ "$(grep -c '^TICKS [0-9]' "$out")" = 2 ] || die "the app's HTTP server did not answer twice"
-    echo "=== $version; transcripts in $DIR"
+    echo "=== $(cat "$DIR/version.txt"); transcripts in $DIR"
 }
 
 cmd_boot() {

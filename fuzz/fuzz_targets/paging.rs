@@ -10,7 +10,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use std::collections::HashMap;
 use ukdb_stub::fuzzing::coremap::{classify, Ram, Seen};
 use ukdb_stub::fuzzing::paging::{
     for_each_chunk, for_each_run, frame_mask, translate, Run, Walk, MAX_LEAVES,
@@ -55,13 +54,20 @@ fuzz_target!(|data: &[u8]| {
     // Probe addresses for translate and for_each_chunk.
     let probes: Vec<u64> = (0..4).filter_map(|_| input.u64()).collect();
     // The rest: (table, index, entry) writes.
-    let mut mem: HashMap<u64, u64> = HashMap::new();
+    // A flat array, not a map: a walk that reaches `MAX_LEAVES` reads it
+    // millions of times, and those walks set the fuzzer's pace.
+    let mut mem = vec![0u64; TABLES as usize * 512];
     while let (Some([t, i0, i1]), Some(entry)) = (input.bytes::<3>(), input.u64()) {
-        let index = u64::from(u16::from_le_bytes([i0, i1]) & 0x1ff);
-        mem.insert((u64::from(t) % TABLES) << 12 | index << 3, entry);
+        let index = usize::from(u16::from_le_bytes([i0, i1]) & 0x1ff);
+        mem[usize::from(t) % TABLES as usize * 512 + index] = entry;
     }
-    let read_phys =
-        |pa: u64| if pa.is_multiple_of(8) { mem.get(&pa).copied().unwrap_or(0) } else { 0 };
+    let read_phys = |pa: u64| {
+        if pa.is_multiple_of(8) {
+            usize::try_from(pa / 8).ok().and_then(|i| mem.get(i)).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    };
 
     for &addr in &probes {
         if let Some(m) = translate(&walk, addr, read_phys) {
@@ -86,14 +92,17 @@ fuzz_target!(|data: &[u8]| {
         assert!(done <= len);
     }
 
-    let mut runs: Vec<Run> = Vec::new();
+    // The previous run and a count, not every run: a walk may yield
+    // millions.
+    let mut prev: Option<Run> = None;
+    let mut count = 0u64;
     let mut seen = Seen::new();
     let complete = for_each_run(&walk, read_phys, |run| {
         assert!(run.len > 0 && run.len % 0x1000 == 0, "{run:?}");
-        if let Some(prev) = runs.last() {
+        if let Some(prev) = prev {
             assert!(prev.end() <= run.vaddr, "{prev:?} then {run:?}");
         }
-        if runs.len() < 256 {
+        if count < 256 {
             let m = translate(&walk, run.vaddr, read_phys).expect("a run's first page is mapped");
             assert_eq!(m.frame + (run.vaddr - m.page_start), run.paddr, "{run:?}");
             assert_eq!(
@@ -108,9 +117,10 @@ fuzz_target!(|data: &[u8]| {
             });
             assert_eq!(at, run.end());
         }
-        runs.push(run);
+        prev = Some(run);
+        count += 1;
     });
     if complete {
-        assert!(runs.len() as u64 <= MAX_LEAVES);
+        assert!(count <= MAX_LEAVES);
     }
 });

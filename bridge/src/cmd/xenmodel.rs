@@ -92,13 +92,19 @@ impl Out {
         }
     }
 
-    /// A new unix-socket client: the backlog first.
-    fn attach(&mut self, mut client: UnixStream) {
-        let (a, b) = self.backlog.as_slices();
+    /// Says once how many console bytes the backlog dropped, when output
+    /// flows again.
+    fn report_dropped(&mut self) {
         if self.dropped > 0 {
             eprintln!("ukdb xen-model: {} console bytes dropped with no client", self.dropped);
             self.dropped = 0;
         }
+    }
+
+    /// A new unix-socket client: the backlog first.
+    fn attach(&mut self, mut client: UnixStream) {
+        self.report_dropped();
+        let (a, b) = self.backlog.as_slices();
         if client.write_all(a).and_then(|()| client.write_all(b)).is_ok() {
             self.backlog.clear();
             self.client = Some(Client::Unix(client));
@@ -108,17 +114,22 @@ impl Out {
     /// Moves what the pty can take from the backlog into it.
     fn drain_to_pty(&mut self) {
         let Some(Client::Pty(pty)) = self.client.as_mut() else { return };
+        let mut took = false;
         while !self.backlog.is_empty() {
             let (a, _) = self.backlog.as_slices();
             match pty.write(a) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.backlog.drain(..n);
+                    took = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Full (`WouldBlock`): the rest waits.
                 Err(_) => break,
             }
+        }
+        if took {
+            self.report_dropped();
         }
     }
 }
@@ -190,12 +201,14 @@ fn slow_chunks(n: usize) -> Vec<usize> {
     [n, 1, n / 3, 3, n / 2, n.saturating_sub(2), 7].into_iter().map(odd).collect()
 }
 
-/// Pumps the ring for good: client input in, guest output out.
+/// Pumps the ring for good: client input in, guest output out. `pty`:
+/// the output goes to a pty, whose backlog each idle step drains.
 fn pump(
     mut model: Model,
     out: &Mutex<Out>,
     input: &Receiver<Vec<u8>>,
     slow: Option<usize>,
+    pty: bool,
     counts: &Counts,
 ) {
     let chunks = slow.map(slow_chunks).unwrap_or_else(|| vec![2048]);
@@ -221,7 +234,9 @@ fn pump(
                 }
                 continue;
             }
-            Ok(Ok(_)) => out.lock().unwrap_or_else(PoisonError::into_inner).drain_to_pty(),
+            Ok(Ok(_)) if pty => out.lock().unwrap_or_else(PoisonError::into_inner).drain_to_pty(),
+            // A unix client gets its backlog when it attaches.
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => eprintln!("ukdb xen-model: corrupt ring reset: {e:?}"),
             Err(e) => eprintln!("ukdb xen-model: {e}"),
         }
@@ -258,10 +273,11 @@ pub fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let counts = Arc::new(Counts::default());
     let (tx, rx) = mpsc::channel();
     let slow = cmd.slow.map(usize::from);
+    let pty = listen.is_none();
     let start_pump = || {
         let pump_out = Arc::clone(&out);
         let pump_counts = Arc::clone(&counts);
-        std::thread::spawn(move || pump(model, &pump_out, &rx, slow, &pump_counts));
+        std::thread::spawn(move || pump(model, &pump_out, &rx, slow, pty, &pump_counts));
     };
     let Some(path) = listen else {
         let pty = Pty::open().context("cannot open a pty")?;
@@ -359,6 +375,18 @@ mod tests {
         assert_eq!(out.backlog.len(), BACKLOG);
         assert_eq!(out.dropped, 2);
         assert_eq!(out.backlog.iter().rev().take(3).copied().collect::<Vec<_>>(), [3, 2, 1]);
+    }
+
+    #[test]
+    fn a_pty_that_takes_bytes_again_hears_what_was_dropped() {
+        let pty = Pty::open().unwrap();
+        let mut out =
+            Out { client: Some(Client::Pty(pty.master.try_clone().unwrap())), ..Out::default() };
+        out.keep(&vec![1u8; BACKLOG + 2]);
+        assert_eq!(out.dropped, 2);
+        out.drain_to_pty();
+        assert!(out.backlog.len() < BACKLOG, "the pty took nothing");
+        assert_eq!(out.dropped, 0, "the drop was not reported");
     }
 
     #[test]

@@ -273,11 +273,11 @@ pub fn run(cmd: Cmd) -> anyhow::Result<Exit> {
     let counts = Arc::new(Counts::default());
     let (tx, rx) = mpsc::channel();
     let slow = cmd.slow.map(usize::from);
-    let pty = listen.is_none();
+    let to_pty = listen.is_none();
     let start_pump = || {
         let pump_out = Arc::clone(&out);
         let pump_counts = Arc::clone(&counts);
-        std::thread::spawn(move || pump(model, &pump_out, &rx, slow, pty, &pump_counts));
+        std::thread::spawn(move || pump(model, &pump_out, &rx, slow, to_pty, &pump_counts));
     };
     let Some(path) = listen else {
         let pty = Pty::open().context("cannot open a pty")?;

@@ -185,9 +185,15 @@ impl<'b> Rx<'b> {
     /// a debugger that sends checked packets ([`crate::checked`]), which
     /// sends nothing else between packets; a plain debugger would take a
     /// NAK for its last good packet and send it again.
+    ///
+    /// The session sets it after every byte; only a change of mode forgets
+    /// the junk seen so far (setting it again must not, or the two bytes
+    /// after a `#` are never counted).
     pub fn set_nak_junk(&mut self, on: bool) {
-        self.nak_junk = on;
-        self.junk_hash = None;
+        if self.nak_junk != on {
+            self.nak_junk = on;
+            self.junk_hash = None;
+        }
     }
 
     /// The longest memory read (`m`) passed on; longer ones are clamped.

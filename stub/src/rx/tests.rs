@@ -766,6 +766,21 @@ fn a_damaged_checked_packet_is_a_bad_checksum_even_when_its_sum_holds() {
 }
 
 #[test]
+fn junk_is_a_bad_checksum_when_the_mode_is_set_after_every_byte() {
+    // As the session drives it: `set_nak_junk` after each byte.
+    let mut buf = vec![0u8; SIZE];
+    let mut rx = Rx::new(&mut buf);
+    let mut events = Vec::new();
+    for &b in b"@1,18,0:0011aabb#4f" {
+        rx.set_nak_junk(true);
+        if let Some(e) = rx.push(b) {
+            events.push(Ev::from(e));
+        }
+    }
+    assert_eq!(events, vec![Ev::BadChecksum]);
+}
+
+#[test]
 fn junk_that_ends_like_a_packet_is_a_bad_checksum_only_when_asked() {
     let mut buf = vec![0u8; SIZE];
     let mut rx = Rx::new(&mut buf);

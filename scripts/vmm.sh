@@ -320,24 +320,29 @@ interrupt_when_running() {
 
 show() { echo "=== $1"; cat "$DIR/$1.txt"; echo; }
 
+# open_run VMM NAME: the image ($IMG), the VMM's version ($VERSION, also in
+# version.txt) and a new run directory ($DIR, runs/NAME-TIME).
+open_run() {
+    IMG="$(image)"
+    VERSION="$(version_of "$(vmm_bin "$1")")"
+    DIR="$UKDB_VMM_DIR/runs/$2-$(date -u +%Y%m%dT%H%M%S)"
+    mkdir -p "$DIR"
+    say "$VERSION; transcripts in $DIR"
+    echo "$VERSION" >"$DIR/version.txt"
+}
+
 cmd_run() {
     local vmm="$1"
     command -v gdb >/dev/null || die "gdb is needed"
     [ "$vmm" != firecracker ] || command -v socat >/dev/null || die "socat is needed"
-    local img version
-    img="$(image)"
-    version="$(version_of "$(vmm_bin "$vmm")")"
-    DIR="$UKDB_VMM_DIR/runs/$vmm-$(date -u +%Y%m%dT%H%M%S)"
-    mkdir -p "$DIR"
-    say "$version; transcripts in $DIR"
-    echo "$version" >"$DIR/version.txt"
+    open_run "$vmm" "$vmm"
 
     # 1. break, bt, print, stepi, Ctrl-C, detach.
     boot_vmm "$vmm" "$DIR" "ukdb.trap=ud ukdemo.rate=10"
     bridge "$DIR"
     wait_for "$DIR/console.txt" "ukdemo: booted" 30
     wait_for "$DIR/console.txt" "^line 3 ticks " 30
-    GDB_BG=1 gdb_session 1-break "$img" \
+    GDB_BG=1 gdb_session 1-break "$IMG" \
         'break ukdemo::app::tick' 'continue' 'bt' 'p n' 'p ukdemo::app::TICKS' \
         'stepi' 'x/i $pc' 'delete' 'echo (running: Ctrl-C next)\n' 'continue' 'bt 1' \
         'detach'
@@ -354,7 +359,7 @@ cmd_run() {
         [ $SECONDS -lt $end ] || die "the app did not run on after detach"
         sleep 0.1
     done
-    gdb_session 2-reattach "$img" 'break ukdemo::app::tick' 'continue' 'p n' \
+    gdb_session 2-reattach "$IMG" 'break ukdemo::app::tick' 'continue' 'p n' \
         'info registers rip rsp cs ss' 'detach'
     show 2-reattach
     cleanup
@@ -366,13 +371,13 @@ cmd_run() {
     boot_vmm "$vmm" "$DIR" "ukdb.trap=ud ukdemo.rate=10 ukdemo.panic=5"
     bridge "$DIR"
     wait_for "$DIR/console.txt" "tick 5 asked to panic" 60
-    gdb_session 3-panic "$img" 'bt' 'monitor why' 'detach'
+    gdb_session 3-panic "$IMG" 'bt' 'monitor why' 'detach'
     show 3-panic
     cleanup
     DIR="$top"
     echo "=== console (first boot)"
     head -5 "$DIR/console.txt"
-    echo "=== $version; $(grep -c . "$DIR/console.txt") console lines; transcripts in $DIR"
+    echo "=== $VERSION; $(grep -c . "$DIR/console.txt") console lines; transcripts in $DIR"
 }
 
 # start_net_run VMM KIND NICS CMDLINE: the preamble of `net` and
@@ -380,16 +385,11 @@ cmd_run() {
 # VMM-KIND-TIME), a boot with NICS ("net" or "dedicated") and the serial
 # console captured raw in console.txt (the network stub does not use it).
 start_net_run() {
-    local vmm="$1" kind="$2" nics="$3" cmdline="$4" version
+    local vmm="$1" kind="$2" nics="$3" cmdline="$4"
     command -v gdb >/dev/null || die "gdb is needed"
     command -v curl >/dev/null || die "curl is needed"
     [ "$(id -u)" = 0 ] || die "$kind needs root (tap devices)"
-    IMG="$(image)"
-    version="$(version_of "$(vmm_bin "$vmm")")"
-    DIR="$UKDB_VMM_DIR/runs/$vmm-$kind-$(date -u +%Y%m%dT%H%M%S)"
-    mkdir -p "$DIR"
-    say "$version; transcripts in $DIR"
-    echo "$version" >"$DIR/version.txt"
+    open_run "$vmm" "$vmm-$kind"
     boot_vmm "$vmm" "$DIR" "$cmdline" "$nics"
     socat -u "UNIX-CONNECT:$DIR/serial.sock" - >"$DIR/console.txt" 2>/dev/null &
     PIDS+=($!)
@@ -461,7 +461,7 @@ cmd_net_dedicated() {
     grep -q 'Process 1 detached' "$DIR/7-dedicated-lldb.txt" || die "lldb did not detach"
     # The app's page is `TICKS n`.
     [ "$(grep -c '^TICKS [0-9]' "$out")" = 2 ] || die "the app's HTTP server did not answer twice"
-    echo "=== $(cat "$DIR/version.txt"); transcripts in $DIR"
+    echo "=== $VERSION; transcripts in $DIR"
 }
 
 cmd_boot() {

@@ -17,10 +17,10 @@ use ukdb_tests::*;
 
 /// The sessions of this file run side by side, but for
 /// [`a_locked_stub_at_one_fault_in_50`], which runs alone. At one byte in 50
-/// gdb's 190-byte `qSupported` arrives whole about one time in 75, and with
-/// four other sessions' VMs on two cores, gdb's first reply came later than
-/// its three 20 s timeouts in 3 of 11 runs of this file. Alone it passed 8
-/// runs of 8, in 5 to 30 s.
+/// gdb's 171-byte `qSupported` (about 200 bytes checked) arrives whole about
+/// one time in 56, and with four other sessions' VMs on two cores, gdb's
+/// first reply came later than its three 20 s timeouts in 3 of 11 runs of
+/// this file. Alone it passed 8 runs of 8, in 5 to 30 s.
 static ALONE: RwLock<()> = RwLock::new(());
 
 /// A shared turn: beside the others, not beside the one that runs alone.
